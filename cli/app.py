@@ -1,0 +1,29 @@
+"""The trajtune command line: this module only wires the subcommands (one module each)."""
+from __future__ import annotations
+
+import typer
+
+from trajtune.cli import common
+
+app = typer.Typer(
+    name="trajtune",
+    help="Turn agent data into clean datasets and fine-tune language models on them.\n\n"
+    "Every stage reads and writes JSONL/YAML files and can be re-run to resume.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Each command module registers itself on `app`; importing is cheap (heavy imports are lazy).
+from trajtune.cli import validate as _validate  # noqa: E402
+
+_validate.register(app)
+
+
+def main() -> None:
+    common.run_app(app)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

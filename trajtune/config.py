@@ -1,0 +1,180 @@
+"""One typed config per stage: dataclass defaults < ``--config`` YAML < flags.
+
+YAML keys equal field names. An unknown key is an error naming the nearest valid key, never
+silently dropped. YAML is read with ``safe_load`` only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+from trajtune.errors import ConfigError
+
+T = TypeVar("T")
+
+SECRET_HINTS = ("api_key", "token", "secret", "password")
+
+
+def field(default: Any = dataclasses.MISSING, *, help: str = "", default_factory: Any = dataclasses.MISSING):
+    """A dataclass field with help text (shown in config docs and error messages)."""
+    kw: dict[str, Any] = {"metadata": {"help": help}}
+    if default_factory is not dataclasses.MISSING:
+        kw["default_factory"] = default_factory
+    else:
+        kw["default"] = default
+    return dataclasses.field(**kw)
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text("utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=str(p), line=line) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("a config file must be a mapping of key: value", path=str(p))
+    return data
+
+
+def _nearest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+
+
+def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
+    """Check/convert a value to the field's annotated type (bool/int/float/str/list/dict/Optional)."""
+    if isinstance(tp, str):
+        tp = eval(tp, vars(typing))  # annotations from `from __future__ import annotations`
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(name, value, a, source)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0] if errors else ConfigError(f"{name}: bad value {value!r}", path=source)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{name} must be one of {', '.join(map(str, args))}, got {value!r}", path=source)
+        return value
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{name} must be true or false, got {value!r}", path=source)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f"{name} must be an integer, got {value!r}", path=source)
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {value!r}", path=source) from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be a number, got {value!r}", path=source)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number, got {value!r}", path=source) from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{name} must be a string, got {value!r}", path=source)
+        return str(value)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}", path=source)
+        if args:
+            return [_coerce(name, v, args[0], source) for v in value]
+        return list(value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping, got {value!r}", path=source)
+        return value
+    return value
+
+
+def build(cls: type[T], file: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> T:
+    """Resolve a stage config: defaults < YAML file < overrides (flags; None means 'not given')."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    if file:
+        data = load_yaml(file)
+        for key, val in data.items():
+            if key not in fields:
+                raise ConfigError(f"unknown config key '{key}'" + _nearest(str(key), list(fields)), path=str(file))
+            values[key] = _coerce(key, val, hints[key], str(file))
+    for key, val in (overrides or {}).items():
+        if val is None:
+            continue
+        if key not in fields:
+            raise ConfigError(f"unknown option '{key}'" + _nearest(key, list(fields)))
+        values[key] = _coerce(key, val, hints[key], f"--{key.replace('_', '-')}")
+    try:
+        cfg = cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"incomplete config: {exc}") from None
+    check = getattr(cfg, "check", None)
+    if callable(check):
+        check()
+    return cfg
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """Parse ``--set key=value`` overrides (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip().replace("-", "_")] = yaml.safe_load(v)
+    return out
+
+
+def to_dict(cfg: Any) -> dict:
+    """The resolved config as a plain dict, with secret-looking values redacted."""
+    out = dataclasses.asdict(cfg)
+    for k in list(out):
+        if any(h in k.lower() for h in SECRET_HINTS) and not k.lower().endswith("_env"):
+            out[k] = "***" if out[k] else out[k]
+    return out
+
+
+def save(cfg: Any, path: str | Path) -> None:
+    from trajtune.jsonl import atomic_writer
+
+    with atomic_writer(path, "w") as fh:
+        yaml.safe_dump(to_dict(cfg), fh, sort_keys=False)
+
+
+def describe(cls: type) -> list[tuple[str, Any, str]]:
+    """(name, default, help) per field, for docs and config headers."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        rows.append((f.name, default, f.metadata.get("help", "")))
+    return rows
