@@ -1,0 +1,264 @@
+"""The tool catalog: tools with JSON-Schema parameters and a small simulator each.
+
+Catalog files are YAML (``data/tools/*.yaml``), one list of tools per file::
+
+    - name: database_query
+      category: data
+      description: Run a read-only SQL query.      # short: it is rendered into every prompt
+      parameters: {type: object, properties: {...}, required: [...]}
+      simulate:
+        defaults: {limit: 10}                      # values for optional args in the templates
+        cases:                                     # first match wins; `when` compares arguments
+          - when: {table: missing_table}
+            error: "no such table: {table}"
+        result: "{limit} rows from {table}: ..."   # str.format over arguments + defaults
+
+``Tool.simulate(arguments)`` checks the arguments against ``parameters`` (jsonschema) and
+returns an ``Error: ...`` observation for bad ones, as a real tool would; otherwise it fills the
+first matching case or the result template. Templates may use ``{arg}``, ``{arg!u}`` (upper),
+and ``{arg|len}`` (length of a list/str). Output is deterministic for the same arguments.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from trajtune.errors import ConfigError, DataError
+
+CATEGORIES = ("coding", "debugging", "refactoring", "devops", "data")
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\|(len|upper|lower|hash))?\}")
+
+
+def default_catalog_dir() -> Path:
+    """``data/tools`` of the source tree (the package is installed editable from it)."""
+    return Path(__file__).resolve().parent.parent / "data" / "tools"
+
+
+@dataclass
+class Tool:
+    name: str
+    description: str
+    category: str
+    parameters: dict
+    simulator: dict = field(default_factory=dict)
+    source: str = ""
+
+    def openai(self) -> dict:
+        return {"type": "function", "function": {"name": self.name, "description": self.description,
+                                                 "parameters": self.parameters}}
+
+    def check(self, arguments: Any) -> list[str]:
+        """Problems with ``arguments`` under this tool's parameters (empty when valid)."""
+        if not isinstance(arguments, dict):
+            return [f"arguments must be a JSON object, got {type(arguments).__name__}"]
+        v = _validator(self)
+        errs = []
+        for e in sorted(v.iter_errors(arguments), key=lambda e: list(e.path)):
+            where = ".".join(str(p) for p in e.path)
+            errs.append(f"{where}: {e.message}" if where else e.message)
+        return errs
+
+    def simulate(self, arguments: Any) -> str:
+        """A plausible observation for a call; ``Error: ...`` for bad arguments."""
+        errs = self.check(arguments)
+        if errs:
+            return f"Error: invalid arguments for {self.name}: " + "; ".join(errs)
+        values = dict(self.simulator.get("defaults") or {})
+        values.update(arguments)
+        for case in self.simulator.get("cases") or []:
+            when = case.get("when") or {}
+            if all(_matches(values.get(k), want) for k, want in when.items()):
+                if "error" in case:
+                    return "Error: " + _fill(case["error"], values)
+                return _fill(case.get("result", ""), values)
+        return _fill(self.simulator.get("result", "ok"), values)
+
+
+def _matches(value: Any, want: Any) -> bool:
+    if isinstance(want, str) and want.startswith("~"):  # substring test: "~.py"
+        return isinstance(value, str) and want[1:] in value
+    return value == want
+
+
+def _fill(template: str, values: dict) -> str:
+    def sub(m: re.Match) -> str:
+        key, op = m.group(1), m.group(2)
+        if key not in values:
+            return m.group(0)
+        v = values[key]
+        if op == "len":
+            return str(len(v)) if hasattr(v, "__len__") else "1"
+        if op == "upper":
+            return str(v).upper()
+        if op == "lower":
+            return str(v).lower()
+        if op == "hash":  # short stable hex, e.g. a commit sha
+            return hashlib.sha1(str(v).encode()).hexdigest()[:7]
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, list):
+            return ", ".join(map(str, v))
+        return str(v)
+
+    return _FIELD.sub(sub, template).strip()
+
+
+_VALIDATORS: dict[int, Any] = {}
+
+
+def _validator(tool: Tool):
+    key = id(tool)
+    v = _VALIDATORS.get(key)
+    if v is None:
+        from jsonschema import Draft202012Validator
+
+        v = _VALIDATORS[key] = Draft202012Validator(tool.parameters)
+    return v
+
+
+@dataclass
+class Catalog:
+    tools: dict[str, Tool]
+    sources: list[str] = field(default_factory=list)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tools
+
+    def __getitem__(self, name: str) -> Tool:
+        return self.tools[name]
+
+    def openai_tools(self, names: Iterable[str]) -> list[dict]:
+        """OpenAI-style tool specs for ``names`` in the given order (unknown names raise KeyError)."""
+        return [self.tools[n].openai() for n in names]
+
+    def by_category(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for t in self.tools.values():
+            out.setdefault(t.category, []).append(t.name)
+        return out
+
+
+def _files(path: str | Path | None) -> list[Path]:
+    p = Path(path) if path is not None else default_catalog_dir()
+    if p.is_dir():
+        files = sorted(list(p.glob("*.yaml")) + list(p.glob("*.yml")))
+        if not files:
+            raise ConfigError(f"{p}: no *.yaml tool files in this folder")
+        return files
+    if not p.is_file():
+        raise ConfigError(f"tool catalog not found: {p}", hint="pass a YAML file or a folder of them with --catalog")
+    return [p]
+
+
+def _line_of(text: str, name: str) -> int | None:
+    m = re.search(rf"^\s*-?\s*name:\s*['\"]?{re.escape(name)}['\"]?\s*$", text, re.M)
+    return text.count("\n", 0, m.start()) + 1 if m else None
+
+
+def load_catalog(path: str | Path | None = None) -> Catalog:
+    """Load and check a catalog (a YAML file or a folder of them; default ``data/tools``).
+
+    Raises DataError naming file:line for a malformed tool (all problems are collected by
+    :func:`check_catalog`; this raises on the first).
+    """
+    cat, problems = _load(path)
+    if problems:
+        src, line, msg = problems[0]
+        more = f" (+{len(problems) - 1} more problems; run `trajtune generate tools --check`)" if len(problems) > 1 else ""
+        raise DataError(msg + more, path=src, line=line)
+    return cat
+
+
+def check_catalog(path: str | Path | None = None) -> tuple[Catalog, list[tuple[str, int | None, str]]]:
+    """Load a catalog collecting every problem as (file, line, message)."""
+    return _load(path)
+
+
+def _load(path: str | Path | None) -> tuple[Catalog, list[tuple[str, int | None, str]]]:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    tools: dict[str, Tool] = {}
+    problems: list[tuple[str, int | None, str]] = []
+    files = _files(path)
+    for f in files:
+        text = f.read_text("utf-8")
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            problems.append((str(f), mark.line + 1 if mark else None, f"invalid YAML: {getattr(exc, 'problem', exc)}"))
+            continue
+        if isinstance(data, dict) and "tools" in data:
+            data = data["tools"]
+        if not isinstance(data, list):
+            problems.append((str(f), 1, "a tool file must be a list of tools (or a mapping with a `tools:` list)"))
+            continue
+        for i, t in enumerate(data):
+            if not isinstance(t, dict):
+                problems.append((str(f), None, f"tool #{i + 1} is not a mapping"))
+                continue
+            name = t.get("name")
+            line = _line_of(text, name) if isinstance(name, str) else None
+            where = f"tool {name!r}" if name else f"tool #{i + 1}"
+
+            def bad(msg: str) -> None:
+                problems.append((str(f), line, f"{where}: {msg}"))
+
+            if not isinstance(name, str) or not _NAME.match(name):
+                bad("`name` must match [A-Za-z0-9_.-]{1,64}")
+                continue
+            if name in tools:
+                bad(f"duplicate name (first defined in {tools[name].source})")
+                continue
+            unknown = set(t) - {"name", "description", "category", "parameters", "simulate"}
+            if unknown:
+                bad(f"unknown key(s) {', '.join(sorted(unknown))}")
+            desc = t.get("description")
+            if not isinstance(desc, str) or not desc.strip():
+                bad("`description` is required")
+            cat = t.get("category")
+            if cat not in CATEGORIES:
+                bad(f"`category` must be one of {', '.join(CATEGORIES)}, got {cat!r}")
+            params = t.get("parameters")
+            if not isinstance(params, dict) or params.get("type") != "object":
+                bad("`parameters` must be a JSON Schema with type: object")
+                params = {"type": "object", "properties": {}}
+            else:
+                try:
+                    Draft202012Validator.check_schema(params)
+                except SchemaError as exc:
+                    bad(f"`parameters` is not a valid JSON Schema: {exc.message}")
+                props = params.get("properties") or {}
+                for req in params.get("required") or []:
+                    if req not in props:
+                        bad(f"required parameter {req!r} is not in properties")
+            sim = t.get("simulate") or {}
+            if not isinstance(sim, dict):
+                bad("`simulate` must be a mapping (result, cases, defaults)")
+                sim = {}
+            elif "result" not in sim:
+                bad("`simulate.result` (the observation template) is required")
+            else:
+                props = (params.get("properties") or {}) if isinstance(params, dict) else {}
+                known = set(props) | set(sim.get("defaults") or {})
+                templates = [sim["result"]] + [c.get(k, "") for c in sim.get("cases") or [] if isinstance(c, dict)
+                                               for k in ("result", "error")]
+                for tpl in templates:
+                    for m in _FIELD.finditer(str(tpl)):
+                        if m.group(1) not in known:
+                            bad(f"simulate template uses {{{m.group(1)}}}, which is not a parameter or default")
+                for c in sim.get("cases") or []:
+                    if not isinstance(c, dict) or not isinstance(c.get("when"), dict):
+                        bad("each simulate case needs a `when:` mapping")
+            tools[name] = Tool(name=name, description=str(desc or "").strip(), category=str(cat),
+                               parameters=params, simulator=sim, source=str(f))
+    if not tools and not problems:
+        problems.append((str(files[0]), None, "the catalog defines no tools"))
+    return Catalog(tools=tools, sources=[str(f) for f in files]), problems
