@@ -1,0 +1,367 @@
+"""Semantic (agent-specific) checks over one parsed, schema-valid record.
+
+Each check has a stable name (used in reports, ``--format github`` titles and the
+``metadata.expect`` field of ``data/examples/invalid/*.jsonl``) and a severity in ``SEVERITY``.
+A check function takes one record and returns a list of ``(check, message, json_path)``;
+``check_record(obj, kind)`` runs the ones for the record's kind. They assume the record already
+passed its JSON Schema (types and required keys are known to be right).
+
+Tool arguments are checked against the tool's ``parameters`` JSON Schema. Validators are cached
+per distinct schema: a schema seen a few times is compiled with fastjsonschema (fast path), and
+jsonschema (Draft 2020-12) explains a failure in plain words.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import orjson
+
+Issue = tuple[str, str, str]  # (check, message, JSON path)
+
+ERROR, WARNING = "error", "warning"
+
+# Every check name validate can report, with its severity. Names are a stable interface.
+SEVERITY: dict[str, str] = {
+    # line level (the engine)
+    "not_utf8": ERROR,
+    "not_json": ERROR,
+    "nan_infinity": ERROR,
+    "too_deep": ERROR,
+    "line_too_long": ERROR,
+    "not_object": ERROR,
+    "unknown_kind": ERROR,
+    "schema": ERROR,
+    "empty_file": ERROR,
+    "bom": WARNING,
+    # record level (this module)
+    "role_order": ERROR,
+    "orphan_tool_message": ERROR,
+    "tool_call_id_unanswered": ERROR,
+    "call_without_result": WARNING,
+    "duplicate_call_id": ERROR,
+    "unknown_tool": ERROR,
+    "duplicate_tool": ERROR,
+    "tool_schema": ERROR,
+    "arguments_schema": ERROR,
+    "empty_assistant": ERROR,
+    "no_assistant": ERROR,
+    "empty_prompt": ERROR,
+    "chosen_equals_rejected": ERROR,
+    "positive_equals_negative": ERROR,
+    "flat_rewards": WARNING,
+    "bad_regex": ERROR,
+    # file level (the engine)
+    "duplicate_id": ERROR,
+    "duplicate_content": WARNING,
+    "leakage": ERROR,
+    "truncated": WARNING,
+}
+
+
+# --------------------------------------------------------------------------- tool schemas
+
+class _ArgValidator:
+    """Validates arguments against one ``parameters`` schema; explains failures with jsonschema."""
+
+    __slots__ = ("schema", "uses", "fast", "slow", "schema_error")
+
+    def __init__(self, schema: dict):
+        self.schema = schema
+        self.uses = 0
+        self.fast: Callable[[Any], Any] | None = None
+        self.slow = None
+        self.schema_error: str | None = None
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            self.schema_error = f"{exc.message} at {_json_path(exc.absolute_path)}"
+            return
+        self.slow = Draft202012Validator(schema)
+        if b'"$ref"' in orjson.dumps(schema):
+            self.fast = _never_fast  # fastjsonschema would fetch remote refs over the network
+
+    def errors(self, value: Any) -> list[str]:
+        """Plain messages for what is wrong with ``value`` ([] when valid)."""
+        if self.slow is None:
+            return []
+        self.uses += 1
+        if self.fast is None and self.uses == 4:  # compile once the schema proves common
+            try:
+                import fastjsonschema
+
+                self.fast = fastjsonschema.compile(self.schema)
+            except Exception:  # unsupported feature: stay on jsonschema
+                self.fast = _never_fast
+        if self.fast is not None and self.fast is not _never_fast:
+            try:
+                self.fast(value)
+                return []
+            except Exception:
+                pass
+        out = []
+        try:
+            errs = sorted(self.slow.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
+        except Exception as exc:  # e.g. a $ref that cannot be resolved offline
+            return [f"cannot apply the parameters schema ({type(exc).__name__}: {exc})"]
+        for err in errs[:3]:
+            where = _json_path(err.absolute_path, root="")
+            msg = err.message if len(err.message) <= 200 else err.message[:197] + "..."
+            out.append(msg + (f" (at {where.lstrip('.')})" if where else ""))
+        return out
+
+
+def _never_fast(value: Any) -> None:  # marker: fastjsonschema could not compile the schema
+    raise RuntimeError
+
+
+_ARG_CACHE: dict[bytes, _ArgValidator] = {}
+
+
+def arg_validator(parameters: dict) -> _ArgValidator:
+    """The cached validator for one distinct ``parameters`` schema."""
+    key = orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS)
+    v = _ARG_CACHE.get(key)
+    if v is None:
+        if len(_ARG_CACHE) > 20000:  # bounded memory on files with endless distinct tools
+            _ARG_CACHE.clear()
+        v = _ARG_CACHE[key] = _ArgValidator(parameters)
+    return v
+
+
+def _json_path(parts, root: str = "$") -> str:
+    out = root
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _tool_table(tools: list | None, where: str, issues: list[Issue]) -> dict[str, _ArgValidator | None]:
+    """name -> validator of its parameters (None when absent); reports duplicate names and bad schemas."""
+    table: dict[str, _ArgValidator | None] = {}
+    for i, t in enumerate(tools or []):
+        fn = t["function"]
+        name = fn["name"]
+        if name in table:
+            issues.append(("duplicate_tool", f"tool '{name}' is declared twice", f"{where}[{i}]"))
+            continue
+        params = fn.get("parameters")
+        v = table[name] = arg_validator(params) if params is not None else None
+        if v is not None:
+            if v.schema_error:
+                issues.append(("tool_schema", f"tool '{name}' has an invalid parameters schema: {v.schema_error}",
+                               f"{where}[{i}].function.parameters"))
+    return table
+
+
+def _is_blank(text: Any) -> bool:
+    return not isinstance(text, str) or not text.strip()
+
+
+def _check_dialogue(msgs: list, where: str, tools: dict[str, _ArgValidator | None], issues: list[Issue],
+                    *, start_pending: dict[str, str] | None = None, seen_ids: set[str] | None = None,
+                    need_user_first: bool = True) -> dict[str, str]:
+    """Role order, call ids, tool results, tool names and arguments over one message list.
+
+    Returns the calls still pending (id -> tool name) at the end, so a continuation (chosen,
+    rejected, responses) can be checked after its prompt.
+    """
+    pending: dict[str, str] = dict(start_pending or {})
+    answered: set[str] = set()
+    seen: set[str] = set(seen_ids or ())
+    first_turn = need_user_first
+    for i, m in enumerate(msgs):
+        role = m["role"]
+        here = f"{where}[{i}]"
+        if role == "system":
+            if i > 0:
+                issues.append(("role_order", "a system message must come first", here))
+            continue
+        if first_turn:
+            first_turn = False
+            if role != "user":
+                issues.append(("role_order", f"the first non-system turn is '{role}'; it must be the user's", here))
+        if role == "tool":
+            cid = m["tool_call_id"]
+            if cid in pending:
+                del pending[cid]
+                answered.add(cid)
+            elif not pending:
+                if cid in answered:
+                    issues.append(("orphan_tool_message", f"tool_call_id '{cid}' was already answered", here))
+                else:
+                    issues.append(("orphan_tool_message", f"tool message '{cid}' answers no pending call", here))
+            else:
+                issues.append(("tool_call_id_unanswered",
+                               f"tool_call_id '{cid}' matches no earlier call (pending: {', '.join(sorted(pending))})",
+                               here + ".tool_call_id"))
+                oldest = next(iter(pending))
+                del pending[oldest]
+                answered.add(oldest)  # count it as the next result: one defect, one report
+            continue
+        if pending and role != "tool":
+            issues.append(("call_without_result",
+                           f"call(s) {', '.join(sorted(pending))} got no tool result before this '{role}' turn", here))
+            pending.clear()
+        if role != "assistant":
+            continue
+        calls = m.get("tool_calls") or []
+        if not calls and _is_blank(m.get("content")):
+            issues.append(("empty_assistant", "assistant turn has neither content nor tool calls", here))
+        for j, call in enumerate(calls):
+            cwhere = f"{here}.tool_calls[{j}]"
+            cid = call["id"]
+            if cid in seen:
+                issues.append(("duplicate_call_id", f"call id '{cid}' is used twice in this record", cwhere + ".id"))
+            seen.add(cid)
+            fn = call["function"]
+            name = fn["name"]
+            pending[cid] = name
+            if name not in tools:
+                known = ", ".join(sorted(tools)) or "none declared"
+                issues.append(("unknown_tool", f"calls '{name}', which is not in the record's tools ({known})",
+                               cwhere + ".function.name"))
+                continue
+            v = tools[name]
+            if v is not None:
+                for msg in v.errors(fn["arguments"]):
+                    issues.append(("arguments_schema", f"'{name}' arguments: {msg}", cwhere + ".function.arguments"))
+    return pending
+
+
+def _prompt_blank(msgs: list) -> bool:
+    return all(_is_blank(m.get("content")) for m in msgs if m["role"] == "user")
+
+
+def _ids_in(msgs: list) -> set[str]:
+    return {c["id"] for m in msgs for c in (m.get("tool_calls") or [])}
+
+
+# --------------------------------------------------------------------------- per kind
+
+def check_sft(obj: dict) -> list[Issue]:
+    issues: list[Issue] = []
+    tools = _tool_table(obj.get("tools"), "$.tools", issues)
+    msgs = obj["messages"]
+    _check_dialogue(msgs, "$.messages", tools, issues)
+    if not any(m["role"] == "assistant" for m in msgs):
+        issues.append(("no_assistant", "no assistant turn: nothing to train on", "$.messages"))
+    elif not any(m["role"] == "user" and not _is_blank(m.get("content")) for m in msgs):
+        issues.append(("empty_prompt", "no user turn has any text", "$.messages"))
+    return issues
+
+
+def _canon(x: Any) -> bytes:
+    return orjson.dumps(x, option=orjson.OPT_SORT_KEYS)
+
+
+def check_preference(obj: dict) -> list[Issue]:
+    issues: list[Issue] = []
+    tools = _tool_table(obj.get("tools"), "$.tools", issues)
+    prompt = obj["prompt"]
+    if _prompt_blank(prompt):
+        issues.append(("empty_prompt", "the prompt has no user text", "$.prompt"))
+    pending = _check_dialogue(prompt, "$.prompt", tools, issues)
+    # a call pending at the end of the prompt may be answered inside each continuation
+    ids = _ids_in(prompt)
+    for side in ("chosen", "rejected"):
+        _check_dialogue(obj[side], f"$.{side}", tools, issues, start_pending=pending, seen_ids=ids, need_user_first=False)
+    if _canon(obj["chosen"]) == _canon(obj["rejected"]):
+        issues.append(("chosen_equals_rejected", "chosen and rejected are identical: the pair teaches nothing", "$.rejected"))
+    return issues
+
+
+def check_group(obj: dict) -> list[Issue]:
+    issues: list[Issue] = []
+    tools = _tool_table(obj.get("tools"), "$.tools", issues)
+    prompt = obj["prompt"]
+    if _prompt_blank(prompt):
+        issues.append(("empty_prompt", "the prompt has no user text", "$.prompt"))
+    pending = _check_dialogue(prompt, "$.prompt", tools, issues)
+    ids = _ids_in(prompt)
+    for i, r in enumerate(obj["responses"]):
+        _check_dialogue(r["messages"], f"$.responses[{i}].messages", tools, issues, start_pending=pending,
+                        seen_ids=ids, need_user_first=False)
+    rewards = {r["reward"] for r in obj["responses"]}
+    if len(rewards) == 1:
+        issues.append(("flat_rewards", f"every response has reward {rewards.pop()}: no learning signal", "$.responses"))
+    return issues
+
+
+def check_triplet(obj: dict) -> list[Issue]:
+    issues: list[Issue] = []
+    if _is_blank(obj["anchor"]):
+        issues.append(("empty_prompt", "the anchor is only whitespace", "$.anchor"))
+    if obj["positive"].strip() == obj["negative"].strip():
+        issues.append(("positive_equals_negative", "positive and negative are the same text", "$.negative"))
+    return issues
+
+
+def check_task(obj: dict) -> list[Issue]:
+    issues: list[Issue] = []
+    tools = _tool_table(obj.get("tools"), "$.tools", issues)
+    prompt = obj["prompt"]
+    if _prompt_blank(prompt):
+        issues.append(("empty_prompt", "the prompt has no user text", "$.prompt"))
+    _check_dialogue(prompt, "$.prompt", tools, issues)
+    exp = obj["expected"]
+    if "answer" in exp:
+        if exp.get("match") == "regex":
+            try:
+                re.compile(exp["answer"])
+            except re.error as exc:
+                issues.append(("bad_regex", f"expected.answer is not a valid regex: {exc}", "$.expected.answer"))
+        return issues
+    for i, call in enumerate(exp["calls"]):
+        where = f"$.expected.calls[{i}]"
+        name = call["name"]
+        if name not in tools:
+            known = ", ".join(sorted(tools)) or "none declared"
+            issues.append(("unknown_tool", f"expects '{name}', which is not in the record's tools ({known})", where + ".name"))
+            continue
+        params = tools[name].schema if tools[name] is not None else None
+        if not isinstance(params, dict):
+            continue
+        props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+        required = params.get("required") if isinstance(params.get("required"), list) else []
+        args = call["arguments"]
+        for arg, alts in args.items():
+            awhere = f"{where}.arguments.{arg}"
+            if props and arg not in props:
+                issues.append(("arguments_schema", f"'{name}' has no parameter '{arg}' (known: {', '.join(props)})", awhere))
+                continue
+            if arg in required and None in alts:
+                issues.append(("arguments_schema", f"'{name}' requires '{arg}' but null marks it optional", awhere))
+            sub = props.get(arg)
+            if isinstance(sub, dict):
+                v = arg_validator(sub)
+                for k, alt in enumerate(alts):
+                    if alt is None:
+                        continue
+                    for msg in v.errors(alt):
+                        issues.append(("arguments_schema", f"'{name}' acceptable value {k} for '{arg}': {msg}",
+                                       f"{awhere}[{k}]"))
+        for req in required:
+            if req not in args:
+                issues.append(("arguments_schema", f"'{name}' requires '{req}' but expected.arguments omits it",
+                               where + ".arguments"))
+    return issues
+
+
+CHECKS: dict[str, Callable[[dict], list[Issue]]] = {
+    "sft": check_sft,
+    "preference": check_preference,
+    "group": check_group,
+    "triplet": check_triplet,
+    "task": check_task,
+}
+
+
+def check_record(obj: dict, kind: str) -> list[Issue]:
+    """All semantic issues of one schema-valid record of ``kind``."""
+    return CHECKS[kind](obj)

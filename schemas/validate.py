@@ -1,0 +1,630 @@
+"""The validate engine: schema + semantic checks over JSONL files, streaming, in bounded memory.
+
+Steps per file: 1) detect the kind from the first lines (or take ``--kind``); 2) stream the
+lines (split by byte ranges across processes with ``workers > 1``), per line: orjson parse,
+compiled fastjsonschema check, and only when that fails jsonschema to explain the error; then the
+semantic checks of ``trajtune.schemas.checks``; 3) merge: duplicate ids and contents are found
+from 8-byte digests (12 bytes a record with its line number, never the records themselves);
+4) summarise.
+
+Other stages use ``require_valid(path, kind)``, which returns the records or raises DataError.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import re
+import sys
+import zlib
+from array import array
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import orjson
+
+from trajtune import records
+from trajtune.config import field
+from trajtune.errors import DataError, UsageError
+from trajtune.schemas.checks import ERROR, SEVERITY, WARNING, check_record
+
+KEEP_PROBLEMS = 10_000  # problems kept per file for printing and the report; counts are always complete
+DETECT_LINES = 200
+DETECT_BYTES = 8 << 20
+FORMATS = ("text", "json", "github")
+BOM = b"\xef\xbb\xbf"
+_NAN = re.compile(rb"(?<![\"\w])(-?Infinity|NaN)(?![\"\w])")
+
+
+@dataclasses.dataclass
+class ValidateConfig:
+    kind: str | None = field(None, help="record kind for every file (sft, preference, group, triplet, task); default: detected per file")
+    tokenizer: str | None = field(None, help="model whose tokenizer counts tokens (a folder, hub id or 'default')")
+    max_length: int | None = field(None, help="with tokenizer: records longer than this many tokens are reported as truncated")
+    against: list[str] = field(default_factory=list, help="files whose prompts must not appear in the validated files (leakage)")
+    report: str | None = field(None, help="write the full report as JSON to this file")
+    format: str = field("text", help="how problems are printed: text, json (the report on stdout) or github (Actions annotations)")
+    max_errors: int = field(50, help="print at most this many problems per file (counting is never limited)")
+    strict: bool = field(False, help="warnings fail the run too")
+    workers: int = field(1, help="processes for large files (split by byte ranges)")
+    max_line_mb: float = field(32.0, help="longer lines are reported as line_too_long without being parsed")
+
+    def check(self) -> None:
+        if self.kind is not None and self.kind not in records.KINDS:
+            raise UsageError(f"--kind must be one of {', '.join(records.KINDS)}, got {self.kind!r}")
+        if self.format not in FORMATS:
+            raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.max_length is not None and self.tokenizer is None:
+            raise UsageError("--max-length needs --tokenizer MODEL")
+        if self.workers < 1:
+            raise UsageError("--workers must be at least 1")
+        if self.max_errors < 0:
+            raise UsageError("--max-errors must be >= 0")
+
+
+@dataclasses.dataclass
+class FileResult:
+    """What validate found in one file. ``problems`` holds (line, check, message, json_path)."""
+
+    path: str
+    kind: str | None = None
+    records: int = 0
+    valid: int = 0
+    by_check: dict[str, int] = dataclasses.field(default_factory=dict)
+    problems: list[tuple[int | None, str, str, str]] = dataclasses.field(default_factory=list)
+    turns: int = 0
+    tool_calls: int = 0
+    tools: set[str] = dataclasses.field(default_factory=set)
+    tokens: dict | None = None
+
+    @property
+    def errors(self) -> int:
+        return sum(n for c, n in self.by_check.items() if SEVERITY[c] == ERROR)
+
+    @property
+    def warnings(self) -> int:
+        return sum(n for c, n in self.by_check.items() if SEVERITY[c] == WARNING)
+
+    def failed(self, strict: bool = False) -> bool:
+        return self.errors > 0 or (strict and self.warnings > 0)
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path, "kind": self.kind, "records": self.records, "valid": self.valid,
+            "errors": self.errors, "warnings": self.warnings,
+            "by_check": {c: {"severity": SEVERITY[c], "count": n} for c, n in sorted(self.by_check.items())},
+            "turns": self.turns, "tool_calls": self.tool_calls, "distinct_tools": len(self.tools),
+            "tokens": self.tokens,
+            "problems": [{"line": ln, "check": c, "severity": SEVERITY[c], "message": m, "at": w}
+                         for ln, c, m, w in self.problems],
+            "problems_truncated": sum(self.by_check.values()) > len(self.problems),
+        }
+
+
+# --------------------------------------------------------------------------- reading
+
+def _digest(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def _open(path: str):
+    if path == "-":
+        return sys.stdin.buffer
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{path} is a directory, not a JSONL file", hint="pass the files inside it, e.g. DIR/*.jsonl")
+    if not p.exists():
+        raise UsageError(f"{path}: no such file")
+    try:
+        fh = open(p, "rb", buffering=1 << 20)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot open ({exc.strerror})") from None
+    if path.endswith(".gz"):
+        return gzip.GzipFile(fileobj=fh, mode="rb")
+    return fh
+
+
+def _lines(fh, limit: int, start: int = 0, end: float = float("inf")) -> Iterator[tuple[int, bytes | None, int]]:
+    """(1-based physical line number, raw bytes or None when longer than ``limit``, byte length)."""
+    pos = start
+    lineno = 0
+    readline = fh.readline
+    while pos < end:
+        raw = readline(limit)
+        if not raw:
+            return
+        pos += len(raw)
+        lineno += 1
+        if len(raw) >= limit and not raw.endswith(b"\n"):
+            total = len(raw)
+            while True:  # skip the rest of an over-long line in bounded pieces
+                more = readline(1 << 20)
+                if not more:
+                    break
+                pos += len(more)
+                total += len(more)
+                if more.endswith(b"\n"):
+                    break
+            yield lineno, None, total
+            continue
+        yield lineno, raw, len(raw)
+
+
+def _detect_kind(lines: list[bytes]) -> str | None:
+    objs = []
+    for raw in lines:
+        try:
+            objs.append(orjson.loads(raw.removeprefix(BOM)))
+        except orjson.JSONDecodeError:
+            continue
+    return records.detect_file_kind(objs)
+
+
+# --------------------------------------------------------------------------- the scanner
+
+class _Scan:
+    """Validates the lines of one file (or one byte range of it) and accumulates the result."""
+
+    def __init__(self, kind: str | None, cfg: ValidateConfig, against: dict | None = None,
+                 on_record: Callable[[dict], None] | None = None):
+        self.kind = kind
+        self.fast = records.validator(kind) if kind else None
+        self.explain = records.jsonschema_validator(kind) if kind else None
+        self.cfg = cfg
+        self.against = against
+        self.on_record = on_record
+        self.records = 0
+        self.lines = 0
+        self.by_check: dict[str, int] = {}
+        self.n_errors = 0
+        self.problems: list[tuple[int | None, str, str, str]] = []
+        self.error_lines = array("I")
+        self.id_digests = array("Q")
+        self.id_lines = array("I")
+        self.content_digests = array("Q")
+        self.content_lines = array("I")
+        self.turns = 0
+        self.tool_calls = 0
+        self.tools: set[str] = set()
+        self.token_counts = array("I")
+        self.truncated = 0
+        self.tok = _load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
+
+    # -- bookkeeping
+    def add(self, line: int | None, check: str, message: str, where: str = "") -> None:
+        self.by_check[check] = self.by_check.get(check, 0) + 1
+        if SEVERITY[check] == ERROR:
+            self.n_errors += 1
+        if len(self.problems) < KEEP_PROBLEMS:
+            self.problems.append((line, check, message, where))
+
+    # -- one line
+    def feed(self, lineno: int, raw: bytes | None, length: int, first: bool = False) -> None:
+        self.lines = lineno
+        if raw is None:
+            self.records += 1
+            self.add(lineno, "line_too_long", f"line is {length / 1e6:.1f} MB, over the {self.cfg.max_line_mb:g} MB limit "
+                     "(raise --max-line-mb to check it)")
+            self.error_lines.append(lineno)
+            return
+        if first and raw.startswith(BOM):
+            raw = raw[3:]
+            self.add(lineno, "bom", "UTF-8 byte order mark at the start of the file (stripped)")
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            if not raw.strip():
+                return  # blank line: not a record
+            self.records += 1
+            self.error_lines.append(lineno)
+            self._bad_json(lineno, raw, exc)
+            return
+        self.records += 1
+        if type(obj) is not dict:
+            self.error_lines.append(lineno)
+            self.add(lineno, "not_object", f"expected a JSON object, got {_type_name(obj)}")
+            return
+        if self.on_record is not None:
+            self.on_record(obj)
+        n_before = self.n_errors
+        self._record(lineno, obj)
+        if self.n_errors > n_before:
+            self.error_lines.append(lineno)
+
+    def _bad_json(self, lineno: int, raw: bytes, exc: Exception) -> None:
+        msg = str(exc)
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            self.add(lineno, "not_utf8", f"not UTF-8: byte 0x{raw[uexc.start]:02x} at column {uexc.start + 1}",)
+            return
+        if "depth limit" in msg or "recursion" in msg:
+            self.add(lineno, "too_deep", f"nested deeper than the JSON parser allows ({msg})")
+            return
+        if _NAN.search(raw):
+            try:
+                json.loads(raw)  # the stdlib accepts NaN/Infinity: then that is the only defect
+                self.add(lineno, "nan_infinity", "NaN or Infinity is not valid JSON; write null or a number")
+                return
+            except (ValueError, RecursionError):
+                pass
+        self.add(lineno, "not_json", f"not valid JSON: {msg}")
+
+    def _record(self, lineno: int, obj: dict) -> None:
+        kind = self.kind
+        if kind is None:
+            self.add(lineno, "unknown_kind", "cannot tell the record kind (no messages, chosen/rejected, responses, "
+                     "anchor/positive/negative or expected key); pass --kind")
+            return
+        rid = obj.get("id")
+        if type(rid) is str:
+            self.id_digests.append(_digest(rid.encode("utf-8", "surrogatepass")))
+            self.id_lines.append(lineno)
+        try:
+            self.fast(obj)
+        except Exception:
+            if self._explain(lineno, obj):
+                return
+        try:
+            issues = check_record(obj, kind)
+        except Exception as exc:  # a check must never crash validate; report it instead
+            self.add(lineno, "schema", f"could not check this record ({type(exc).__name__}: {exc})")
+            return
+        for check, message, where in issues:
+            self.add(lineno, check, message, where)
+        content = {k: v for k, v in obj.items() if k != "id" and k != "metadata"}
+        self.content_digests.append(_digest(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)))
+        self.content_lines.append(lineno)
+        self._stats(obj, kind)
+        if self.against:
+            self._leakage(lineno, obj)
+        if self.tok is not None:
+            self._tokens(lineno, obj, kind)
+
+    def _explain(self, lineno: int, obj: dict) -> bool:
+        """Report schema errors in plain words; False when jsonschema finds nothing wrong."""
+        from jsonschema.exceptions import best_match, relevance
+
+        errs = sorted(self.explain.iter_errors(obj), key=relevance)
+        if not errs:
+            return False
+        shown = [best_match(errs)]
+        shown += [e for e in errs if e is not shown[0]][:2]
+        for e in shown:
+            if e.context:
+                e = best_match(e.context)
+            where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path)
+            self.add(lineno, "schema", f"{where}: {_short(e.message)}", where)
+        return True
+
+    def _stats(self, obj: dict, kind: str) -> None:
+        if kind == "sft":
+            lists = [obj["messages"]]
+        elif kind == "preference":
+            lists = [obj["prompt"], obj["chosen"]]
+        elif kind == "group":
+            lists = [obj["prompt"], obj["responses"][0]["messages"]]
+        elif kind == "task":
+            lists = [obj["prompt"]]
+            self.tool_calls += len(obj["expected"].get("calls") or ())
+        else:
+            lists = []
+        for msgs in lists:
+            self.turns += len(msgs)
+            for m in msgs:
+                calls = m.get("tool_calls")
+                if calls:
+                    self.tool_calls += len(calls)
+        if len(self.tools) < 100_000:
+            for t in obj.get("tools") or ():
+                self.tools.add(t["function"]["name"])
+
+    def _leakage(self, lineno: int, obj: dict) -> None:
+        text = records.prompt_text(obj)
+        if not text.strip():
+            return
+        exact, norm = self.against
+        hit = exact.get(_digest(text.encode("utf-8", "surrogatepass")))
+        how = "exact"
+        if hit is None:
+            hit = norm.get(_digest(records.normalize_text(text).encode("utf-8", "surrogatepass")))
+            how = "after whitespace/case normalisation"
+        if hit is not None:
+            self.add(lineno, "leakage", f"prompt also in {hit[0]}:{hit[1]} ({how})", "$")
+
+    def _tokens(self, lineno: int, obj: dict, kind: str) -> None:
+        try:
+            n = _count_tokens(self.tok, obj, kind)
+        except Exception as exc:
+            self.add(lineno, "schema", f"the chat template cannot render this record ({type(exc).__name__}: {_short(str(exc))})")
+            return
+        self.token_counts.append(n)
+        ml = self.cfg.max_length
+        if ml is not None and n > ml:
+            self.truncated += 1
+            self.add(lineno, "truncated", f"id {obj.get('id')!r} has {n} tokens, over --max-length {ml}: it would be truncated")
+
+    def export(self) -> dict:
+        """Picklable partial result (for the worker processes)."""
+        return {
+            "records": self.records, "lines": self.lines, "by_check": self.by_check, "problems": self.problems,
+            "error_lines": self.error_lines, "id_digests": self.id_digests, "id_lines": self.id_lines,
+            "content_digests": self.content_digests, "content_lines": self.content_lines,
+            "turns": self.turns, "tool_calls": self.tool_calls, "tools": self.tools,
+            "token_counts": self.token_counts, "truncated": self.truncated,
+        }
+
+
+def _type_name(obj: Any) -> str:
+    return {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(obj), "null" if obj is None else type(obj).__name__)
+
+
+def _short(text: str, n: int = 300) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _load_tokenizer(model: str):
+    from transformers import AutoTokenizer
+
+    from trajtune.models import resolve_model
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model(model))
+    except Exception as exc:
+        raise UsageError(f"--tokenizer {model}: cannot load a tokenizer ({_short(str(exc), 200)})") from None
+
+
+def _count_tokens(tok, obj: dict, kind: str) -> int:
+    from trajtune import chat
+
+    def n(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    tools = obj.get("tools")
+    if kind == "sft":
+        return n(chat.render(tok, obj["messages"], tools))
+    if kind == "preference":
+        return max(n(chat.render(tok, obj["prompt"] + obj[s], tools)) for s in ("chosen", "rejected"))
+    if kind == "group":
+        return max(n(chat.render(tok, obj["prompt"] + r["messages"], tools)) for r in obj["responses"])
+    if kind == "task":
+        return n(chat.render_prompt(tok, obj["prompt"], tools))
+    return max(n(obj[k]) for k in ("anchor", "positive", "negative"))
+
+
+# --------------------------------------------------------------------------- per file
+
+def _scan_range(args: tuple) -> dict:
+    """Worker: validate the lines of path[start:end] (line numbers relative to the range)."""
+    path, start, end, kind, cfg, against = args
+    scan = _Scan(kind, cfg, against)
+    limit = int(cfg.max_line_mb * 1e6) + 2
+    with open(path, "rb", buffering=1 << 20) as fh:
+        fh.seek(start)
+        for lineno, raw, length in _lines(fh, limit, start, end):
+            scan.feed(lineno, raw, length, first=(start == 0 and lineno == 1))
+    return scan.export()
+
+
+def _split(path: str, parts: int) -> list[tuple[int, int]]:
+    size = os.path.getsize(path)
+    bounds = [0]
+    with open(path, "rb") as fh:
+        for i in range(1, parts):
+            fh.seek(max(size * i // parts, bounds[-1]))
+            if fh.tell() > 0:
+                fh.seek(fh.tell() - 1)
+                while True:  # advance to just after the next newline (bounded reads)
+                    chunk = fh.readline(1 << 20)
+                    if not chunk or chunk.endswith(b"\n"):
+                        break
+            bounds.append(fh.tell())
+    bounds.append(size)
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def validate_file(path: str, cfg: ValidateConfig, *, against: tuple[dict, dict] | None = None,
+                  on_record: Callable[[dict], None] | None = None) -> FileResult:
+    """Validate one JSONL file (or '-'); raises UsageError when it cannot be read."""
+    name = "<stdin>" if path == "-" else path
+    limit = int(cfg.max_line_mb * 1e6) + 2
+    fh = _open(path)
+    try:
+        # 1) the kind, from the first lines (kept, so stdin is read once)
+        head: list[tuple[int, bytes | None, int]] = []
+        it = _lines(fh, limit)
+        size = 0
+        for item in it:
+            head.append(item)
+            size += item[2]
+            if len(head) >= DETECT_LINES or size >= DETECT_BYTES:
+                break
+        kind = cfg.kind or _detect_kind([raw for _, raw, _ in head if raw is not None])
+        seekable = path != "-" and not path.endswith(".gz")
+        workers = cfg.workers if (seekable and on_record is None and os.path.getsize(path) >= (4 << 20)) else 1
+        # 2) stream the lines
+        if workers == 1:
+            scan = _Scan(kind, cfg, against, on_record)
+            for lineno, raw, length in head:
+                scan.feed(lineno, raw, length, first=lineno == 1)
+            for lineno, raw, length in it:
+                scan.feed(lineno, raw, length, first=lineno == 1)
+            parts = [scan.export()]
+        else:
+            parts = _run_workers(path, workers, kind, cfg, against)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"not a readable gzip file ({exc})", path=name) from None
+    except OSError as exc:
+        raise UsageError(f"{name}: read error ({exc})") from None
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
+    # 3) merge the parts and find duplicates across all of them
+    return _merge(name, kind, parts, cfg)
+
+
+def _run_workers(path: str, workers: int, kind: str | None, cfg: ValidateConfig, against) -> list[dict]:
+    import multiprocessing as mp
+
+    ranges = _split(path, workers)
+    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    with ctx.Pool(len(ranges)) as pool:
+        return pool.map(_scan_range, [(path, a, b, kind, cfg, against) for a, b in ranges])
+
+
+def _merge(name: str, kind: str | None, parts: list[dict], cfg: ValidateConfig) -> FileResult:
+    import numpy as np
+
+    res = FileResult(name, kind)
+    shift = 0
+    id_d, id_l, c_d, c_l, err_l, tok = [], [], [], [], [], []
+    by_check: dict[str, int] = {}
+    for p in parts:
+        res.records += p["records"]
+        for c, n in p["by_check"].items():
+            by_check[c] = by_check.get(c, 0) + n
+        room = KEEP_PROBLEMS - len(res.problems)
+        res.problems += [(ln + shift if ln is not None else None, c, m, w) for ln, c, m, w in p["problems"][:max(room, 0)]]
+        id_d.append(np.frombuffer(p["id_digests"], np.uint64))
+        id_l.append(np.frombuffer(p["id_lines"], np.uint32).astype(np.int64) + shift)
+        c_d.append(np.frombuffer(p["content_digests"], np.uint64))
+        c_l.append(np.frombuffer(p["content_lines"], np.uint32).astype(np.int64) + shift)
+        err_l.append(np.frombuffer(p["error_lines"], np.uint32).astype(np.int64) + shift)
+        tok.append(np.frombuffer(p["token_counts"], np.uint32))
+        res.turns += p["turns"]
+        res.tool_calls += p["tool_calls"]
+        res.tools |= p["tools"]
+        shift += p["lines"]
+    res.by_check = by_check
+
+    def dups(digests: list, lines: list) -> tuple[Any, Any, Any]:
+        """(line of each later copy, line of its first copy, copies in its group)."""
+        d = np.concatenate(digests) if digests else np.zeros(0, np.uint64)
+        ln = np.concatenate(lines) if lines else np.zeros(0, np.int64)
+        if len(d) < 2:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        order = np.argsort(d, kind="stable")
+        ds, ls = d[order], ln[order]
+        new = np.empty(len(ds), bool)
+        new[0] = True
+        new[1:] = ds[1:] != ds[:-1]
+        group = np.cumsum(new) - 1
+        starts = np.flatnonzero(new)
+        sizes = np.diff(np.append(starts, len(ds)))
+        later = ~new
+        return ls[later], ls[starts][group[later]], sizes[group[later]]
+
+    dup_id_lines, first_id, _ = dups(id_d, id_l)
+    for line, first in zip(dup_id_lines[:KEEP_PROBLEMS].tolist(), first_id[:KEEP_PROBLEMS].tolist()):
+        _keep(res, line, "duplicate_id", f"id already used at line {first}", "$.id")
+    if len(dup_id_lines):
+        by_check["duplicate_id"] = by_check.get("duplicate_id", 0) + len(dup_id_lines)
+    dup_c_lines, first_c, copies = dups(c_d, c_l)
+    for line, first, n in zip(dup_c_lines[:KEEP_PROBLEMS].tolist(), first_c[:KEEP_PROBLEMS].tolist(),
+                              copies[:KEEP_PROBLEMS].tolist()):
+        _keep(res, line, "duplicate_content", f"same content as line {first} ({n} copies in this file)", "$")
+    if len(dup_c_lines):
+        by_check["duplicate_content"] = by_check.get("duplicate_content", 0) + len(dup_c_lines)
+    errs = np.concatenate(err_l) if err_l else np.zeros(0, np.int64)
+    bad = len(np.union1d(errs, dup_id_lines))
+    res.valid = res.records - bad
+    res.problems.sort(key=lambda p: (p[0] if p[0] is not None else 0, p[1]))
+    del res.problems[KEEP_PROBLEMS:]
+    if res.records == 0:
+        res.by_check["empty_file"] = 1
+        res.problems.insert(0, (None, "empty_file", "no records: the file is empty", ""))
+    if cfg.tokenizer:
+        counts = np.concatenate(tok) if tok else np.zeros(0, np.uint32)
+        res.tokens = {
+            "tokenizer": cfg.tokenizer, "counted": int(len(counts)),
+            "p50": int(np.percentile(counts, 50)) if len(counts) else None,
+            "p95": int(np.percentile(counts, 95)) if len(counts) else None,
+            "max": int(counts.max()) if len(counts) else None,
+            "max_length": cfg.max_length,
+            "truncated": sum(p["truncated"] for p in parts),
+            "truncated_ids": [m.split("'")[1] if "'" in m else m for _, c, m, _ in res.problems if c == "truncated"][:1000],
+        }
+    return res
+
+
+def _keep(res: FileResult, line: int, check: str, message: str, where: str) -> None:
+    if len(res.problems) < 2 * KEEP_PROBLEMS:
+        res.problems.append((line, check, message, where))
+
+
+# --------------------------------------------------------------------------- leakage
+
+def load_against(paths: list[str]) -> tuple[dict, dict]:
+    """Digests of the prompts of the --against files: (exact, normalised) -> (file, line)."""
+    exact: dict[int, tuple[str, int]] = {}
+    norm: dict[int, tuple[str, int]] = {}
+    for path in paths:
+        fh = _open(path)
+        name = "<stdin>" if path == "-" else path
+        try:
+            for lineno, raw, _ in _lines(fh, 64 << 20):
+                try:
+                    obj = orjson.loads(raw.removeprefix(BOM)) if raw is not None else None
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(obj, dict):
+                    continue
+                text = records.prompt_text(obj)
+                if not text.strip():
+                    continue
+                exact.setdefault(_digest(text.encode("utf-8", "surrogatepass")), (name, lineno))
+                norm.setdefault(_digest(records.normalize_text(text).encode("utf-8", "surrogatepass")), (name, lineno))
+        finally:
+            if fh is not sys.stdin.buffer:
+                fh.close()
+    return exact, norm
+
+
+# --------------------------------------------------------------------------- the stage
+
+def validate(paths: list[str], cfg: ValidateConfig) -> list[FileResult]:
+    """Validate every path; raises UsageError (exit 2) for unreadable paths before any work."""
+    if not paths:
+        raise UsageError("no files given", hint="trajtune validate data/train.jsonl")
+    for p in list(paths) + list(cfg.against):
+        if p != "-":
+            _open(p).close()  # missing file or directory: a usage error, before any work
+    if sum(1 for p in list(paths) + list(cfg.against) if p == "-") > 1:
+        raise UsageError("'-' (stdin) can be given only once")
+    against = load_against(cfg.against) if cfg.against else None
+    return [validate_file(p, cfg, against=against) for p in paths]
+
+
+def report_dict(results: list[FileResult], cfg: ValidateConfig) -> dict:
+    return {
+        "ok": not any(r.failed(cfg.strict) for r in results),
+        "strict": cfg.strict,
+        "totals": {
+            "files": len(results),
+            "records": sum(r.records for r in results),
+            "valid": sum(r.valid for r in results),
+            "errors": sum(r.errors for r in results),
+            "warnings": sum(r.warnings for r in results),
+        },
+        "files": [r.to_dict() for r in results],
+    }
+
+
+def require_valid(path: str, kind: str | None = None) -> list[dict]:
+    """Read a JSONL file, run schema + semantic checks and return its records.
+
+    Raises DataError listing the first problems as ``file:line: [check] message`` and the
+    total count when any error is found (warnings do not fail).
+    """
+    out: list[dict] = []
+    res = validate_file(str(path), ValidateConfig(kind=kind), on_record=out.append)
+    if res.errors:
+        errs = [p for p in res.problems if SEVERITY[p[1]] == ERROR]
+        lines = [f"{res.path}:{ln}: [{c}] {m}" if ln is not None else f"{res.path}: [{c}] {m}" for ln, c, m, _ in errs[:5]]
+        more = f"\n  ... and {res.errors - len(lines)} more" if res.errors > len(lines) else ""
+        raise DataError(f"{res.errors} error(s) in {res.path}:\n  " + "\n  ".join(lines) + more,
+                        hint=f"run `trajtune validate {res.path}` for the full report")
+    return out
