@@ -628,3 +628,91 @@ def require_valid(path: str, kind: str | None = None) -> list[dict]:
         raise DataError(f"{res.errors} error(s) in {res.path}:\n  " + "\n  ".join(lines) + more,
                         hint=f"run `trajtune validate {res.path}` for the full report")
     return out
+
+
+# --------------------------------------------------------------------------- output
+
+def _gh_escape(text: str, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+
+def print_problems(results: list[FileResult], cfg: ValidateConfig, out=None) -> None:
+    """One line per problem on stdout: ``file:line: severity [check] message`` or GitHub annotations."""
+    out = out or sys.stdout
+    for r in results:
+        shown = r.problems[: cfg.max_errors]
+        for ln, check, msg, where in shown:
+            sev = SEVERITY[check]
+            if cfg.format == "github":
+                props = f"file={_gh_escape(r.path, True)}" + (f",line={ln}" if ln is not None else "")
+                props += f",title={_gh_escape(check, True)}"
+                out.write(f"::{sev} {props}::{_gh_escape(msg)}\n")
+            else:
+                loc = f"{r.path}:{ln}" if ln is not None else r.path
+                at = f" (at {where})" if where and where != "$" and where not in msg and check != "arguments_schema" else ""
+                out.write(f"{loc}: {sev} [{check}] {msg}{at}\n")
+        hidden = r.errors + r.warnings - len(shown)
+        if hidden > 0:
+            note = f"{r.path}: {hidden} more problem(s) not printed (--max-errors {cfg.max_errors}; all are counted"
+            note += ", see --report)" if not cfg.report else f", see {cfg.report})"
+            if cfg.format == "github":
+                out.write(f"::notice file={_gh_escape(r.path, True)}::{_gh_escape(note)}\n")
+            else:
+                out.write(note + "\n")
+    out.flush()
+
+
+def summary_table(r: FileResult, strict: bool = False):
+    from rich.table import Table
+
+    status = "[red]FAIL[/]" if r.failed(strict) else "[green]OK[/]"
+    t = Table(title=f"{r.path} ({r.kind or 'unknown kind'}) {status}", title_justify="left", show_header=False,
+              box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("records", f"{r.records:,}")
+    t.add_row("valid", f"{r.valid:,}")
+    t.add_row("errors", f"[red]{r.errors:,}[/]" if r.errors else "0")
+    for c, n in sorted(r.by_check.items()):
+        if SEVERITY[c] == ERROR:
+            t.add_row(f"  {c}", f"{n:,}")
+    t.add_row("warnings", f"[yellow]{r.warnings:,}[/]" if r.warnings else "0")
+    for c, n in sorted(r.by_check.items()):
+        if SEVERITY[c] == WARNING:
+            t.add_row(f"  {c}", f"{n:,}")
+    t.add_row("turns", f"{r.turns:,}")
+    t.add_row("tool calls", f"{r.tool_calls:,}")
+    t.add_row("distinct tools", f"{len(r.tools):,}")
+    if r.tokens:
+        tk = r.tokens
+        t.add_row("tokens p50 / p95 / max", f"{tk['p50']} / {tk['p95']} / {tk['max']}")
+        if tk["max_length"] is not None:
+            t.add_row(f"over {tk['max_length']} tokens", f"{tk['truncated']:,}")
+    return t
+
+
+def run(paths: list[str], cfg: ValidateConfig) -> int:
+    """The `trajtune validate` stage: validate, print, write the report; return the exit code."""
+    from trajtune.cli.common import err_console
+    from trajtune.jsonl import write_json
+
+    # 1) validate every file
+    with err_console.status("validating...", spinner="dots"):
+        results = validate(paths, cfg)
+    report = report_dict(results, cfg)
+    # 2) problems on stdout (text/github) or the whole report (json); summaries on stderr
+    if cfg.format == "json":
+        sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    else:
+        print_problems(results, cfg)
+    for r in results:
+        err_console.print(summary_table(r, cfg.strict))
+    if cfg.report:
+        write_json(cfg.report, report)
+    t = report["totals"]
+    verdict = "[red]FAILED[/]" if not report["ok"] else "[green]OK[/]"
+    err_console.print(f"{verdict}: {t['files']} file(s), {t['records']:,} records, {t['valid']:,} valid, "
+                      f"{t['errors']:,} error(s), {t['warnings']:,} warning(s)" + (" (--strict)" if cfg.strict else ""))
+    return 0 if report["ok"] else 1
