@@ -1,0 +1,530 @@
+"""Teacher backend: any OpenAI-compatible chat endpoint solves tasks with function calling.
+
+For each task (its user request and the tools it offers) the teacher is asked for the next
+step; its tool calls are run by the catalog simulators and the observations are sent back,
+until it gives a final answer or the step limit is reached. Each finished trajectory becomes an
+``sft`` record (``metadata.review: pending``) after validation: the record schema, every call
+names an offered tool, its arguments satisfy the tool's JSON-Schema ``parameters``, every call
+is answered by exactly one tool result, and the trajectory ends with a final answer. Invalid
+trajectories go to the rejects file with the reason.
+
+Transport: the ``openai`` client (``max_retries=0``), ``concurrency`` episodes in parallel
+threads, a per-request ``timeout``, and tenacity retries with exponential backoff (honouring
+``Retry-After``) on 429, 408/409, 5xx, timeouts and dropped connections. 401/403/404 stop the
+run: the key or the model name is wrong and every request would fail the same way.
+
+The API key is read from the environment variable named by ``api_key_env`` and only handed to
+the client: it is never printed, logged, saved in a record, a reject or the summary.
+
+Resume: records and rejects are appended with :class:`trajtune.jsonl.Appender`; a task whose
+record (or reject) id is already there is skipped, so re-running appends only what is missing.
+Transport failures (retries exhausted) are not written anywhere: a re-run tries them again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+from urllib.parse import urlparse
+
+from trajtune.config import field
+from trajtune.errors import ConfigError, RunError
+
+DEFAULT_SYSTEM = ("You are a software engineering agent. Use the offered tools when they help, one step at a time; "
+                  "when the task is done, reply with a short final answer without calling a tool.")
+
+# Reasons a trajectory is rejected (written to the rejects file).
+REJECT_REASONS = ("schema", "unknown_tool", "invalid_arguments", "unparsable_arguments", "unanswered_call",
+                  "no_final_answer", "empty_answer", "truncated", "step_limit", "bad_request")
+# Reasons a task failed in transport (not written; a re-run retries them).
+FAIL_REASONS = ("rate_limited", "server_error", "timeout", "connection", "api_error")
+
+
+@dataclass
+class TeacherConfig:
+    base_url: str | None = field(None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    model: str | None = field(None, help="model name the endpoint serves")
+    api_key_env: str = field("OPENAI_API_KEY", help="environment variable holding the API key (never saved)")
+    concurrency: int = field(4, help="episodes (and so requests) in flight at once")
+    timeout: float = field(60.0, help="seconds before one request times out (then it is retried)")
+    max_retries: int = field(4, help="retries per request on 429/5xx/timeouts, exponential backoff")
+    backoff: float = field(1.0, help="seconds before the first retry; doubles each time (max 30 s)")
+    max_steps: int = field(8, help="teacher turns per trajectory before it is rejected (step_limit)")
+    temperature: float = field(0.2, help="sampling temperature sent to the endpoint")
+    max_tokens: int = field(1024, help="max completion tokens per request")
+    seed: int | None = field(None, help="seed sent to the endpoint (if it supports one)")
+    system_prompt: str = field(DEFAULT_SYSTEM, help="system message when the task has none")
+
+    def check(self) -> None:
+        if not self.base_url:
+            raise ConfigError("--base-url is required with --backend openai", hint="e.g. --base-url http://127.0.0.1:8000/v1")
+        if urlparse(self.base_url).scheme not in ("http", "https"):
+            raise ConfigError(f"--base-url must start with http:// or https://, got {self.base_url!r}")
+        if not self.model:
+            raise ConfigError("--model is required with --backend openai", hint="the model name the endpoint serves")
+        if self.concurrency < 1:
+            raise ConfigError("--concurrency must be at least 1")
+        if self.timeout <= 0:
+            raise ConfigError("--timeout must be positive")
+        if self.max_retries < 0:
+            raise ConfigError("--max-retries must be 0 or more")
+        if self.max_steps < 1:
+            raise ConfigError("--max-steps must be at least 1")
+
+
+def api_key(cfg: TeacherConfig) -> str:
+    """The key from the named environment variable; a loopback endpoint may go without one."""
+    key = os.environ.get(cfg.api_key_env)
+    if key:
+        return key
+    host = urlparse(cfg.base_url or "").hostname or ""
+    if host in ("localhost", "127.0.0.1", "::1"):
+        return "not-needed"
+    raise ConfigError(f"environment variable {cfg.api_key_env} is not set",
+                      hint=f"export {cfg.api_key_env}=... or name another variable with --api-key-env")
+
+
+# ---------------------------------------------------------------------------------------------
+# counters shared by the worker threads
+
+
+class Stats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.retries = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    def add(self, **kw: int) -> None:
+        with self._lock:
+            for k, v in kw.items():
+                setattr(self, k, getattr(self, k) + (v or 0))
+
+
+class Fatal(Exception):
+    """A failure that every request would repeat (bad key, unknown model): stop the run."""
+
+
+class Failed(Exception):
+    """Retries exhausted for one task: not a reject, a re-run tries it again."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class Rejected(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _retryable(exc: BaseException) -> bool:
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError):  # APITimeoutError is one
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return False
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    resp = getattr(exc, "response", None)
+    value = resp.headers.get("retry-after") if resp is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _redact(text: str, key: str) -> str:
+    text = str(text)
+    if key and len(key) >= 4:
+        text = text.replace(key, "***")
+    return text[:300]
+
+
+def _request(client: Any, cfg: TeacherConfig, stats: Stats, key: str, **kwargs: Any) -> Any:
+    """One chat completion with retries on transient errors; classified failures otherwise."""
+    import openai
+    from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt
+
+    def wait(state: Any) -> float:
+        base = min(cfg.backoff * 2 ** (state.attempt_number - 1), 30.0) * random.uniform(0.75, 1.0)
+        ra = _retry_after(state.outcome.exception())
+        return max(base, min(ra, 60.0)) if ra is not None else base
+
+    def call() -> Any:
+        stats.add(requests=1)
+        return client.chat.completions.create(**kwargs)
+
+    retrying = Retrying(stop=stop_after_attempt(cfg.max_retries + 1), wait=wait, reraise=True,
+                        retry=retry_if_exception(_retryable), before_sleep=lambda s: stats.add(retries=1))
+    try:
+        return retrying(call)
+    except openai.AuthenticationError:
+        raise Fatal(f"{cfg.base_url} refused the API key (401): check the variable {cfg.api_key_env}") from None
+    except openai.PermissionDeniedError:
+        raise Fatal(f"{cfg.base_url} denied access (403) for model {cfg.model!r}") from None
+    except openai.NotFoundError:
+        raise Fatal(f"{cfg.base_url}: model {cfg.model!r} or the chat endpoint was not found (404); "
+                    "check --model and that --base-url ends in /v1") from None
+    except openai.BadRequestError as exc:
+        raise Rejected("bad_request", _redact(getattr(exc, "message", exc), key)) from None
+    except openai.RateLimitError:
+        raise Failed("rate_limited", f"429 after {cfg.max_retries} retries") from None
+    except openai.APITimeoutError:
+        raise Failed("timeout", f"no response within {cfg.timeout:g} s after {cfg.max_retries} retries") from None
+    except openai.APIConnectionError:
+        raise Failed("connection", f"cannot reach {cfg.base_url}") from None
+    except openai.APIStatusError as exc:
+        reason = "server_error" if exc.status_code >= 500 else "api_error"
+        raise Failed(reason, f"HTTP {exc.status_code} after retries") from None
+    except RetryError as exc:  # pragma: no cover - reraise=True makes this rare
+        raise Failed("api_error", _redact(exc, key)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# one episode
+
+
+def task_prompt(task: dict) -> list[dict]:
+    """The opening messages of a task record (``prompt``) or an sft record (up to its first user turn)."""
+    if isinstance(task.get("prompt"), list):
+        return [dict(m) for m in task["prompt"]]
+    out = []
+    for m in task.get("messages") or []:
+        out.append(dict(m))
+        if m.get("role") == "user":
+            break
+    return out
+
+
+def _to_api(messages: list[dict]) -> list[dict]:
+    """Our messages (arguments as objects) -> OpenAI wire format (arguments as JSON strings)."""
+    out = []
+    for m in messages:
+        w: dict[str, Any] = {"role": m["role"], "content": m.get("content") or ""}
+        if m.get("tool_calls"):
+            w["tool_calls"] = [{"id": c["id"], "type": "function",
+                                "function": {"name": c["function"]["name"],
+                                             "arguments": json.dumps(c["function"]["arguments"], ensure_ascii=False)}}
+                               for c in m["tool_calls"]]
+        if m["role"] == "tool":
+            w["tool_call_id"] = m["tool_call_id"]
+        out.append(w)
+    return out
+
+
+def _calls_of(message: Any) -> tuple[str, list[tuple[str, Any]]]:
+    """(thought, [(name, arguments)]) from a response message. Structured ``tool_calls`` first;
+    otherwise ``<tool_call>`` blocks in the text (endpoints that do not parse calls)."""
+    from trajtune.chat import parse_tool_calls
+
+    content = message.content or ""
+    if message.tool_calls:
+        calls = []
+        for c in message.tool_calls:
+            fn = c.function
+            args = fn.arguments
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args) if args.strip() else {}
+                except json.JSONDecodeError:
+                    raise Rejected("unparsable_arguments", f"{fn.name}: arguments are not JSON: {args[:80]!r}") from None
+            calls.append((fn.name, args))
+        return content.strip(), calls
+    if "<tool_call>" in content:
+        parsed = parse_tool_calls(content)
+        if parsed.errors:
+            raise Rejected("unparsable_arguments", f"<tool_call> block: {', '.join(parsed.errors)}")
+        return parsed.content, [(c["name"], c["arguments"]) for c in parsed.calls]
+    return content.strip(), []
+
+
+def _tool_index(tools: list[dict]) -> dict[str, dict]:
+    return {t["function"]["name"]: (t["function"].get("parameters") or {"type": "object"})
+            for t in tools or [] if isinstance(t, dict) and isinstance(t.get("function"), dict)}
+
+
+_VALIDATORS: dict[str, Any] = {}
+
+
+def _arg_problems(params: dict, arguments: Any) -> list[str]:
+    from jsonschema import Draft202012Validator
+
+    if not isinstance(arguments, dict):
+        return [f"arguments must be a JSON object, got {type(arguments).__name__}"]
+    k = json.dumps(params, sort_keys=True)
+    v = _VALIDATORS.get(k)
+    if v is None:
+        v = _VALIDATORS[k] = Draft202012Validator(params)
+    return [(".".join(map(str, e.path)) + ": " if e.path else "") + e.message for e in v.iter_errors(arguments)]
+
+
+def check_trajectory(record: dict) -> list[tuple[str, str]]:
+    """Problems with one sft trajectory as (reason, detail); empty when it is valid."""
+    from trajtune.records import validator
+
+    try:
+        validator("sft")(record)
+    except Exception as exc:  # fastjsonschema.JsonSchemaValueException
+        return [("schema", str(getattr(exc, "message", exc))[:200])]
+    tools = _tool_index(record.get("tools") or [])
+    problems: list[tuple[str, str]] = []
+    open_ids: dict[str, str] = {}
+    answered: set[str] = set()
+    for i, m in enumerate(record["messages"]):
+        if m["role"] == "assistant":
+            if open_ids:
+                problems.append(("unanswered_call", f"message {i}: call(s) {', '.join(open_ids)} not answered"))
+                open_ids = {}
+            for c in m.get("tool_calls") or []:
+                name, args = c["function"]["name"], c["function"]["arguments"]
+                if name not in tools:
+                    problems.append(("unknown_tool", f"message {i}: {name!r} is not an offered tool"))
+                    continue
+                errs = _arg_problems(tools[name], args)
+                if errs:
+                    problems.append(("invalid_arguments", f"message {i}: {name}: {errs[0]}"))
+                if c["id"] in open_ids or c["id"] in answered:
+                    problems.append(("unanswered_call", f"message {i}: duplicate call id {c['id']!r}"))
+                open_ids[c["id"]] = name
+        elif m["role"] == "tool":
+            if m["tool_call_id"] not in open_ids:
+                problems.append(("unanswered_call", f"message {i}: tool result for unknown call {m['tool_call_id']!r}"))
+            else:
+                answered.add(m["tool_call_id"])
+                del open_ids[m["tool_call_id"]]
+    if open_ids:
+        problems.append(("unanswered_call", f"call(s) {', '.join(open_ids)} never answered"))
+    last = record["messages"][-1]
+    if last["role"] != "assistant" or last.get("tool_calls"):
+        problems.append(("no_final_answer", "the trajectory does not end with a final answer"))
+    elif not (last.get("content") or "").strip():
+        problems.append(("empty_answer", "the final answer is empty"))
+    return problems
+
+
+Simulate = Callable[[str, Any], str]
+
+
+def catalog_simulator(catalog: Any) -> Simulate:
+    """Observations from the tool catalog's simulators (``Error: ...`` for tools it lacks)."""
+
+    def simulate(name: str, arguments: Any) -> str:
+        if name not in catalog:
+            return f"Error: unknown tool {name!r}"
+        return catalog[name].simulate(arguments)
+
+    return simulate
+
+
+def run_episode(client: Any, cfg: TeacherConfig, task: dict, simulate: Simulate, stats: Stats, key: str) -> tuple[list[dict], dict]:
+    """Let the teacher solve one task. Returns (messages, usage); raises Rejected/Failed/Fatal."""
+    tools = list(task.get("tools") or [])
+    offered = _tool_index(tools)
+    messages = task_prompt(task)
+    if not messages or messages[0].get("role") != "system":
+        messages.insert(0, {"role": "system", "content": cfg.system_prompt})
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
+    n_calls = 0
+    extra = {"seed": cfg.seed} if cfg.seed is not None else {}
+    for _ in range(cfg.max_steps):
+        resp = _request(client, cfg, stats, key, model=cfg.model, messages=_to_api(messages), tools=tools or None,
+                        temperature=cfg.temperature, max_tokens=cfg.max_tokens, **extra)
+        usage["requests"] += 1
+        if resp.usage is not None:
+            pt, ct = resp.usage.prompt_tokens or 0, resp.usage.completion_tokens or 0
+            usage["prompt_tokens"] += pt
+            usage["completion_tokens"] += ct
+            stats.add(prompt_tokens=pt, completion_tokens=ct)
+        if not resp.choices:
+            raise Failed("api_error", "the response has no choices")
+        choice = resp.choices[0]
+        try:
+            thought, calls = _calls_of(choice.message)
+        except Rejected as exc:
+            exc.messages = messages  # type: ignore[attr-defined]
+            raise
+        if not calls:
+            if choice.finish_reason == "length":
+                raise _with(Rejected("truncated", f"the reply hit max_tokens={cfg.max_tokens}"), messages)
+            messages.append({"role": "assistant", "content": thought})
+            return messages, usage
+        tool_calls = []
+        for name, args in calls:
+            n_calls += 1
+            tool_calls.append({"id": f"call_{n_calls}", "type": "function", "function": {"name": name, "arguments": args}})
+        messages.append({"role": "assistant", "content": thought or None, "tool_calls": tool_calls})
+        # stop at the first bad call: the trajectory is invalid whatever follows
+        for c in tool_calls:
+            name, args = c["function"]["name"], c["function"]["arguments"]
+            if name not in offered:
+                raise _with(Rejected("unknown_tool", f"{name!r} is not an offered tool"), messages)
+            errs = _arg_problems(offered[name], args)
+            if errs:
+                raise _with(Rejected("invalid_arguments", f"{name}: {errs[0]}"), messages)
+        for c in tool_calls:
+            messages.append({"role": "tool", "tool_call_id": c["id"],
+                             "content": simulate(c["function"]["name"], c["function"]["arguments"])})
+    raise _with(Rejected("step_limit", f"no final answer after {cfg.max_steps} teacher turns"), messages)
+
+
+def _with(exc: Rejected, messages: list[dict]) -> Rejected:
+    exc.messages = messages  # type: ignore[attr-defined]
+    return exc
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
+
+
+def record_id(task: dict) -> str:
+    from trajtune.records import content_id
+
+    tid = task.get("id") or content_id({"prompt": task_prompt(task), "tools": task.get("tools")})
+    return content_id({"task": tid, "backend": "openai"}, "traj-t-")
+
+
+def make_client(cfg: TeacherConfig, key: str) -> Any:
+    from openai import OpenAI
+
+    return OpenAI(base_url=cfg.base_url, api_key=key, timeout=cfg.timeout, max_retries=0)
+
+
+def generate(tasks: Iterable[dict], out: str | Path, cfg: TeacherConfig, *, count: int | None = None,
+             simulate: Simulate, rejects: str | Path | None = None, max_tasks: int | None = None,
+             progress: Callable[[str, int], None] | None = None) -> dict:
+    """Solve tasks with the teacher and append valid trajectories to ``out``.
+
+    ``count``: target number of records in ``out`` (None: one per task). Tasks are consumed
+    until the target is met, the tasks run out, or ``max_tasks`` were tried (default 4 x count).
+    ``progress(event, n)`` is called with ("accepted"|"rejected"|"failed", records written so far).
+    Returns the summary (no secrets in it).
+    """
+    from trajtune.jsonl import Appender
+
+    cfg.check()
+    key = api_key(cfg)
+    rejects = Path(rejects) if rejects else default_rejects_path(out)
+    stats = Stats()
+    client = make_client(cfg, key)
+    summary: dict[str, Any] = {"backend": "openai", "model": cfg.model, "written": 0, "existing": 0, "rejected": 0,
+                               "failed": 0, "rejects": {}, "failures": {}, "by_category": {}, "by_difficulty": {}}
+    with Appender(out) as app, Appender(rejects) as rej:
+        summary["existing"] = len(app.existing_ids)
+        target = count if count is not None else None
+        need = None if target is None else max(0, target - len(app.existing_ids))
+        limit = max_tasks if max_tasks is not None else (None if need is None else max(4 * need, need + 8))
+        skip = app.existing_ids | rej.existing_ids
+        it: Iterator[dict] = iter(tasks)
+        pending: dict[Future, tuple[str, dict]] = {}
+        tried = 0
+        fatal: Fatal | None = None
+
+        def submit_more(pool: ThreadPoolExecutor) -> None:
+            nonlocal tried
+            while len(pending) < cfg.concurrency and (need is None or summary["written"] + len(pending) < need):
+                if limit is not None and tried >= limit:
+                    return
+                task = next(it, None)
+                if task is None:
+                    return
+                rid = record_id(task)
+                if rid in skip:
+                    continue
+                skip.add(rid)
+                tried += 1
+                pending[pool.submit(run_episode, client, cfg, task, simulate, stats, key)] = (rid, task)
+
+        pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="teacher")
+        try:
+            submit_more(pool)
+            while pending:
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    rid, task = pending.pop(fut)
+                    event = _finish(fut, rid, task, cfg, app, rej, summary, key)
+                    if isinstance(event, Fatal):
+                        fatal = fatal or event
+                        continue
+                    if progress:
+                        progress(event, summary["written"])
+                if fatal is None:
+                    submit_more(pool)
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if fatal is not None:
+            raise RunError(str(fatal), hint=f"{summary['written']} record(s) were written before it stopped")
+    summary.update(requests=stats.requests, retries=stats.retries, prompt_tokens=stats.prompt_tokens,
+                   completion_tokens=stats.completion_tokens, tasks_tried=tried, out=str(out), rejects_file=str(rejects))
+    summary["total"] = summary["existing"] + summary["written"]
+    if target is not None:
+        summary["target"] = target
+        summary["short"] = max(0, target - summary["total"])
+    if summary["failed"] and not summary["written"] and not summary["existing"]:
+        reasons = ", ".join(f"{k}: {v}" for k, v in summary["failures"].items())
+        raise RunError(f"every request to {cfg.base_url} failed ({reasons})",
+                       hint="check that the server is up and --timeout/--max-retries suit it")
+    return summary
+
+
+def default_rejects_path(out: str | Path) -> Path:
+    p = Path(out)
+    name = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
+    return p.with_name(name + ".rejects.jsonl")
+
+
+def _finish(fut: Future, rid: str, task: dict, cfg: TeacherConfig, app: Any, rej: Any, summary: dict, key: str):
+    meta_in = dict(task.get("metadata") or {})
+    tid = task.get("id")
+    try:
+        messages, usage = fut.result()
+    except Fatal as exc:
+        return exc
+    except Failed as exc:
+        summary["failed"] += 1
+        summary["failures"][exc.reason] = summary["failures"].get(exc.reason, 0) + 1
+        return "failed"
+    except Rejected as exc:
+        _reject(rej, rid, tid, exc.reason, exc.detail, getattr(exc, "messages", None), task, summary, key)
+        return "rejected"
+    meta = {k: v for k, v in meta_in.items() if k not in ("review", "split")}
+    meta.update(source="teacher", teacher_model=cfg.model, task_id=tid, steps=usage["requests"],
+                prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"], review="pending")
+    record = {"id": rid, "metadata": meta, "tools": list(task.get("tools") or []), "messages": messages}
+    problems = check_trajectory(record)
+    if problems:
+        reason, detail = problems[0]
+        _reject(rej, rid, tid, reason, detail, messages, task, summary, key)
+        return "rejected"
+    app.write(record)
+    summary["written"] += 1
+    for k, bucket in (("category", "by_category"), ("difficulty", "by_difficulty")):
+        v = meta.get(k)
+        if v is not None:
+            summary[bucket][str(v)] = summary[bucket].get(str(v), 0) + 1
+    return "accepted"
+
+
+def _reject(rej: Any, rid: str, tid: Any, reason: str, detail: str, messages: list | None, task: dict, summary: dict,
+            key: str) -> None:
+    rej.write({"id": rid, "reason": reason, "detail": _redact(detail, key), "task_id": tid,
+               "metadata": {k: v for k, v in (task.get("metadata") or {}).items() if k != "review"},
+               "tools": list(task.get("tools") or []), "messages": messages or task_prompt(task)})
+    summary["rejected"] += 1
+    summary["rejects"][reason] = summary["rejects"].get(reason, 0) + 1
