@@ -194,15 +194,13 @@ class PreparedData:
 def load_file(path: str, kind: str, *, allow_unreviewed: bool) -> list[dict]:
     """Validate one file (fails with file:line before any model is loaded), read it, review gate."""
     from trajtune.generators.review import require_reviewed
-    from trajtune.jsonl import read_jsonl
     from trajtune.schemas.validate import require_valid
 
     if path != "-" and not Path(path).is_file():
         raise ConfigError(f"data file not found: {path}")
-    require_valid(path, kind)
-    records = [row.obj for row in read_jsonl(path)]
-    gated = require_reviewed(records, path, allow_unreviewed)
-    return list(gated) if isinstance(gated, (list, tuple)) else records
+    records = require_valid(path, kind)
+    require_reviewed(records, path, allow_unreviewed)
+    return records
 
 
 def _hash01(key: str, seed: int) -> float:
@@ -407,17 +405,30 @@ def make_run_metrics():
 
 
 def tensorboard_callback(run_dir: Path):
-    """Log to ``run_dir/tensorboard`` (rank 0)."""
+    """Log to ``run_dir/tensorboard`` (rank 0; the writer is reopened there after train end too)."""
     from transformers.integrations import TensorBoardCallback
 
     if not is_main_process():
         return None
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # pragma: no cover - tensorboard is an install requirement
+        cb = TensorBoardCallback()
+    except RuntimeError:  # pragma: no cover - tensorboard is an install requirement
         warn("tensorboard is not installed; no TensorBoard logs")
         return None
-    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard")))
+    cb.logging_dir = str(Path(run_dir) / "tensorboard")
+    return cb
+
+
+def quiet_trainer(trainer: Any) -> Any:
+    """Keep stdout free (for --json): drop the Trainer's stdout printer and HF progress bars;
+    progress goes to stderr through :func:`make_run_metrics`."""
+    from transformers import PrinterCallback, ProgressCallback
+    from transformers.utils import logging as hf_logging
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    hf_logging.disable_progress_bar()
+    return trainer
 
 
 def early_stopping_callback(patience: int):
@@ -443,7 +454,7 @@ def trainer_arguments(*, run_dir: Path, precision: Precision, has_eval: bool, se
         logging_steps=logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=save_steps, save_total_limit=save_total_limit,
         report_to="none", disable_tqdm=True, remove_unused_columns=False,
-        gradient_checkpointing=gradient_checkpointing, dataloader_num_workers=num_workers,
+        activation_checkpointing=gradient_checkpointing, dataloader_num_workers=num_workers,
         use_cpu=precision.device == "cpu", bf16=precision.bf16, fp16=False,
         ddp_find_unused_parameters=False,
     )
