@@ -109,16 +109,12 @@ def _fill(template: str, values: dict) -> str:
     return _FIELD.sub(sub, template).strip()
 
 
-_VALIDATORS: dict[int, Any] = {}
-
-
 def _validator(tool: Tool):
-    key = id(tool)
-    v = _VALIDATORS.get(key)
+    v = tool.__dict__.get("_validator")
     if v is None:
         from jsonschema import Draft202012Validator
 
-        v = _VALIDATORS[key] = Draft202012Validator(tool.parameters)
+        v = tool.__dict__["_validator"] = Draft202012Validator(tool.parameters)
     return v
 
 

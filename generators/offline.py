@@ -1,0 +1,571 @@
+"""The offline backend: trajectories, preference pairs and eval tasks from templates + simulators.
+
+Deterministic for a seed: candidate ``i`` is drawn from ``random.Random(f"{seed}:{kind}:{i}")``
+alone, so its content (and its id, a hash of the content) does not depend on ``--count``.
+``count`` is a target for the number of records in the output file: records are appended with
+:class:`trajtune.jsonl.Appender` (flush + fsync per line; a torn last line from a kill is
+repaired on the next run), candidates whose id is already there are skipped, and
+near-duplicates (same normalised user text and same calls) are dropped and counted.
+
+Every record is checked before it is written: the record schema (``records.validator``) and the
+semantic checks of ``trajtune validate`` (called tools offered, arguments satisfy the tool's
+parameters, call ids answered). A record that fails is counted under ``invalid`` (a template bug).
+
+Preference failures whose call would not be a valid structured tool call (hallucinated tool,
+missing required argument, wrong argument type, malformed or truncated JSON) are written as the
+assistant's *text* in the fallback format (``<tool_call>...</tool_call>``): that is exactly what
+a model emits, and it keeps the file valid for ``trajtune validate``.
+"""
+from __future__ import annotations
+
+import json
+import random
+import string
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from trajtune.chat import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, format_tool_call
+from trajtune.config import field
+from trajtune.errors import ConfigError
+from trajtune.generators.catalog import CATEGORIES, Catalog, load_catalog
+from trajtune.generators.templates import Instance, NoCall, Template, TemplateSet, load_templates
+from trajtune.records import content_id, normalize_text
+
+DEFAULT_SYSTEM = "You are a software engineering agent. Use a tool when it helps; otherwise answer directly."
+FAILURE_TYPES = ("wrong_tool", "missing_required_arg", "wrong_type", "wrong_value", "hallucinated_tool",
+                 "malformed_json", "truncated_json", "chatter")
+NOCALL_CATEGORY = "chat"
+
+
+# ------------------------------------------------------------------------------------ configs
+
+
+@dataclass
+class GenerateConfig:
+    count: int = field(200, help="target number of records in the output file (re-runs append what is missing)")
+    seed: int = field(0, help="random seed; the same seed gives the same records")
+    category: list[str] = field(default_factory=list, help=f"only these categories ({', '.join(CATEGORIES)}); empty = all")
+    catalog: str | None = field(None, help="tool catalog YAML file or folder (default: data/tools)")
+    templates: str | None = field(None, help="task templates YAML file or folder (default: data/templates)")
+    distractors_min: int = field(1, help="fewest extra (irrelevant) tools offered per record")
+    distractors_max: int = field(3, help="most extra (irrelevant) tools offered per record")
+    no_call_share: float = field(0.12, help="share of records whose right answer is a plain reply (no tool call)")
+    system_prompt: str = field(DEFAULT_SYSTEM, help="system message of every record")
+    max_attempts: int = field(30, help="give up after count x this many candidates (pools exhausted)")
+    backend: str = field("offline", help="offline (templates + simulators), or a backend another module adds")
+
+    def check(self) -> None:
+        if self.count < 0:
+            raise ConfigError("--count must be 0 or more")
+        bad = [c for c in self.category if c not in CATEGORIES]
+        if bad:
+            raise ConfigError(f"unknown category {bad[0]!r}", hint=f"choose from {', '.join(CATEGORIES)}")
+        if not 0 <= self.distractors_min <= self.distractors_max:
+            raise ConfigError("need 0 <= distractors_min <= distractors_max")
+        if not 0.0 <= self.no_call_share <= 1.0:
+            raise ConfigError("no_call_share must be between 0 and 1")
+
+
+@dataclass
+class TrajectoriesConfig(GenerateConfig):
+    pass
+
+
+@dataclass
+class PreferencesConfig(GenerateConfig):
+    failure_mix: dict = field(default_factory=lambda: {t: 1.0 for t in FAILURE_TYPES},
+                              help="relative weight of each rejected-side failure type (0 disables one)")
+    later_step_share: float = field(0.3, help="share of pairs taken at a later step of a multi-step task")
+
+    def check(self) -> None:
+        super().check()
+        unknown = set(self.failure_mix) - set(FAILURE_TYPES)
+        if unknown:
+            raise ConfigError(f"unknown failure type {sorted(unknown)[0]!r} in failure_mix",
+                              hint=f"choose from {', '.join(FAILURE_TYPES)}")
+        if any((not isinstance(v, (int, float))) or v < 0 for v in self.failure_mix.values()):
+            raise ConfigError("failure_mix weights must be numbers >= 0")
+        if not any(self.failure_mix.get(t, 0) > 0 for t in FAILURE_TYPES):
+            raise ConfigError("failure_mix gives every failure type weight 0")
+
+
+@dataclass
+class TasksConfig(GenerateConfig):
+    count: int = field(80, help="target number of tasks in the output file")
+    seed: int = field(1, help="random seed (use a different one from training generation)")
+    split: str = field("eval", help="eval: held-out phrasings and templates; train: training phrasings (a recall check)")
+    heldout_template_share: float = field(0.2, help="share of eval tasks from held-out templates (reported separately)")
+    later_step_share: float = field(0.3, help="share of tasks asking for a later step, earlier steps given")
+    no_call_share: float = field(0.12, help="share of tasks whose right answer is no call")
+
+    def check(self) -> None:
+        super().check()
+        if self.split not in ("eval", "train"):
+            raise ConfigError(f"--split must be eval or train, got {self.split!r}")
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class Sources:
+    catalog: Catalog
+    templates: TemplateSet
+
+
+def load_sources(cfg: GenerateConfig) -> Sources:
+    catalog = load_catalog(cfg.catalog)
+    return Sources(catalog, load_templates(cfg.templates, catalog))
+
+
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def near_dup_key(*parts: Any) -> str:
+    """Normalised text (case, whitespace, punctuation) + canonical JSON of the rest."""
+    out = []
+    for p in parts:
+        out.append(normalize_text(p.translate(_PUNCT)) if isinstance(p, str) else json.dumps(p, sort_keys=True))
+    return "\x1f".join(out)
+
+
+def _categories(cfg: GenerateConfig, ts: TemplateSet, split: str) -> list[str]:
+    cats = [c for c in CATEGORIES if (not cfg.category or c in cfg.category) and ts.select(categories=[c], split=split)]
+    if not cats:
+        raise ConfigError(f"no templates for category {', '.join(cfg.category) or 'any'} in split {split}")
+    return cats
+
+
+def _offer_tools(src: Sources, needed: list[str], rng: random.Random, cfg: GenerateConfig, category: str | None) -> list[dict]:
+    """The needed tools plus distractors (half from the same category when possible), shuffled."""
+    names = list(needed)
+    k = rng.randint(cfg.distractors_min, cfg.distractors_max)
+    same = [n for n, t in src.catalog.tools.items() if t.category == category and n not in names]
+    other = [n for n, t in src.catalog.tools.items() if t.category != category and n not in names]
+    for _ in range(k):
+        pool = same if same and (rng.random() < 0.5 or not other) else other
+        if not pool:
+            break
+        pick = pool.pop(rng.randrange(len(pool)))
+        names.append(pick)
+    rng.shuffle(names)
+    return src.catalog.openai_tools(names)
+
+
+def _call_msg(call: dict, n: int) -> dict:
+    return {"role": "assistant", "content": call["thought"] or None,
+            "tool_calls": [{"id": f"call_{n}", "type": "function",
+                            "function": {"name": call["name"], "arguments": call["arguments"]}}]}
+
+
+def _steps_messages(src: Sources, inst: Instance, upto: int) -> list[dict]:
+    """Assistant call + tool observation for steps [0, upto)."""
+    msgs: list[dict] = []
+    for k, call in enumerate(inst.calls[:upto]):
+        msgs.append(_call_msg(call, k + 1))
+        msgs.append({"role": "tool", "tool_call_id": f"call_{k + 1}", "name": call["name"],
+                     "content": src.catalog[call["name"]].simulate(call["arguments"])})
+    return msgs
+
+
+def _pick_instance(src: Sources, cfg: GenerateConfig, rng: random.Random, i: int, cats: list[str],
+                   split: str, templates: list[Template] | None = None) -> Instance:
+    if templates is None:
+        cat = cats[i % len(cats)]
+        templates = src.templates.select(categories=[cat], split=split)
+    tmpl = rng.choice(templates)
+    idx = rng.choice(tmpl.phrasing_indices(split))
+    return src.templates.fill(tmpl, idx, rng)
+
+
+def _meta(**kw: Any) -> dict:
+    out = {"source": "generate", "backend": "offline"}
+    out.update({k: v for k, v in kw.items() if v is not None})
+    out["review"] = "pending"
+    return out
+
+
+class _Checker:
+    """Schema + semantic checks of ``trajtune validate`` on one record; returns the first problem."""
+
+    def __init__(self, kind: str):
+        from trajtune.records import validator
+
+        self.kind = kind
+        self.fast = validator(kind)
+        try:
+            from trajtune.schemas.checks import SEVERITY, check_record
+        except ImportError:  # the validate package is optional for generation
+            check_record, SEVERITY = None, {}
+        self.check_record, self.severity = check_record, SEVERITY
+
+    def __call__(self, rec: dict) -> str | None:
+        import fastjsonschema
+
+        try:
+            self.fast(rec)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            return f"schema: {exc.message}"
+        if self.check_record is not None:
+            for name, msg, where in self.check_record(rec, self.kind):
+                if self.severity.get(name) == "error":
+                    return f"{name}: {msg} at {where}"
+        return None
+
+
+def _bump(d: dict, key: Any) -> None:
+    d[str(key)] = d.get(str(key), 0) + 1
+
+
+def _run(kind: str, out: str, cfg: GenerateConfig, make: Callable[[int], tuple[dict, str] | None],
+         key_of: Callable[[dict], str], progress: Callable[[int, int], None] | None,
+         buckets: tuple[str, ...]) -> dict:
+    """The shared loop: resume, draw candidates, drop duplicates, check, append, count."""
+    from trajtune.jsonl import Appender, read_jsonl
+
+    check = _Checker(kind)
+    summary: dict[str, Any] = {"kind": kind, "backend": "offline", "out": str(out), "target": cfg.count, "seed": cfg.seed,
+                               "existing": 0, "written": 0, "dropped_near_duplicates": 0, "invalid": 0,
+                               "invalid_reasons": {}}
+    for b in buckets:
+        summary[f"by_{b}"] = {}
+    with Appender(out) as app:
+        seen: set[str] = set()
+        if app.existing:
+            for row in read_jsonl(out):
+                try:
+                    seen.add(key_of(row.obj))
+                except Exception:  # a foreign record: its id still prevents duplicates
+                    pass
+        summary["existing"] = app.existing
+        total = app.existing
+        limit = max(cfg.count, 1) * cfg.max_attempts
+        i = 0
+        while total < cfg.count and i < limit:
+            made = make(i)
+            i += 1
+            if made is None:
+                continue
+            rec, key = made
+            if rec["id"] in app.existing_ids:
+                continue
+            if key in seen:
+                summary["dropped_near_duplicates"] += 1
+                continue
+            problem = check(rec)
+            if problem:
+                summary["invalid"] += 1
+                _bump(summary["invalid_reasons"], problem.split(":", 1)[0])
+                continue
+            seen.add(key)
+            app.write(rec)
+            total += 1
+            summary["written"] += 1
+            for b in buckets:
+                _bump(summary[f"by_{b}"], rec["metadata"].get(b))
+            if progress:
+                progress(total, cfg.count)
+        summary["candidates"] = i
+    summary["total"] = total
+    summary["short"] = max(0, cfg.count - total)
+    return summary
+
+
+# ------------------------------------------------------------------------------ trajectories
+
+
+def trajectory_record(src: Sources, cfg: GenerateConfig, inst: Instance, rng: random.Random) -> dict:
+    tmpl = inst.template
+    tools = _offer_tools(src, tmpl.tools, rng, cfg, tmpl.category)
+    msgs = [{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": inst.user}]
+    msgs += _steps_messages(src, inst, len(inst.calls))
+    msgs.append({"role": "assistant", "content": inst.answer})
+    body = {"tools": tools, "messages": msgs}
+    meta = _meta(category=tmpl.category, difficulty=tmpl.difficulty(), template_id=tmpl.id,
+                 phrasing=inst.phrasing_index, steps=len(inst.calls), split="train")
+    return {"id": content_id(body, "traj-"), "metadata": meta, **body}
+
+
+def nocall_record(src: Sources, cfg: GenerateConfig, n: NoCall, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """(tools, [system, user]) for a request that needs no tool; 2-4 tools are still offered."""
+    cat = rng.choice(CATEGORIES)
+    cfg2 = GenerateConfig(distractors_min=max(2, cfg.distractors_min), distractors_max=max(2, cfg.distractors_max) + 1)
+    tools = _offer_tools(src, [], rng, cfg2, cat)
+    return tools, [{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": n.user}]
+
+
+def _sft_key(rec: dict) -> str:
+    msgs = rec.get("messages") or []
+    user = next((m.get("content") or "" for m in msgs if m.get("role") == "user"), "")
+    calls = [(c["function"]["name"], c["function"]["arguments"]) for m in msgs for c in (m.get("tool_calls") or [])]
+    return near_dup_key(user, calls)
+
+
+def generate_trajectories(cfg: TrajectoriesConfig, out: str, *, progress=None, sources: Sources | None = None) -> dict:
+    """Multi-step sft records (thought -> call -> observation ... -> answer) for training phrasings."""
+    # 1) load the catalog and templates; pick the categories that have training templates
+    src = sources or load_sources(cfg)
+    cats = _categories(cfg, src.templates, "train")
+    nocalls = src.templates.nocall_for("train")
+
+    # 2) candidate i: a no-call exchange or a filled template, rendered as a trajectory
+    def make(i: int):
+        rng = random.Random(f"{cfg.seed}:trajectories:{i}")
+        if nocalls and rng.random() < cfg.no_call_share:
+            n = rng.choice(nocalls)
+            tools, msgs = nocall_record(src, cfg, n, rng)
+            msgs.append({"role": "assistant", "content": n.reply})
+            body = {"tools": tools, "messages": msgs}
+            meta = _meta(category=NOCALL_CATEGORY, difficulty="easy", template_id="nocall", phrasing=n.index,
+                         steps=0, split="train")
+            rec = {"id": content_id(body, "traj-"), "metadata": meta, **body}
+        else:
+            rec = trajectory_record(src, cfg, _pick_instance(src, cfg, rng, i, cats, "train"), rng)
+        return rec, _sft_key(rec)
+
+    # 3) append what is missing
+    return _run("sft", out, cfg, make, _sft_key, progress, ("category", "difficulty"))
+
+
+# ------------------------------------------------------------------------------- preferences
+
+_FAKE_NAMES = {
+    "read_file": ["open_file", "cat_file"], "write_file": ["save_file", "put_file"], "list_directory": ["ls", "list_files"],
+    "search_docs": ["docs_search", "lookup_docs"], "run_tests": ["pytest", "test_runner"],
+    "rename_symbol": ["rename", "refactor_rename"], "format_code": ["black", "prettify"], "git_diff": ["diff", "show_diff"],
+    "git_commit": ["commit", "git_push"], "grep": ["search_code", "find_text"], "get_logs": ["read_logs", "tail_logs"],
+    "run_command": ["shell", "exec"], "check_status": ["health_check", "get_status"], "deploy": ["deploy_service", "release"],
+    "restart_service": ["restart", "reboot_service"], "scale_service": ["scale", "set_replicas"],
+    "http_request": ["curl", "fetch_url"], "database_query": ["sql_query", "query_table"], "count_rows": ["row_count", "count"],
+    "cache_get": ["redis_get", "get_cache"], "cache_set": ["redis_set", "set_cache"], "export_csv": ["to_csv", "dump_table"],
+}
+_CHATTER = [
+    "Sure, I can help with that! Let me know if there's anything else you need.",
+    "Great question. That should be straightforward to do.",
+    "Okay, I'll take care of it right away.",
+    "I understand. This is a common task and usually works fine.",
+    "Happy to help with this request!",
+]
+
+
+def _text_call(thought: str, body: str) -> str:
+    return (thought + "\n" if thought else "") + body
+
+
+def _placeholder(schema: dict, values: dict, rng: random.Random) -> Any:
+    t = schema.get("type")
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    if t == "integer":
+        return rng.choice([1, 5, 10, 100])
+    if t == "boolean":
+        return True
+    strs = [v for v in values.values() if isinstance(v, str)]
+    return rng.choice(strs) if strs else "value"
+
+
+def _rejected(kind: str, src: Sources, inst: Instance, step: int, tools: list[dict], rng: random.Random) -> dict | None:
+    """One failing assistant turn of ``kind`` for step ``step``; None when not applicable."""
+    call = inst.calls[step]
+    name, args, thought = call["name"], call["arguments"], call["thought"]
+    params = src.catalog[name].parameters
+    props = params.get("properties") or {}
+    required = [r for r in params.get("required") or [] if r in args]
+    offered = [t["function"]["name"] for t in tools]
+    if kind == "wrong_tool":
+        others = [n for n in offered if n != name]
+        if not others:
+            return None
+        other = rng.choice(others)
+        oparams = src.catalog[other].parameters
+        oargs = {}
+        for r in oparams.get("required") or []:
+            oargs[r] = args[r] if r in args and not src.catalog[other].check({r: args[r]}) else \
+                _placeholder(oparams["properties"][r], inst.values, rng)
+        if src.catalog[other].check(oargs):
+            return None
+        return {"role": "assistant", "content": thought or None, "tool_calls": [
+            {"id": f"call_{step + 1}", "type": "function", "function": {"name": other, "arguments": oargs}}]}
+    if kind == "missing_required_arg":
+        if not required:
+            return None
+        drop = rng.choice(required)
+        bad = {k: v for k, v in args.items() if k != drop}
+        return {"role": "assistant", "content": _text_call(thought, format_tool_call(name, bad))}
+    if kind == "wrong_type":
+        if not args:
+            return None
+        k = rng.choice(sorted(args))
+        v = args[k]
+        if isinstance(v, bool):
+            wrong: Any = "true" if v else "false"
+        elif isinstance(v, int):
+            wrong = str(v)
+        else:
+            wrong = [v]
+        bad = dict(args)
+        bad[k] = wrong
+        return {"role": "assistant", "content": _text_call(thought, format_tool_call(name, bad))}
+    if kind == "wrong_value":
+        cands = []
+        for k, v in args.items():
+            schema = props.get(k) or {}
+            if "enum" in schema:
+                alts = [e for e in schema["enum"] if e != v]
+            else:
+                slot = next((s for s, val in inst.values.items() if val == v), None)
+                pool = inst.template.slots.get(slot, "") if slot else ""
+                pname, _, fld = pool.partition(".")
+                entries = src.templates.pools.get(pname, [])
+                alts = []
+                for e in entries:
+                    e = e[fld] if fld else e
+                    e = e["value"] if isinstance(e, dict) else e
+                    if e != v and type(e) is type(v):
+                        alts.append(e)
+            if alts:
+                cands.append((k, alts))
+        if not cands:
+            return None
+        k, alts = rng.choice(cands)
+        bad = dict(args)
+        bad[k] = rng.choice(alts)
+        return {"role": "assistant", "content": thought or None, "tool_calls": [
+            {"id": f"call_{step + 1}", "type": "function", "function": {"name": name, "arguments": bad}}]}
+    if kind == "hallucinated_tool":
+        fakes = [f for f in _FAKE_NAMES.get(name, [name + "_tool"]) if f not in offered]
+        if not fakes:
+            return None
+        return {"role": "assistant", "content": _text_call(thought, format_tool_call(rng.choice(fakes), args))}
+    if kind == "malformed_json":
+        text = json.dumps({"name": name, "arguments": args}, ensure_ascii=False)
+        broken = rng.choice([text[:-1], text.replace('":', '"', 1), text.replace('"', "'")])
+        return {"role": "assistant", "content": _text_call(thought, f"{TOOL_CALL_OPEN}\n{broken}\n{TOOL_CALL_CLOSE}")}
+    if kind == "truncated_json":
+        text = json.dumps({"name": name, "arguments": args}, ensure_ascii=False)
+        cut = max(8, int(len(text) * rng.uniform(0.4, 0.8)))
+        return {"role": "assistant", "content": _text_call(thought, f"{TOOL_CALL_OPEN}\n{text[:cut]}")}
+    if kind == "chatter":
+        return {"role": "assistant", "content": rng.choice(_CHATTER)}
+    raise ValueError(kind)
+
+
+def _pref_key(rec: dict) -> str:
+    meta = rec.get("metadata") or {}
+    prompt = rec.get("prompt") or []
+    user = next((m.get("content") or "" for m in prompt if m.get("role") == "user"), "")
+    return near_dup_key(user, len(prompt), rec.get("chosen"), meta.get("failure_type"))
+
+
+def generate_preferences(cfg: PreferencesConfig, out: str, *, progress=None, sources: Sources | None = None) -> dict:
+    """Preference pairs: chosen = the correct next step, rejected = a labelled realistic failure."""
+    # 1) load; failure types by weight
+    src = sources or load_sources(cfg)
+    cats = _categories(cfg, src.templates, "train")
+    nocalls = src.templates.nocall_for("train")
+    types = [t for t in FAILURE_TYPES if cfg.failure_mix.get(t, 0) > 0]
+    weights = [float(cfg.failure_mix[t]) for t in types]
+
+    # 2) candidate i: a prompt (user request + earlier steps), the right step and a failure
+    def make(i: int):
+        rng = random.Random(f"{cfg.seed}:preferences:{i}")
+        if nocalls and rng.random() < cfg.no_call_share:
+            n = rng.choice(nocalls)
+            tools, prompt = nocall_record(src, cfg, n, rng)
+            name = rng.choice([t["function"]["name"] for t in tools])
+            tool = src.catalog[name]
+            args = {r: _placeholder(tool.parameters["properties"][r], {"x": "value"}, rng)
+                    for r in tool.parameters.get("required") or []}
+            chosen = [{"role": "assistant", "content": n.reply}]
+            rejected = [{"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": name, "arguments": args}}]}]
+            meta = _meta(category=NOCALL_CATEGORY, difficulty="easy", template_id="nocall", phrasing=n.index,
+                         step=0, failure_type="unneeded_call", split="train")
+        else:
+            inst = _pick_instance(src, cfg, rng, i, cats, "train")
+            tmpl = inst.template
+            step = rng.randrange(1, len(inst.calls)) if len(inst.calls) > 1 and rng.random() < cfg.later_step_share else 0
+            tools = _offer_tools(src, tmpl.tools, rng, cfg, tmpl.category)
+            prompt = [{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": inst.user}]
+            prompt += _steps_messages(src, inst, step)
+            chosen = [_call_msg(inst.calls[step], step + 1)]
+            bad = None
+            order = rng.choices(types, weights=weights, k=len(types) * 2)
+            for ftype in order:
+                bad = _rejected(ftype, src, inst, step, tools, rng)
+                if bad is not None:
+                    break
+            if bad is None:
+                return None
+            rejected = [bad]
+            meta = _meta(category=tmpl.category, difficulty=tmpl.difficulty(), template_id=tmpl.id,
+                         phrasing=inst.phrasing_index, step=step, failure_type=ftype, split="train")
+        body = {"tools": tools, "prompt": prompt, "chosen": chosen, "rejected": rejected}
+        rec = {"id": content_id(body, "pref-"), "metadata": meta, **body}
+        return rec, _pref_key(rec)
+
+    # 3) append what is missing
+    return _run("preference", out, cfg, make, _pref_key, progress, ("category", "difficulty", "failure_type"))
+
+
+# ------------------------------------------------------------------------------------- tasks
+
+
+def _task_key(rec: dict) -> str:
+    prompt = rec.get("prompt") or []
+    user = next((m.get("content") or "" for m in prompt if m.get("role") == "user"), "")
+    return near_dup_key(user, len(prompt))
+
+
+def generate_tasks(cfg: TasksConfig, out: str, *, progress=None, sources: Sources | None = None) -> dict:
+    """Eval tasks: the next assistant turn's calls (first step, or a later one with earlier steps given).
+
+    ``split: eval`` draws from held-out phrasings of training intents (``split_reason:
+    held_out_phrasing``), held-out templates (``held_out_template``) and held-out no-call
+    requests (``no_call``); training generation never emits any of them.
+    """
+    # 1) load; the pools of templates for each kind of task
+    src = sources or load_sources(cfg)
+    split = cfg.split
+    cats = _categories(cfg, src.templates, split)
+    nocalls = src.templates.nocall_for(split)
+    held_templates = [t for t in src.templates.select(categories=cfg.category or None, split="eval") if t.split == "eval"]
+    if split != "eval":
+        held_templates = []
+
+    # 2) candidate i: pick the kind, fill a phrasing, cut at a step, list acceptable values
+    def make(i: int):
+        rng = random.Random(f"{cfg.seed}:tasks:{split}:{i}")
+        r = rng.random()
+        if nocalls and r < cfg.no_call_share:
+            n = rng.choice(nocalls)
+            tools, prompt = nocall_record(src, cfg, n, rng)
+            expected = {"calls": [], "order": "strict"}
+            meta = _meta(category=NOCALL_CATEGORY, difficulty="easy", template_id="nocall", phrasing=n.index, step=0,
+                         split=split, split_reason="no_call")
+        else:
+            if held_templates and r < cfg.no_call_share + cfg.heldout_template_share:
+                inst = _pick_instance(src, cfg, rng, i, cats, split, templates=held_templates)
+                reason = "held_out_template"
+            else:
+                cat = cats[i % len(cats)]
+                pool = [t for t in src.templates.select(categories=[cat], split=split) if t.split == "train"]
+                if not pool:
+                    return None
+                inst = _pick_instance(src, cfg, rng, i, cats, split, templates=pool)
+                reason = "held_out_phrasing" if split == "eval" else "train_phrasing"
+            tmpl = inst.template
+            step = rng.randrange(1, len(inst.calls)) if len(inst.calls) > 1 and rng.random() < cfg.later_step_share else 0
+            tools = _offer_tools(src, tmpl.tools, rng, cfg, tmpl.category)
+            prompt = [{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": inst.user}]
+            prompt += _steps_messages(src, inst, step)
+            expected = {"calls": [{"name": inst.calls[step]["name"], "arguments": inst.alternatives[step]}],
+                        "order": "strict"}
+            meta = _meta(category=tmpl.category, difficulty=tmpl.difficulty(), template_id=tmpl.id,
+                         phrasing=inst.phrasing_index, step=step, split=split, split_reason=reason)
+        body = {"tools": tools, "prompt": prompt, "expected": expected}
+        rec = {"id": content_id(body, "task-"), "metadata": meta, **body}
+        return rec, _task_key(rec)
+
+    # 3) append what is missing
+    return _run("task", out, cfg, make, _task_key, progress, ("category", "difficulty", "split_reason"))
