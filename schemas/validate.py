@@ -229,7 +229,7 @@ class _Scan:
         if self.on_record is not None:
             self.on_record(obj)
         n_before = self.n_errors
-        self._record(lineno, obj)
+        self._record(lineno, obj, raw)
         if self.n_errors > n_before:
             self.error_lines.append(lineno)
 
@@ -252,7 +252,7 @@ class _Scan:
                 pass
         self.add(lineno, "not_json", f"not valid JSON: {msg}")
 
-    def _record(self, lineno: int, obj: dict) -> None:
+    def _record(self, lineno: int, obj: dict, raw: bytes) -> None:
         kind = self.kind
         if kind is None:
             self.add(lineno, "unknown_kind", "cannot tell the record kind (no messages, chosen/rejected, responses, "
@@ -263,9 +263,9 @@ class _Scan:
             self.id_digests.append(_digest(rid.encode("utf-8", "surrogatepass")))
             self.id_lines.append(lineno)
         try:
-            self.fast(obj)
+            self.fast(obj)  # note: fastjsonschema fills schema defaults into obj (e.g. expected.order)
         except Exception:
-            if self._explain(lineno, obj):
+            if self._explain(lineno, orjson.loads(raw)):  # explain the record as written, defaults not filled
                 return
         try:
             issues = check_record(obj, kind)
@@ -290,13 +290,14 @@ class _Scan:
         errs = sorted(self.explain.iter_errors(obj), key=relevance)
         if not errs:
             return False
-        shown = [best_match(errs)]
-        shown += [e for e in errs if e is not shown[0]][:2]
-        for e in shown:
-            if e.context:
-                e = best_match(e.context)
+        seen = set()
+        for top in errs[:3]:
+            e = best_match([top])  # descends into oneOf/anyOf to the most relevant branch
             where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path)
-            self.add(lineno, "schema", f"{where}: {_short(e.message)}", where)
+            msg = f"{where}: {_short(e.message)}"
+            if msg not in seen:
+                seen.add(msg)
+                self.add(lineno, "schema", msg, where)
         return True
 
     def _stats(self, obj: dict, kind: str) -> None:
