@@ -19,6 +19,15 @@ app = typer.Typer(
 from trajtune.cli import validate as _validate  # noqa: E402
 
 _validate.register(app)
+from trajtune.cli import convert as _convert  # noqa: E402
+
+_convert.register(app)
+from trajtune.cli import merge_lora as _merge_lora  # noqa: E402
+
+_merge_lora.register(app)
+from trajtune.cli import train_sft as _train_sft  # noqa: E402
+
+_train_sft.register(app)
 
 
 def main() -> None:

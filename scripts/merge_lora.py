@@ -204,8 +204,6 @@ def _logits(model, ids_list: list[list[int]]):
 
 def merge(cfg: MergeConfig, progress=None) -> dict:
     """Merge, save atomically, verify; return the merge report (also written as merge_report.json)."""
-    import torch
-
     say = progress or (lambda msg: None)
     t0 = time.time()
     # 1) resolve inputs
@@ -234,6 +232,8 @@ def merge(cfg: MergeConfig, progress=None) -> dict:
     tol = cfg.tolerance if cfg.tolerance is not None else TOLERANCE[cfg.dtype]
 
     # 2) reference: base + adapters, not merged (fp32)
+    import torch
+
     say(f"loading {base} + {len(chain)} adapter(s)")
     tok = load_tokenizer(base, chain, cfg.trust_remote_code)
     samples = _sample_ids(tok, cfg.samples)
