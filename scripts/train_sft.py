@@ -246,6 +246,7 @@ def load_model(cfg: TrainSFTConfig, model_path: str, precision: training.Precisi
 def train_sft(cfg: TrainSFTConfig) -> dict:
     """Run one SFT training job end to end; returns the training summary (also written to disk)."""
     t0 = training.Timer()
+    training.quiet_libraries()
     # 1) the run folder; a finished run is not trained again
     run_dir, reused = training.resolve_run_dir(STAGE, cfg, cfg.output_dir, cfg.resume)
     if reused and cfg.resume != "never" and training.run_finished(run_dir):

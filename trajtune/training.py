@@ -419,6 +419,17 @@ def tensorboard_callback(run_dir: Path):
     return cb
 
 
+def quiet_libraries() -> None:
+    """No HF progress bars on stderr/stdout, no deprecation chatter from inside transformers/peft."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    for mod in ("transformers", "peft", "accelerate", "torch"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=mod)
+
+
 def quiet_trainer(trainer: Any) -> Any:
     """Keep stdout free (for --json): drop the Trainer's stdout printer and HF progress bars;
     progress goes to stderr through :func:`make_run_metrics`."""
