@@ -1,0 +1,396 @@
+"""What every converter shares: the input source, rejects/skips, and one message builder.
+
+A converter module exposes ``NAME``, ``KINDS`` (the record kinds it can produce), ``detect(obj)``
+(does one input object look like this format?) and ``convert(source, kind, cfg, emit)``, a
+generator of ``(row, record)`` pairs. Bad input is never dropped silently: a converter calls
+``emit.reject(row, reason, detail)`` or ``emit.skip(reason)`` and the driver counts and writes it.
+
+Reasons are short fixed phrases (they are counted in the summary); specifics go in ``detail``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import orjson
+
+from trajtune.errors import DataError, UsageError
+from trajtune.jsonl import BOM, Row, display_name
+
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+class Reject(Exception):
+    """One input cannot be converted: ``reason`` is counted, ``detail`` explains."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class Skip(Exception):
+    """One input is valid but left out by a filter (counted under 'skipped')."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Emitter:
+    """Counts rejects and skips; rejects are written as they happen (bounded memory)."""
+
+    def __init__(self, write_reject: Callable[[dict], None] | None = None):
+        self._write = write_reject
+        self.rejected: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+
+    def reject(self, row: Row | None, reason: str, detail: str = "", record: Any = None) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        if self._write is not None:
+            entry = {"source": row.path if row else None, "line": row.lineno if row else None, "reason": reason}
+            if detail:
+                entry["detail"] = detail
+            entry["input"] = row.obj if row is not None and record is None else record
+            self._write(entry)
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+
+# --------------------------------------------------------------------------- input source
+
+@dataclass
+class RawRow:
+    lineno: int
+    offset: int
+    obj: Any
+
+
+class Source:
+    """An input file read as rows with line numbers and byte offsets, re-readable.
+
+    JSONL files are streamed. A JSON array or stdin is first spooled to a temporary JSONL file
+    (one element a line), so every converter can make two passes and seek to offsets: grouping
+    converters keep only keys and offsets in memory.
+    """
+
+    def __init__(self, path: str, emit: Emitter):
+        self.name = display_name(path)
+        self.emit = emit
+        self._tmp: str | None = None
+        self.path = self._prepare(str(path))
+
+    def _prepare(self, p: str) -> str:
+        if p != "-":
+            pp = Path(p)
+            if pp.is_dir():
+                raise UsageError(f"{p} is a directory, not a JSON/JSONL file")
+            if not pp.is_file():
+                raise UsageError(f"{p}: no such file")
+            with open(pp, "rb") as fh:
+                head = fh.read(4096).lstrip(BOM).lstrip()
+            if not head.startswith(b"[") and not (head.startswith(b"{") and not self._is_jsonl(pp)):
+                return p
+            data = pp.read_bytes()
+        else:
+            data = sys.stdin.buffer.read()
+        if data.startswith(BOM):
+            data = data[3:]
+        stripped = data.lstrip()
+        fd, tmp = tempfile.mkstemp(prefix="trajtune-convert-", suffix=".jsonl")
+        self._tmp = tmp
+        with os.fdopen(fd, "wb") as out:
+            if stripped.startswith(b"["):
+                try:
+                    arr = orjson.loads(stripped)
+                except orjson.JSONDecodeError as exc:
+                    raise DataError(f"not valid JSON ({exc})", path=self.name) from None
+                for obj in arr:
+                    out.write(orjson.dumps(obj) + b"\n")
+            elif stripped.startswith(b"{") and p != "-":
+                try:  # one pretty-printed JSON object
+                    out.write(orjson.dumps(orjson.loads(stripped)) + b"\n")
+                except orjson.JSONDecodeError as exc:
+                    raise DataError(f"not valid JSON ({exc})", path=self.name) from None
+            else:
+                out.write(data)
+        del data
+        return tmp
+
+    @staticmethod
+    def _is_jsonl(pp: Path) -> bool:
+        with open(pp, "rb") as fh:
+            first = fh.readline().lstrip(BOM)
+        try:
+            orjson.loads(first)
+            return True
+        except orjson.JSONDecodeError:
+            return False
+
+    def close(self) -> None:
+        if self._tmp:
+            try:
+                os.unlink(self._tmp)
+            except FileNotFoundError:
+                pass
+            self._tmp = None
+
+    def raw_rows(self, *, report: bool = True) -> Iterator[RawRow]:
+        """Every JSON object with its line and offset; bad lines are rejected (once, if report)."""
+        with open(self.path, "rb") as fh:
+            offset = 0
+            for lineno, raw in enumerate(fh, start=1):
+                start = offset
+                offset += len(raw)
+                if lineno == 1 and raw.startswith(BOM):
+                    raw = raw[3:]
+                raw = raw.strip()
+                if not raw:
+                    continue
+                try:
+                    obj = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    if report:
+                        text = raw[:2000].decode("utf-8", "replace")
+                        self.emit.reject(Row(self.name, lineno, None), "not valid JSON", str(exc), record=text)
+                    continue
+                if not isinstance(obj, dict):
+                    if report:
+                        self.emit.reject(Row(self.name, lineno, obj), "not a JSON object", type(obj).__name__)
+                    continue
+                yield RawRow(lineno, start, obj)
+
+    def rows(self, *, report: bool = True) -> Iterator[Row]:
+        for r in self.raw_rows(report=report):
+            yield Row(self.name, r.lineno, r.obj)
+
+    def read_at(self, offset: int, lineno: int) -> Row:
+        with open(self.path, "rb") as fh:
+            fh.seek(offset)
+            return Row(self.name, lineno, orjson.loads(fh.readline()))
+
+    def peek(self, n: int = 20) -> list[Any]:
+        out = []
+        for r in self.raw_rows(report=False):
+            out.append(r.obj)
+            if len(out) >= n:
+                break
+        return out
+
+
+def per_row(source: Source, emit: Emitter, fn: Callable[[dict], dict | list[dict]]) -> Iterator[tuple[Row, dict]]:
+    """Apply ``fn`` to every row; Reject/Skip become counted rejects/skips."""
+    for row in source.rows():
+        try:
+            out = fn(row.obj)
+        except Reject as r:
+            emit.reject(row, r.reason, r.detail)
+            continue
+        except Skip as s:
+            emit.skip(s.reason)
+            continue
+        for rec in out if isinstance(out, list) else [out]:
+            yield row, rec
+
+
+# --------------------------------------------------------------------------- field helpers
+
+def loads_json(value: Any, what: str) -> Any:
+    """Parse a JSON string (repeatedly, for double-encoded values); objects pass through."""
+    for _ in range(3):
+        if not isinstance(value, str):
+            return value
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise Reject(f"{what} not valid JSON", f"{exc}: {value[:200]!r}") from None
+    return value
+
+
+def parse_arguments(value: Any) -> dict:
+    """Tool-call arguments as an object: accepts an object, a JSON string, or a double-encoded one."""
+    if value is None or value == "":
+        return {}
+    value = loads_json(value, "arguments")
+    if not isinstance(value, dict):
+        raise Reject("arguments not a JSON object", f"got {type(value).__name__}")
+    return value
+
+
+def parse_tools(value: Any) -> list[dict] | None:
+    """Tools as [{type: function, function: {...}}]: accepts a JSON string, bare function schemas
+    (sharegpt/glaive, legacy OpenAI ``functions``) or the wrapped form."""
+    if value is None or value == "":
+        return None
+    value = loads_json(value, "tools")
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise Reject("tools not a list", f"got {type(value).__name__}")
+    out = []
+    for t in value:
+        t = loads_json(t, "tools")
+        if not isinstance(t, dict):
+            raise Reject("tools not a list", f"tool entry is {type(t).__name__}")
+        fn = t.get("function") if t.get("type") == "function" or "function" in t else t
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not TOOL_NAME.match(fn["name"]):
+            raise Reject("invalid tool name", repr(fn.get("name") if isinstance(fn, dict) else fn)[:200])
+        clean = {"name": fn["name"]}
+        if isinstance(fn.get("description"), str):
+            clean["description"] = fn["description"]
+        if fn.get("parameters") is not None:
+            params = loads_json(fn["parameters"], "tool parameters")
+            if not isinstance(params, dict):
+                raise Reject("tool parameters not an object", fn["name"])
+            clean["parameters"] = params
+        out.append({"type": "function", "function": clean})
+    return out
+
+
+def text_of(content: Any) -> str | None:
+    """Message content as text: strings pass; lists of text parts are joined; None stays None."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for p in content:
+            if isinstance(p, str):
+                parts.append(p)
+            elif isinstance(p, dict) and p.get("type", "text") in ("text", "input_text", "output_text"):
+                t = p.get("text", p.get("value", p.get("content")))
+                if not isinstance(t, str):
+                    raise Reject("unsupported content part", repr(p)[:200])
+                parts.append(t)
+            else:
+                raise Reject("non-text content", repr(p)[:200])
+        return "".join(parts)
+    if isinstance(content, (int, float)):
+        return str(content)
+    raise Reject("unsupported content", type(content).__name__)
+
+
+def record(rec_id: str, source: str, body: dict, metadata: dict | None = None, tools: list | None = None) -> dict:
+    """One output record in canonical key order: id, metadata, tools, then the kind's fields."""
+    meta = dict(metadata or {})
+    meta.setdefault("source", source)
+    out: dict[str, Any] = {"id": rec_id, "metadata": meta}
+    if tools is not None:
+        out["tools"] = tools
+    out.update(body)
+    return out
+
+
+def source_id(obj: dict, prefix: str, *keys: str) -> str:
+    from trajtune.records import content_id
+
+    for k in keys or ("id",):
+        v = obj.get(k)
+        if isinstance(v, (str, int)) and not isinstance(v, bool) and str(v).strip():
+            return str(v)
+    return content_id(obj, prefix)
+
+
+# --------------------------------------------------------------------------- message builder
+
+class Builder:
+    """Builds a canonical message list, pairing tool results with the calls they answer.
+
+    Canonical form (what every converter writes): each message has ``role`` and ``content``
+    (``None`` only for an assistant turn that only calls tools), then ``tool_calls`` /
+    ``tool_call_id`` / ``name`` / ``train`` when present. Call ids missing in the source are
+    ``call_1``, ``call_2``, ... in order of appearance.
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+        self._pending: list[str] = []
+        self._n = 0
+
+    def next_id(self) -> str:
+        self._n += 1
+        return f"call_{self._n}"
+
+    def system(self, text: Any) -> None:
+        text = text_of(text)
+        if text is None:
+            raise Reject("empty system turn")
+        self.messages.append({"role": "system", "content": text})
+
+    def user(self, text: Any) -> None:
+        text = text_of(text)
+        if text is None or not text.strip():
+            raise Reject("empty user turn")
+        self.messages.append({"role": "user", "content": text})
+
+    def call(self, name: Any, arguments: Any, call_id: Any = None) -> dict:
+        if not isinstance(name, str) or not name.strip():
+            raise Reject("tool call without a name", repr(name)[:200])
+        args = parse_arguments(arguments)
+        cid = call_id if isinstance(call_id, str) and call_id.strip() else self.next_id()
+        if isinstance(call_id, str) and call_id.strip():
+            self._n += 1
+        return {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+
+    def assistant(self, content: Any, calls: list[dict] | None = None, train: bool | None = None, merge: bool = False) -> None:
+        content = text_of(content)
+        if content is not None and not content.strip() and calls:
+            content = None
+        if merge and calls and self.messages and self.messages[-1]["role"] == "assistant" \
+                and "tool_calls" not in self.messages[-1] and content is None:
+            msg = self.messages.pop()  # thought turn followed by its call turn: one message
+            content = msg["content"]
+            train = msg.get("train", train)
+        if not calls and (content is None or not content.strip()):
+            raise Reject("empty assistant turn")
+        msg: dict[str, Any] = {"role": "assistant", "content": content}
+        if calls:
+            if merge and self.messages and self.messages[-1]["role"] == "assistant" and "tool_calls" in self.messages[-1] \
+                    and content is None:
+                self.messages[-1]["tool_calls"].extend(calls)  # consecutive call turns: parallel calls
+                self._pending.extend(c["id"] for c in calls)
+                return
+            msg["tool_calls"] = calls
+            self._pending.extend(c["id"] for c in calls)
+        if train is not None:
+            msg["train"] = bool(train)
+        self.messages.append(msg)
+
+    def tool(self, content: Any, call_id: Any = None, name: Any = None) -> None:
+        if isinstance(content, (dict, list)):
+            content = orjson.dumps(content).decode()
+        content = text_of(content)
+        if content is None:
+            content = ""
+        if isinstance(call_id, str) and call_id.strip():
+            cid = call_id
+            if cid in self._pending:
+                self._pending.remove(cid)
+        elif self._pending:
+            cid = self._pending.pop(0)
+        else:
+            raise Reject("tool result without a matching call")
+        msg: dict[str, Any] = {"role": "tool", "content": content, "tool_call_id": cid}
+        if isinstance(name, str) and name:
+            msg["name"] = name
+        self.messages.append(msg)
+
+    def finish(self, *, need_assistant: bool = True) -> list[dict]:
+        if not self.messages:
+            raise Reject("no messages")
+        if need_assistant and not any(m["role"] == "assistant" for m in self.messages):
+            raise Reject("no assistant turn")
+        return self.messages
+
+
+def check_placeholders(texts: list[Any], allow: bool) -> None:
+    if allow:
+        return
+    for t in texts:
+        if isinstance(t, str) and re.search(r"\{\{\s*\w+\s*\}\}", t):
+            raise Reject("unfilled {{placeholder}}", re.search(r"\{\{\s*\w+\s*\}\}", t).group(0))

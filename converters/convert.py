@@ -1,0 +1,118 @@
+"""The convert stage: one source format in, trajtune records (or an export format) out.
+
+``run_convert(cfg, inp, out)`` reads ``inp`` (JSON array or JSONL, ``-`` = stdin), converts
+every row with the source's converter, checks every record against its schema, and writes the
+records and a rejects JSONL atomically. It returns the summary (converted, rejected by reason,
+skipped by filter); the CLI turns "nothing converted" into exit 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Optional
+
+import orjson
+
+from trajtune import config
+from trajtune.converters import exports, registry
+from trajtune.converters.common import Emitter, Source
+from trajtune.errors import ConfigError, UsageError
+from trajtune.jsonl import atomic_writer
+from trajtune.records import KINDS, validator
+
+
+@dataclasses.dataclass
+class ConvertConfig:
+    source_format: str = config.field("auto", help="input format (--from); auto = detect from the first rows")
+    to: str = config.field("sft", help="output: a record kind (sft, preference, group, triplet) or an export "
+                           "(openai, sharegpt, alpaca-text)")
+    rejects: Optional[str] = config.field(None, help="rejects JSONL (default: OUT with .rejects.jsonl beside it)")
+    max_records: Optional[int] = config.field(None, help="stop after this many converted records")
+    allow_placeholders: bool = config.field(False, help="keep rows with unfilled {{placeholders}} (alpaca)")
+    # tool-invocation logs
+    quality_threshold: float = config.field(0.90, help="tool-logs: minimum success rate kept")
+    min_length: int = config.field(1, help="tool-logs: shortest tool sequence kept")
+    max_length: int = config.field(5, help="tool-logs: longest tool sequence kept")
+    min_task_chars: int = config.field(10, help="tool-logs: a shorter task_description is rejected")
+    min_result_chars: int = config.field(2, help="tool-logs: a shorter expected_result is rejected")
+    # interaction logs
+    min_quality: float = config.field(0.8, help="interactions -> sft: minimum quality_scores.overall")
+    min_quality_diff: float = config.field(0.2, help="interactions -> preference: minimum quality gap")
+    group_size: int = config.field(4, help="interactions -> group: answers per group")
+    agent_types: list[str] = config.field(default_factory=list, help="interactions: keep only these agent types")
+    days_back: Optional[int] = config.field(None, help="interactions: keep only the last N days before --as-of")
+    as_of: Optional[str] = config.field(None, help="interactions: reference date for --days-back (default: now, UTC)")
+    # traces
+    annotations: Optional[str] = config.field(None, help="traces: annotations JSON/JSONL (else read from the input)")
+    approved_only: bool = config.field(True, help="traces -> sft: only spans annotated approved")
+    sessions: bool = config.field(False, help="traces -> sft: one multi-turn trajectory per session.id")
+    min_turns: int = config.field(2, help="traces --sessions: fewest turns in a session")
+
+    def check(self) -> None:
+        if self.to not in KINDS and self.to not in exports.EXPORTS:
+            raise ConfigError(f"--to must be a kind ({', '.join(k for k in KINDS if k != 'task')}) or an export "
+                              f"({', '.join(exports.EXPORTS)}), got '{self.to}'")
+        if self.min_length < 0 or self.max_length < self.min_length:
+            raise ConfigError("--min-length/--max-length: need 0 <= min-length <= max-length")
+        if self.group_size < 2:
+            raise ConfigError("--group-size must be at least 2")
+        if not 0 <= self.quality_threshold <= 1:
+            raise ConfigError("--quality-threshold must be between 0 and 1")
+
+
+def default_rejects(out: str) -> str | None:
+    if out == "-":
+        return None
+    p = Path(out)
+    stem = p.name[:-6] if p.name.endswith(".jsonl") else p.name
+    return str(p.with_name(stem + ".rejects.jsonl"))
+
+
+def run_convert(cfg: ConvertConfig, inp: str, out: str) -> dict:
+    # 1) what to produce: a record kind, possibly exported to another format
+    export = exports.EXPORTS.get(cfg.to)
+    kind = "sft" if export else cfg.to
+    rejects_path = cfg.rejects or default_rejects(out)
+    if rejects_path and out != "-" and Path(rejects_path).resolve() == Path(out).resolve():
+        raise UsageError("--rejects must differ from the output file")
+    if out != "-" and inp != "-" and Path(inp).resolve() == Path(out).resolve():
+        raise UsageError("the output would overwrite the input", hint="write to another file")
+
+    with (atomic_writer(rejects_path) if rejects_path else nullcontext()) as rej_fh, atomic_writer(out) as out_fh:
+        emit = Emitter((lambda e: rej_fh.write(orjson.dumps(e) + b"\n")) if rejects_path else None)
+        source = Source(inp, emit)
+        try:
+            # 2) which source format
+            fmt = cfg.source_format
+            if fmt == "auto":
+                fmt = registry.detect(source.peek(), source.name)
+            module = registry.get(fmt)
+            if kind not in module.KINDS:
+                raise UsageError(f"--from {fmt} gives {', '.join(module.KINDS)} records, not {kind}")
+            # 3) convert, check each record against its schema, write
+            check = validator(kind)
+            seen: dict[str, int] = {}
+            n = 0
+            for row, rec in module.convert(source, kind, cfg, emit):
+                try:
+                    check(rec)
+                except Exception as exc:  # fastjsonschema.JsonSchemaValueException
+                    emit.reject(row, "fails the schema", getattr(exc, "message", str(exc)), record=rec)
+                    continue
+                if rec["id"] in seen:
+                    emit.reject(row, "duplicate id", f"{rec['id']} first seen at line {seen[rec['id']]}", record=rec)
+                    continue
+                if cfg.max_records is not None and n >= cfg.max_records:
+                    emit.skip("beyond max_records")
+                    continue
+                seen[rec["id"]] = row.lineno
+                out_fh.write(orjson.dumps(export(rec) if export else rec) + b"\n")
+                n += 1
+        finally:
+            source.close()
+    return {
+        "from": fmt, "to": cfg.to, "input": source.name, "output": out, "rejects": rejects_path,
+        "converted": n, "rejected": dict(sorted(emit.rejected.items())),
+        "skipped": dict(sorted(emit.skipped.items())),
+    }

@@ -1,0 +1,80 @@
+"""OpenAI chat fine-tuning JSONL -> sft.
+
+``messages`` with ``tool_calls`` whose ``arguments`` are JSON strings (double-encoded ones too),
+optional ``tools``, the legacy ``functions`` / ``function_call`` / ``role: function`` form, and
+per-message ``weight`` (0 becomes ``train: false``, 1 ``train: true``). Content given as a list
+of text parts is joined. Keys OpenAI does not define (e.g. ``parallel_tool_calls``) are dropped;
+``id`` and ``metadata`` are kept, so trajtune -> openai -> trajtune gives the same records.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from trajtune.converters.common import Builder, Reject, parse_tools, per_row, record, source_id
+
+NAME = "openai"
+KINDS = ("sft",)
+
+
+def detect(obj: Any) -> bool:
+    msgs = obj.get("messages") if isinstance(obj, dict) else None
+    return isinstance(msgs, list) and any(isinstance(m, dict) and "role" in m for m in msgs)
+
+
+def _train(m: dict) -> bool | None:
+    if "weight" in m:
+        if m["weight"] not in (0, 1):
+            raise Reject("weight not 0 or 1", repr(m["weight"]))
+        return bool(m["weight"])
+    if isinstance(m.get("train"), bool):
+        return m["train"]
+    return None
+
+
+def build_messages(msgs: Any, b: Builder | None = None, need_assistant: bool = True) -> list[dict]:
+    if not isinstance(msgs, list) or not msgs:
+        raise Reject("messages missing or not a list")
+    b = b or Builder()
+    legacy_pending: list[str] = []
+    for m in msgs:
+        if not isinstance(m, dict):
+            raise Reject("message not an object", repr(m)[:200])
+        role = m.get("role")
+        if role in ("system", "developer"):
+            b.system(m.get("content"))
+        elif role == "user":
+            b.user(m.get("content"))
+        elif role == "assistant":
+            calls = []
+            raw_calls = m.get("tool_calls")
+            if raw_calls is not None and not isinstance(raw_calls, list):
+                raise Reject("tool_calls not a list")
+            for c in raw_calls or []:
+                fn = c.get("function") if isinstance(c, dict) else None
+                if not isinstance(fn, dict):
+                    raise Reject("tool call without a function", repr(c)[:200])
+                calls.append(b.call(fn.get("name"), fn.get("arguments"), c.get("id")))
+            fc = m.get("function_call")
+            if isinstance(fc, dict):
+                call = b.call(fc.get("name"), fc.get("arguments"))
+                legacy_pending.append(call["id"])
+                calls.append(call)
+            b.assistant(m.get("content"), calls or None, _train(m))
+        elif role == "tool":
+            b.tool(m.get("content"), m.get("tool_call_id"), m.get("name"))
+        elif role == "function":
+            b.tool(m.get("content"), legacy_pending.pop(0) if legacy_pending else None, m.get("name"))
+        else:
+            raise Reject("unknown role", repr(role))
+    return b.finish(need_assistant=need_assistant)
+
+
+def convert_obj(obj: dict, source: str = NAME) -> dict:
+    tools = parse_tools(obj.get("tools") if obj.get("tools") is not None else obj.get("functions"))
+    messages = build_messages(obj.get("messages"))
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else None
+    return record(source_id(obj, "openai-"), source, {"messages": messages}, meta, tools)
+
+
+def convert(source, kind, cfg, emit):
+    yield from per_row(source, emit, convert_obj)

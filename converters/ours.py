@@ -1,0 +1,49 @@
+"""trajtune records in -> the same kind out (normalised: string arguments parsed, canonical
+message form). Used to re-check files and as the input side of the exports
+(``--from trajtune --to openai``)."""
+from __future__ import annotations
+
+from typing import Any
+
+from trajtune.converters import openai
+from trajtune.converters.common import Reject, parse_tools, per_row, record
+from trajtune.records import detect_kind
+
+NAME = "trajtune"
+KINDS = ("sft", "preference", "group", "triplet")
+
+
+def detect(obj: Any) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("id"), str) and detect_kind(obj) is not None \
+        and isinstance(obj.get("metadata"), dict)
+
+
+def _msgs(v: Any) -> list[dict]:
+    return openai.build_messages(v)
+
+
+def convert_obj(obj: dict, kind: str) -> dict:
+    have = detect_kind(obj)
+    if have != kind:
+        raise Reject("record of another kind", f"{have}, not {kind}")
+    if not isinstance(obj.get("id"), str) or not obj["id"]:
+        raise Reject("missing id")
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    tools = parse_tools(obj.get("tools")) if "tools" in obj else None
+    if kind == "sft":
+        body = {"messages": _msgs(obj["messages"])}
+    elif kind == "preference":
+        body = {"prompt": openai.build_messages(obj["prompt"], need_assistant=False)}
+        for side in ("chosen", "rejected"):
+            body[side] = openai.build_messages(obj[side])
+    elif kind == "group":
+        body = {"prompt": openai.build_messages(obj["prompt"], need_assistant=False),
+                "responses": [{"messages": _msgs(r.get("messages")), "reward": r.get("reward")}
+                              for r in obj["responses"] if isinstance(r, dict)]}
+    else:
+        body = {k: obj.get(k) for k in ("anchor", "positive", "negative")}
+    return record(obj["id"], NAME, body, meta, tools)
+
+
+def convert(source, kind, cfg, emit):
+    yield from per_row(source, emit, lambda o: convert_obj(o, kind))

@@ -1,0 +1,53 @@
+"""The source formats `trajtune convert --from` knows, and auto-detection among them."""
+from __future__ import annotations
+
+from importlib import import_module
+from types import ModuleType
+from typing import Any
+
+from trajtune.errors import UsageError
+
+# name -> module; detection tries them in this order (most specific shapes first).
+FORMATS = {
+    "trajtune": "trajtune.converters.ours",
+    "interactions": "trajtune.converters.interactions",
+    "tool-logs": "trajtune.converters.tool_logs",
+    "traces": "trajtune.converters.traces",
+    "critiques": "trajtune.converters.critiques",
+    "hermes": "trajtune.converters.hermes",
+    "sharegpt": "trajtune.converters.sharegpt",
+    "openai": "trajtune.converters.openai",
+    "alpaca": "trajtune.converters.alpaca",
+}
+
+
+def get(name: str) -> ModuleType:
+    if name not in FORMATS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(FORMATS), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "formats: " + ", ".join(FORMATS)
+        raise UsageError(f"--from: unknown format '{name}'", hint=hint)
+    return import_module(FORMATS[name])
+
+
+def detect(objs: list[Any], path: str) -> str:
+    """The one format whose ``detect`` accepts most of the first objects; else a usage error."""
+    if not objs:
+        from trajtune.errors import DataError
+
+        raise DataError("no JSON objects to convert", path=path)
+    votes: dict[str, int] = {}
+    for obj in objs:
+        for name in FORMATS:
+            if get(name).detect(obj):
+                votes[name] = votes.get(name, 0) + 1
+                break  # first (most specific) match wins for this object
+    if not votes:
+        raise UsageError("cannot tell the input format", path=path,
+                         hint="pass --from with one of: " + ", ".join(FORMATS))
+    best = max(votes.values())
+    winners = [n for n, v in votes.items() if v == best]
+    if len(winners) > 1:
+        raise UsageError(f"input format is ambiguous ({' or '.join(winners)})", path=path, hint="pass --from")
+    return winners[0]

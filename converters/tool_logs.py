@@ -1,0 +1,113 @@
+"""Tool-invocation logs -> sft trajectories.
+
+One task per line: ``task_description``, ``tool_sequence`` (a list of tool names, or a string
+joined by ``,`` / ``->`` / ``>``), ``tool_parameters`` (one arguments object per tool, a list or a
+JSON string), ``expected_result`` (the final answer), ``success_label``, ``agent_name``,
+``difficulty`` / ``difficulty_level`` (easy, medium, hard), ``success_rate``; optional
+``tool_results`` / ``observations`` (one per tool) and ``task_id``.
+
+The trajectory is: user task -> one assistant call per tool, each followed by its tool result
+(empty when the log has none; ``metadata.observations`` says "missing") -> the expected result as
+the final answer. Filters (counted as skipped): ``success_label`` false, ``success_rate`` below
+``--quality-threshold``, sequence length outside ``--min-length``..``--max-length``.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from trajtune.converters.common import Builder, Reject, Skip, loads_json, per_row, record, source_id
+
+NAME = "tool-logs"
+KINDS = ("sft",)
+DIFFICULTIES = ("easy", "medium", "hard")
+
+
+def detect(obj: Any) -> bool:
+    return isinstance(obj, dict) and "tool_sequence" in obj and ("task_description" in obj or "tool_parameters" in obj)
+
+
+def _sequence(v: Any) -> list[str]:
+    if isinstance(v, str):
+        s = v.strip()
+        if s.startswith("["):
+            v = loads_json(s, "tool_sequence")
+        else:
+            return [p.strip() for p in re.split(r"\s*(?:->|→|>|,)\s*", s) if p.strip()]
+    if not isinstance(v, list):
+        return []
+    return [str(x.get("name") if isinstance(x, dict) else x).strip() for x in v if x not in (None, "")]
+
+
+def _success(v: Any) -> bool | None:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)):
+        return bool(v)
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "yes", "success", "succeeded", "pass", "passed")
+    return None
+
+
+def convert_obj(obj: dict, cfg) -> dict:
+    # 1) the reasons a record is rejected, in the order a reader would check them
+    task = obj.get("task_description")
+    if not isinstance(task, str) or len(task.strip()) < cfg.min_task_chars:
+        raise Reject("task_description too short or empty")
+    tools = _sequence(obj.get("tool_sequence"))
+    if not tools:
+        raise Reject("tool_sequence cannot be empty")
+    params = loads_json(obj.get("tool_parameters", []), "tool_parameters")
+    if isinstance(params, dict) and len(tools) == 1:
+        params = [params]
+    if not isinstance(params, list) or len(params) != len(tools):
+        raise Reject("tool_sequence and tool_parameters length mismatch",
+                     f"{len(tools)} tools, {len(params) if isinstance(params, list) else 'no list of'} parameter sets")
+    result = obj.get("expected_result")
+    if isinstance(result, (dict, list)):
+        import orjson
+
+        result = orjson.dumps(result).decode()
+    if not isinstance(result, str) or len(result.strip()) < cfg.min_result_chars:
+        raise Reject("expected_result too short or empty")
+    difficulty = obj.get("difficulty_level", obj.get("difficulty"))
+    if difficulty is not None and (not isinstance(difficulty, str) or difficulty.strip().lower() not in DIFFICULTIES):
+        raise Reject("invalid difficulty_level", repr(difficulty))
+    # 2) filters
+    success = _success(obj.get("success_label"))
+    if success is False:
+        raise Skip("success_label false")
+    rate = obj.get("success_rate")
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 1:
+        rate = rate / 100.0  # given as a percentage
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate < cfg.quality_threshold:
+        raise Skip("success_rate below quality_threshold")
+    if not cfg.min_length <= len(tools) <= cfg.max_length:
+        raise Skip("tool_sequence length outside min/max")
+    # 3) the trajectory
+    results = obj.get("tool_results", obj.get("observations"))
+    results = loads_json(results, "tool_results") if results is not None else None
+    if results is not None and (not isinstance(results, list) or len(results) != len(tools)):
+        raise Reject("tool_sequence and tool_results length mismatch")
+    b = Builder()
+    b.user(task)
+    for i, (name, args) in enumerate(zip(tools, params)):
+        b.assistant(None, [b.call(name, args)])
+        b.tool(results[i] if results is not None else "")
+    b.assistant(result)
+    meta: dict[str, Any] = {"source": NAME}
+    if isinstance(obj.get("agent_name"), str):
+        meta["agent"] = obj["agent_name"]
+    if difficulty is not None:
+        meta["difficulty"] = difficulty.strip().lower()
+    if success is not None:
+        meta["success"] = success
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool):
+        meta["success_rate"] = rate
+    if results is None:
+        meta["observations"] = "missing"
+    return record(source_id(obj, "toollog-", "task_id", "id"), NAME, {"messages": b.finish()}, meta)
+
+
+def convert(source, kind, cfg, emit):
+    yield from per_row(source, emit, lambda o: convert_obj(o, cfg))
