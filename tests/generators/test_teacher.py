@@ -1,0 +1,235 @@
+"""Teacher backend against real OpenAI-compatible servers on loopback (no mocks): a scripted
+stdlib server (tool calls, injected 429/500/slow replies) and `transformers serve` with a tiny model."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from helpers.openai_server import ScriptedServer, solve_policy
+from trajtune.errors import RunError
+from trajtune.generators import teacher
+from trajtune.generators.catalog import load_catalog
+from trajtune.jsonl import read_jsonl
+from trajtune.records import validator
+
+SECRET = "sk-test-9f8e7d6c5b4a-never-print-me"
+
+CATALOG = """
+- name: read_file
+  category: coding
+  description: Read a file.
+  parameters: {type: object, properties: {path: {type: string}}, required: [path]}
+  simulate: {result: "contents of {path}: 42 lines"}
+- name: run_tests
+  category: debugging
+  description: Run the test suite.
+  parameters: {type: object, properties: {path: {type: string}, max_failures: {type: integer}}, required: [path, max_failures]}
+  simulate: {result: "ran tests in {path}: 3 passed"}
+"""
+
+
+@pytest.fixture()
+def catalog(tmp_path):
+    p = tmp_path / "tools.yaml"
+    p.write_text(CATALOG)
+    return load_catalog(p)
+
+
+def make_tasks(catalog, n, tool="read_file", category="coding"):
+    return [{"id": f"task-{i}", "prompt": [{"role": "user", "content": f"request {i}"}],
+             "tools": catalog.openai_tools([tool]), "metadata": {"category": category, "difficulty": "easy"}}
+            for i in range(n)]
+
+
+def cfg_for(url, **kw):
+    kw = {"concurrency": 2, "backoff": 0.01, "timeout": 5.0, "api_key_env": "TT_TEST_KEY", **kw}
+    return teacher.TeacherConfig(base_url=url, model="scripted", **kw)
+
+
+def test_solves_tasks_with_tool_calls_and_retries_429_and_500(tmp_path, catalog, monkeypatch):
+    monkeypatch.setenv("TT_TEST_KEY", SECRET)
+    out = tmp_path / "traj.jsonl"
+    with ScriptedServer() as srv:
+        srv.faults.extend(["429", "500"])
+        summary = teacher.generate(make_tasks(catalog, 6), out, cfg_for(srv.url), count=4,
+                                   simulate=teacher.catalog_simulator(catalog))
+        auth = {r["authorization"] for r in srv.requests}
+    assert summary["written"] == 4 and summary["short"] == 0
+    # 4 tasks x 2 turns + the two injected failures, each retried once
+    assert (summary["requests"], summary["retries"]) == (10, 2)
+    assert summary["completion_tokens"] == 8 * 7 and summary["prompt_tokens"] > 0
+    assert summary["by_category"] == {"coding": 4}
+    assert auth == {f"Bearer {SECRET}"}  # the key reached the server ...
+    for text in (out.read_text(), json.dumps(summary)):
+        assert SECRET not in text  # ... and nowhere else
+    rows = [r.obj for r in read_jsonl(out)]
+    assert len({r["id"] for r in rows}) == 4
+    for rec in rows:
+        validator("sft")(rec)
+        assert teacher.check_trajectory(rec) == []
+        assert rec["metadata"]["review"] == "pending" and rec["metadata"]["source"] == "teacher"
+        roles = [m["role"] for m in rec["messages"]]
+        assert roles == ["system", "user", "assistant", "tool", "assistant"]
+        call = rec["messages"][2]["tool_calls"][0]
+        assert call["function"] == {"name": "read_file", "arguments": {"path": "src/app.py"}}
+        # the observation comes from the catalog simulator and answers the call
+        assert rec["messages"][3] == {"role": "tool", "tool_call_id": call["id"], "content": "contents of src/app.py: 42 lines"}
+        assert rec["messages"][4]["content"].startswith("Done. The tool said: contents of src/app.py")
+
+
+def test_resume_appends_only_missing_ids(tmp_path, catalog):
+    out = tmp_path / "traj.jsonl"
+    tasks = make_tasks(catalog, 8)
+    with ScriptedServer() as srv:
+        first = teacher.generate(tasks, out, cfg_for(srv.url), count=2, simulate=teacher.catalog_simulator(catalog))
+        second = teacher.generate(tasks, out, cfg_for(srv.url), count=5, simulate=teacher.catalog_simulator(catalog))
+        n_before = len(srv.requests)
+        third = teacher.generate(tasks, out, cfg_for(srv.url), count=5, simulate=teacher.catalog_simulator(catalog))
+        assert len(srv.requests) == n_before  # nothing left to do: no request at all
+    assert (first["written"], second["existing"], second["written"], third["written"]) == (2, 2, 3, 0)
+    ids = [r.obj["id"] for r in read_jsonl(out)]
+    assert len(ids) == len(set(ids)) == 5
+    assert [r.obj["metadata"]["task_id"] for r in read_jsonl(out)][:2] == ["task-0", "task-1"]
+
+
+def test_slow_reply_times_out_and_is_retried(tmp_path, catalog):
+    out = tmp_path / "traj.jsonl"
+    with ScriptedServer() as srv:
+        srv.faults.extend(["slow:2"])
+        s = teacher.generate(make_tasks(catalog, 1), out, cfg_for(srv.url, timeout=0.5, concurrency=1), count=1,
+                             simulate=teacher.catalog_simulator(catalog))
+    assert (s["written"], s["retries"], s["requests"]) == (1, 1, 3)
+
+
+def test_retries_exhausted_is_a_failure_not_a_reject(tmp_path, catalog):
+    out = tmp_path / "traj.jsonl"
+    with ScriptedServer() as srv:
+        srv.faults.extend(["500", "500", "500"])
+        s = teacher.generate(make_tasks(catalog, 2), out, cfg_for(srv.url, max_retries=2, concurrency=1), count=2,
+                             simulate=teacher.catalog_simulator(catalog))
+        assert (s["written"], s["failed"], s["failures"], s["rejected"]) == (1, 1, {"server_error": 1}, 0)
+        assert not teacher.default_rejects_path(out).read_text()
+        # a re-run tries the failed task again and meets the target
+        again = teacher.generate(make_tasks(catalog, 2), out, cfg_for(srv.url), count=2,
+                                 simulate=teacher.catalog_simulator(catalog))
+    assert again["written"] == 1 and again["total"] == 2
+
+
+def test_invalid_trajectories_go_to_rejects_with_the_reason(tmp_path, catalog):
+    def policy(body):
+        user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+        last_is_tool = body["messages"][-1]["role"] == "tool"
+        if user == "hallucinate":
+            return {"content": None, "tool_calls": [{"name": "delete_everything", "arguments": {}}]}
+        if user == "bad type":
+            return {"content": None, "tool_calls": [{"name": "run_tests", "arguments": {"path": "tests", "max_failures": "3"}}]}
+        if user == "missing arg":
+            return {"content": None, "tool_calls": [{"name": "run_tests", "arguments": {"path": "tests"}}]}
+        if user == "broken json":
+            return {"content": None, "tool_calls": [{"name": "run_tests", "arguments": '{"path": "tests", '}]}
+        if user == "never stops":
+            return {"content": None, "tool_calls": [{"name": "run_tests", "arguments": {"path": "t", "max_failures": 1}}]}
+        if user == "empty answer":
+            return {"content": ""} if last_is_tool else solve_policy(body)
+        if user == "cut off":
+            return {"content": "Let me think about", "finish_reason": "length"}
+        return solve_policy(body)
+
+    prompts = ["hallucinate", "bad type", "missing arg", "broken json", "never stops", "empty answer", "cut off", "fine"]
+    tasks = [{"id": p, "prompt": [{"role": "user", "content": p}], "tools": catalog.openai_tools(["run_tests", "read_file"]),
+              "metadata": {"category": "debugging"}} for p in prompts]
+    out = tmp_path / "traj.jsonl"
+    with ScriptedServer(policy) as srv:
+        s = teacher.generate(tasks, out, cfg_for(srv.url, max_steps=3), simulate=teacher.catalog_simulator(catalog))
+    assert s["written"] == 1 and s["rejected"] == 7
+    assert s["rejects"] == {"unknown_tool": 1, "invalid_arguments": 2, "unparsable_arguments": 1, "step_limit": 1,
+                            "empty_answer": 1, "truncated": 1}
+    rejects = {r.obj["task_id"]: r.obj for r in read_jsonl(teacher.default_rejects_path(out))}
+    assert rejects["bad type"]["reason"] == "invalid_arguments" and "max_failures" in rejects["bad type"]["detail"]
+    assert rejects["missing arg"]["reason"] == "invalid_arguments" and "max_failures" in rejects["missing arg"]["detail"]
+    assert rejects["hallucinate"]["messages"][-1]["tool_calls"][0]["function"]["name"] == "delete_everything"
+    assert [r.obj["metadata"]["task_id"] for r in read_jsonl(out)] == ["fine"]
+
+
+def test_check_trajectory_catches_unanswered_calls_and_missing_final_answer():
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": {}}}
+    rec = {"id": "x", "tools": tools, "messages": [{"role": "user", "content": "go"},
+                                                   {"role": "assistant", "content": None, "tool_calls": [call]},
+                                                   {"role": "assistant", "content": "done"}]}
+    assert [r for r, _ in teacher.check_trajectory(rec)] == ["unanswered_call"]
+    rec["messages"] = rec["messages"][:2]
+    assert [r for r, _ in teacher.check_trajectory(rec)] == ["unanswered_call", "no_final_answer"]
+
+
+def test_bad_key_stops_the_run_without_showing_the_key(tmp_path, catalog, monkeypatch):
+    monkeypatch.setenv("TT_TEST_KEY", SECRET)
+    with ScriptedServer() as srv:
+        srv.faults.extend(["401"] * 4)
+        with pytest.raises(RunError) as err:
+            teacher.generate(make_tasks(catalog, 4), tmp_path / "t.jsonl", cfg_for(srv.url),
+                             simulate=teacher.catalog_simulator(catalog))
+    assert "refused the API key (401)" in str(err.value) and "TT_TEST_KEY" in str(err.value)
+    assert SECRET not in str(err.value)
+
+
+def test_unset_key_variable_is_a_usage_error_for_remote_endpoints(monkeypatch):
+    from trajtune.errors import ConfigError
+
+    monkeypatch.delenv("TT_TEST_KEY", raising=False)
+    cfg = teacher.TeacherConfig(base_url="https://api.example.com/v1", model="m", api_key_env="TT_TEST_KEY")
+    with pytest.raises(ConfigError, match="TT_TEST_KEY is not set"):
+        teacher.api_key(cfg)
+    assert teacher.api_key(cfg_for("http://127.0.0.1:9/v1")) == "not-needed"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_against_transformers_serve_with_a_tiny_model(tmp_path, catalog, tiny_model):
+    """A real `transformers serve` process: the random tiny model never finishes within 8 tokens,
+    so every trajectory is rejected as truncated, with real token usage counted."""
+    exe = Path(sys.executable).with_name("transformers")
+    if not exe.exists():
+        pytest.skip("transformers serve needs the serving extra: pip install -e .[serving]")
+    pytest.importorskip("fastapi")
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([str(exe), "serve", str(tiny_model), "--host", "127.0.0.1", "--port", str(port),
+                             "--device", "cpu", "--default-seed", "0"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("transformers serve did not start: " + proc.stderr.read().decode()[-500:])
+                time.sleep(0.3)
+        cfg = teacher.TeacherConfig(base_url=f"http://127.0.0.1:{port}/v1", model=str(tiny_model), max_tokens=8,
+                                    concurrency=2, timeout=30, api_key_env="TT_UNSET_KEY")
+        out = tmp_path / "traj.jsonl"
+        s = teacher.generate(make_tasks(catalog, 2), out, cfg, simulate=teacher.catalog_simulator(catalog))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert (s["requests"], s["retries"], s["written"]) == (2, 0, 0)
+    assert s["completion_tokens"] == 16 and s["prompt_tokens"] > 0
+    assert s["rejects"] == {"truncated": 2}
+    rejects = [r.obj for r in read_jsonl(teacher.default_rejects_path(out))]
+    assert sorted(r["task_id"] for r in rejects) == ["task-0", "task-1"]
+    assert all(r["reason"] == "truncated" and "max_tokens=8" in r["detail"] for r in rejects)
