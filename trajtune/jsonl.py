@@ -249,12 +249,18 @@ class Appender:
             return
         good_end = 0
         with open(self.path, "rb") as fh:
-            for raw in fh:
+            for lineno, raw in enumerate(fh, start=1):
                 if not raw.endswith(b"\n"):
                     break  # torn last line
+                if not raw.strip():
+                    good_end += len(raw)  # a blank line is kept, never a reason to cut what follows
+                    continue
                 try:
                     obj = orjson.loads(raw)
                 except orjson.JSONDecodeError:
+                    if fh.read(1):  # a bad line with records after it is not a torn write: never cut data
+                        raise DataError("not valid JSON; cannot append safely", path=str(self.path), line=lineno,
+                                        hint="fix or remove that line, then re-run") from None
                     break
                 good_end += len(raw)
                 self.existing += 1
