@@ -4,221 +4,149 @@ Runs as ``trajtune train-dpo --config configs/train_dpo/smollm2-135m.yaml`` or
 ``python scripts/train_dpo.py --config ...``. The stage function is :func:`train_dpo`.
 
 What it does, top to bottom:
-  1) read + validate the preference files (a bad file fails before any model is loaded),
-     review gate, minimum pairs, validation split by prompt;
-  2) render every pair with trajtune.chat (the same prompt text SFT and evaluate use) and
-     tokenize it here, so no nested tool arguments ever become an Arrow column;
+  1) run folder and resume point; read + validate the preference files (a bad file fails
+     before any model is loaded), review gate, minimum pairs, validation split by prompt
+     (all shared with train-sft in trajtune/training.py);
+  2) render every pair with trajtune.chat (the prompt text SFT and evaluate use) and tokenize
+     it here, so nested tool arguments never become an Arrow column; the loss mask covers the
+     completion's assistant turns only (tool observations inside a completion are context);
   3) load the policy: base model + new LoRA, an SFT adapter to keep training, a merged model,
-     or full fine-tuning; the reference is the same weights with the adapter disabled (or the
-     SFT adapter's frozen copy), its log-probs precomputed once by default;
+     or full fine-tuning. The reference is the same weights with the adapter disabled (a new
+     LoRA) or trl's frozen copy of the SFT adapter: never a second copy of the model. Its
+     log-probs are computed once before training by default (``reference: precompute``);
   4) train with trl's DPOTrainer (speed levers: no gradient checkpointing, bf16 autocast on
-     CPUs that support it, LM head only on completion positions, reference computed once);
-  5) write final/, training_summary.json (reward accuracy and margins on validation).
-
-Helpers marked "TRAINING-HELPER" are generic (run folder, resume, signals, summary) and belong
-in trajtune/training.py; they live here until that shared module offers them.
+     CPUs with native bf16, LM head only on completion positions, reference computed once);
+  5) write final/ and training_summary.json (reward accuracy and margins on validation).
 """
 from __future__ import annotations
 
 import json
-import math
 import os
-import random
 import shutil
-import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
-from trajtune import config as tconfig
+from trajtune import training
 from trajtune.config import field
-from trajtune.errors import ConfigError, DataError, RunError
+from trajtune.errors import ConfigError, RunError
 
-MIN_PAIRS_DEFAULT = 20
+STAGE = "train-dpo"
 
 
 @dataclass
 class TrainDPOConfig:
     """Every key can be given in the YAML file or as a flag (``--beta 0.2``)."""
 
-    data: list[str] = field(default_factory=list, help="preference JSONL files; FILE:WEIGHT mixes them (weight 2 = each record twice, 0.5 = half of them)")
-    validation: list[str] = field(default_factory=list, help="validation preference files; empty = automatic 90/10 split by prompt when there are more than 100 pairs")
-    model: str = field("default", help="base or merged model: 'default', a local folder, a .gguf file or a hub id")
-    adapter: str | None = field(None, help="an SFT LoRA adapter folder to continue training (its base is --model, or the adapter's base_model_name_or_path when --model is 'default' and the adapter names a local base)")
-    output_dir: str | None = field(None, help="run folder; default runs/train-dpo-<timestamp> (re-running with the same --output-dir resumes)")
-    method: Literal["lora", "full", "qlora"] = field("lora", help="lora | full | qlora (4-bit, CUDA only, needs the qlora extra)")
+    # data
+    data: list[str] = field(default_factory=list, help="preference JSONL files (prompt/chosen/rejected message lists + tools)")
+    weights: Optional[list[float]] = field(None, help="mixing weight per data file (1.0 = as is, 2.0 = twice, 0.5 = half)")
+    eval_data: Optional[list[str]] = field(None, help="validation preference files; without them >100 pairs are split 90/10 by prompt")
+    output_dir: Optional[str] = field(None, help="run folder; default runs/train-dpo-<timestamp> (re-running the same command resumes it)")
+    resume: str = field("auto", help="auto (newest complete checkpoint), never, or a checkpoint folder")
+    allow_unreviewed: bool = field(False, help="train on synthetic records still pending review")
+    min_records: int = field(20, help="refuse to train on fewer preference pairs")
+    eval_fraction: float = field(0.1, help="share of pairs held out by the automatic split")
+    seed: int = field(42, help="seed for splits, data order, LoRA init")
+    max_length: int = field(1024, help="max tokens of prompt + completion (each side of a pair)")
+    truncation: Literal["drop", "truncate"] = field("drop", help="pairs longer than max_length: drop them, or cut the completion end")
+    # model
+    model: str = field("default", help="base or merged model: folder, .gguf file, hub id, or 'default' (SmolLM2-135M-Instruct)")
+    adapter: Optional[str] = field(None, help="an SFT LoRA adapter folder to keep training (reference = that adapter, frozen); its base is --model")
+    method: Literal["lora", "full", "qlora"] = field("lora", help="lora, full fine-tuning, or qlora (4-bit, CUDA only)")
     lora_r: int = field(16, help="LoRA rank")
     lora_alpha: int = field(32, help="LoRA alpha")
-    lora_dropout: float = field(0.0, help="LoRA dropout (0 keeps policy and reference deterministic)")
-    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], help="modules LoRA attaches to; all-linear = every linear layer but the LM head")
-    lora_fallback: Literal["none", "full"] = field("none", help="when LoRA cannot attach: none = stop with the reason, full = full fine-tuning (loud warning)")
-    beta: float = field(0.1, help="DPO beta: how far the policy may move from the reference")
-    loss_type: list[str] = field(default_factory=lambda: ["sigmoid"], help="trl loss type(s): sigmoid, ipo, hinge, robust, sigmoid_norm, ...")
-    label_smoothing: float = field(0.0, help="label smoothing for robust/exo_pair losses")
-    reference: Literal["precompute", "live"] = field("precompute", help="precompute = reference log-probs computed once before training (faster); live = every step")
-    learning_rate: float = field(5e-5, help="peak learning rate")
-    lr_scheduler: str = field("cosine", help="transformers scheduler name")
-    warmup_ratio: float = field(0.05, help="fraction of steps used for warmup")
-    weight_decay: float = field(0.0, help="AdamW weight decay")
+    lora_dropout: float = field(0.0, help="LoRA dropout (0 keeps policy and reference log-probs comparable)")
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], help="modules LoRA wraps; all-linear = every linear layer but the output head")
+    lora_fallback: Literal["none", "full"] = field("none", help="if LoRA cannot attach: none = stop with the reason, full = full fine-tuning (loud warning)")
+    trust_remote_code: bool = field(False, help="allow model code from the hub (off by default)")
+    # DPO
+    beta: float = field(0.1, help="DPO beta: how strongly the policy is kept near the reference")
+    loss_type: list[str] = field(default_factory=lambda: ["sigmoid"], help="trl loss type(s): sigmoid (DPO), ipo, hinge, robust, sigmoid_norm, apo_zero, ...")
+    label_smoothing: float = field(0.0, help="label smoothing (robust / exo_pair losses)")
+    reference: Literal["precompute", "live"] = field("precompute", help="precompute: reference log-probs once before training (faster); live: every step")
+    # optimisation
     epochs: float = field(1.0, help="passes over the training pairs")
-    max_steps: int = field(-1, help="stop after this many optimizer steps (-1 = from epochs)")
+    max_steps: int = field(-1, help="stop after this many optimizer steps (-1 = use epochs)")
     batch_size: int = field(4, help="pairs per device per step")
-    grad_accum: int = field(1, help="gradient accumulation steps (effective batch = batch_size x grad_accum x processes)")
+    gradient_accumulation_steps: int = field(1, help="micro-batches per optimizer step")
+    learning_rate: float = field(5e-5, help="peak learning rate")
+    lr_scheduler: str = field("linear", help="transformers scheduler name (linear, cosine, constant, ...)")
+    warmup_steps: int = field(0, help="linear warmup steps")
+    weight_decay: float = field(0.0, help="AdamW weight decay")
     max_grad_norm: float = field(1.0, help="gradient clipping")
-    max_length: int = field(1024, help="tokens per prompt+completion")
-    truncation: Literal["drop", "truncate"] = field("drop", help="pairs longer than max_length: drop them, or cut the completion end")
-    min_pairs: int = field(MIN_PAIRS_DEFAULT, help="refuse to train on fewer training pairs")
-    val_fraction: float = field(0.1, help="share of prompts held out by the automatic split")
-    auto_split_min: int = field(100, help="split automatically only above this many pairs")
-    allow_unreviewed: bool = field(False, help="train on synthetic records whose metadata.review is still 'pending'")
-    eval_steps: int = field(50, help="evaluate every N steps (0 = only at the end)")
-    save_steps: int = field(50, help="checkpoint every N steps")
-    save_total_limit: int = field(3, help="checkpoints kept (the best one is always kept)")
-    patience: int = field(3, help="early stopping: evaluations without a better eval loss (0 = off)")
-    logging_steps: int = field(5, help="log every N steps")
-    precision: Literal["auto", "fp32", "bf16"] = field("auto", help="auto = bf16 on CUDA, bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX), else fp32; weights stay fp32 on CPU")
-    gradient_checkpointing: bool = field(False, help="recompute activations in the backward pass (saves memory, ~30% slower)")
-    completion_logits_only: bool = field(True, help="run the LM head only on completion tokens (the prompt needs no logits)")
-    resume: str = field("auto", help="auto = newest complete checkpoint in the run folder; never; or a checkpoint/run folder PATH")
-    seed: int = field(42, help="random seed (data order, split, LoRA init)")
-    trust_remote_code: bool = field(False, help="allow model code from the hub (off unless you trust it)")
+    eval_steps: int = field(50, help="evaluate every N steps (when there is a validation set)")
+    patience: int = field(3, help="early stopping: evaluations without eval-loss improvement before stopping")
+    save_steps: int = field(50, help="checkpoint every N steps (a multiple of eval_steps when evaluating)")
+    save_total_limit: Optional[int] = field(3, help="keep at most N checkpoints (the best one is always kept)")
+    logging_steps: int = field(10, help="log train loss every N steps")
+    # speed
+    precision: Literal["auto", "fp32", "bf16"] = field("auto", help="auto: bf16 on CUDA and on CPUs with native bf16 (autocast, fp32 weights), else fp32")
+    device: Literal["auto", "cpu", "cuda"] = field("auto", help="where to train")
+    gradient_checkpointing: bool = field(False, help="recompute activations to save memory (slower; trl's default is on)")
+    logits_at_labels_only: bool = field(True, help="run the vocabulary projection only on completion tokens (the prompt needs no logits)")
 
     def check(self) -> None:
         if self.beta <= 0:
             raise ConfigError(f"beta must be > 0, got {self.beta}")
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise ConfigError("batch_size and grad_accum must be >= 1")
-        if not 0 < self.val_fraction < 1:
-            raise ConfigError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise ConfigError("batch_size and gradient_accumulation_steps must be >= 1")
         if self.max_length < 8:
-            raise ConfigError(f"max_length must be >= 8, got {self.max_length}")
-        if self.resume not in ("auto", "never") and not Path(self.resume).exists():
-            raise ConfigError(f"--resume {self.resume}: no such checkpoint or run folder",
-                              hint="use --resume auto, --resume never, or an existing checkpoint-N folder")
+            raise ConfigError("max_length must be >= 8")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise ConfigError("nothing to train: set max_steps > 0 or epochs > 0")
+        if not 0 < self.eval_fraction < 1:
+            raise ConfigError("eval_fraction must be between 0 and 1")
+        if min(self.eval_steps, self.save_steps, self.logging_steps) < 1:
+            raise ConfigError("eval_steps, save_steps and logging_steps must be >= 1")
+        if self.adapter and self.method != "lora":
+            raise ConfigError(f"--adapter continues a LoRA adapter; it cannot be combined with method: {self.method}")
 
 
-# --------------------------------------------------------------------------- data
+# ------------------------------------------------------------------------ data
 
-@dataclass
-class Pair:
-    id: str
-    prompt_key: str
-    record: dict
-    where: str
+def encode_side(tokenizer: Any, prompt: list[dict], completion: list[dict], tools: Any) -> tuple[list[int], list[int]]:
+    """Token ids of prompt + completion and a 0/1 mask of the tokens in the loss.
 
-
-def _parse_spec(spec: str) -> tuple[str, float]:
-    """FILE or FILE:WEIGHT."""
-    head, sep, tail = spec.rpartition(":")
-    if sep and head:
-        try:
-            return head, float(tail)
-        except ValueError:
-            pass
-    return spec, 1.0
-
-
-def read_pairs(specs: list[str], *, allow_unreviewed: bool, seed: int, what: str = "--data") -> tuple[list[Pair], dict]:
-    """Read and validate preference files; apply mixing weights and the review gate."""
-    from trajtune.jsonl import read_jsonl
-    from trajtune.records import detect_kind, jsonschema_validator, normalize_text, prompt_text, validator
-
-    check = validator("preference")
-    rng = random.Random(seed)
-    pairs: list[Pair] = []
-    counts: dict[str, Any] = {"files": {}, "pending_review": 0}
-    for spec in specs:
-        path, weight = _parse_spec(spec)
-        if not Path(path).is_file():
-            raise ConfigError(f"{what} {path}: no such file")
-        if weight < 0:
-            raise ConfigError(f"{what} {spec}: the mixing weight must be >= 0")
-        rows = []
-        for row in read_jsonl(path):
-            kind = detect_kind(row.obj)
-            if kind != "preference":
-                raise DataError(f"expected a preference record (prompt, chosen, rejected), got {kind or 'an unknown kind'}",
-                                path=row.path, line=row.lineno, hint="train-dpo needs preference pairs; use train-sft for sft records")
-            try:
-                check(row.obj)
-            except Exception:
-                err = next(iter(jsonschema_validator("preference").iter_errors(row.obj)), None)
-                loc = "/".join(str(p) for p in err.absolute_path) if err is not None else ""
-                msg = err.message if err is not None else "does not match the preference schema"
-                raise DataError(f"invalid preference record{' at ' + loc if loc else ''}: {msg}", path=row.path, line=row.lineno,
-                                hint="run `trajtune validate` for a full report") from None
-            review = (row.obj.get("metadata") or {}).get("review")
-            if review == "pending" and not allow_unreviewed:
-                counts["pending_review"] += 1
-                raise DataError("synthetic record still pending review", path=row.path, line=row.lineno,
-                                hint="review it (`trajtune review`) or pass --allow-unreviewed")
-            if review == "rejected":
-                continue
-            rows.append(Pair(str(row.obj["id"]), normalize_text(prompt_text(row.obj)), row.obj, f"{row.path}:{row.lineno}"))
-        whole, frac = int(weight), weight - int(weight)
-        picked = rows * whole + [p for p in rows if rng.random() < frac]
-        counts["files"][path] = {"records": len(rows), "weight": weight, "used": len(picked)}
-        pairs.extend(picked)
-    return pairs, counts
-
-
-def split_by_prompt(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """Hold out whole prompts, so no prompt is in both train and validation."""
-    keys = sorted({p.prompt_key for p in pairs})
-    random.Random(seed).shuffle(keys)
-    n_val = max(1, round(len(keys) * fraction))
-    held = set(keys[:n_val])
-    return [p for p in pairs if p.prompt_key not in held], [p for p in pairs if p.prompt_key in held]
-
-
-def encode_side(tokenizer, prompt: list[dict], completion: list[dict], tools, max_length: int, truncation: str) -> tuple[list[int], list[int], str | None]:
-    """Token ids of prompt+completion and a 0/1 mask of the tokens in the loss.
-
-    The mask covers the completion's assistant turns only (thoughts and tool calls, with their
-    end-of-turn token); tool observations inside a multi-step completion and the prompt are 0.
+    The prompt's messages are marked ``train: false``, so the mask covers only the completion's
+    trainable assistant turns (thoughts and tool calls, each with its end-of-turn token).
     """
     from trajtune.chat import tokenize_for_training
 
     msgs = [{**m, "train": False} for m in prompt] + list(completion)
     ids, labels = tokenize_for_training(tokenizer, msgs, tools)
-    mask = [0 if lab == -100 else 1 for lab in labels]
-    if len(ids) > max_length:
-        if truncation == "drop":
-            return ids, mask, "too_long"
-        ids, mask = ids[:max_length], mask[:max_length]
-    if not any(mask):
-        return ids, mask, "no_trainable_tokens"
-    return ids, mask, None
+    return ids, [0 if lab == -100 else 1 for lab in labels]
 
 
-def encode_pairs(tokenizer, pairs: list[Pair], cfg: TrainDPOConfig) -> tuple[list[dict], dict]:
-    rows, dropped = [], {"too_long": 0, "no_trainable_tokens": 0, "truncated": 0}
-    for p in pairs:
-        r = p.record
-        out = {}
+def encode_pairs(tokenizer: Any, records: list[dict], max_length: int, truncation: str) -> tuple[list[dict], dict]:
+    """Rows {chosen_ids, chosen_mask, rejected_ids, rejected_mask}; drops counted by reason."""
+    rows: list[dict] = []
+    counts = {"dropped_too_long": 0, "dropped_no_trainable": 0, "truncated": 0}
+    for rec in records:
+        row: dict = {}
         reason = None
         for side in ("chosen", "rejected"):
-            ids, mask, why = encode_side(tokenizer, r["prompt"], r[side], r.get("tools"), 10**9, "truncate")
-            if len(ids) > cfg.max_length:
-                if cfg.truncation == "drop":
-                    reason = reason or "too_long"
+            ids, mask = encode_side(tokenizer, rec["prompt"], rec[side], rec.get("tools"))
+            if len(ids) > max_length:
+                if truncation == "drop":
+                    reason = reason or "dropped_too_long"
                 else:
-                    ids, mask = ids[: cfg.max_length], mask[: cfg.max_length]
-                    dropped["truncated"] += 1
+                    ids, mask = ids[:max_length], mask[:max_length]
+                    counts["truncated"] += 1
             if not any(mask):
-                reason = reason or "no_trainable_tokens"
-            out[f"{side}_ids"], out[f"{side}_mask"] = ids, mask
+                reason = reason or "dropped_no_trainable"
+            row[f"{side}_ids"], row[f"{side}_mask"] = ids, mask
         if reason:
-            dropped[reason] += 1
-            continue
-        rows.append(out)
-    return rows, dropped
+            counts[reason] += 1
+        else:
+            rows.append(row)
+    return rows, counts
 
 
 class PairCollator:
-    """Pads [chosen..., rejected...] into one batch; completion_mask marks the loss tokens."""
+    """Pads [chosen..., rejected...] into one batch; ``completion_mask`` marks the loss tokens
+    (what trl's DPOTrainer reads), ref log-probs pass through when precomputed."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
@@ -241,130 +169,6 @@ class PairCollator:
             out["ref_chosen_logps"] = torch.tensor([e["ref_chosen_logps"] for e in examples])
             out["ref_rejected_logps"] = torch.tensor([e["ref_rejected_logps"] for e in examples])
         return out
-
-
-# ------------------------------------------------------------- TRAINING-HELPER
-
-def choose_precision(precision: str) -> tuple[str, bool]:
-    """(device, bf16 autocast?) — bf16 on CUDA; on CPU only where the CPU has native bf16."""
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda", precision != "fp32"
-    if precision == "fp32":
-        return "cpu", False
-    if precision == "bf16":
-        return "cpu", True
-    return "cpu", cpu_has_native_bf16()
-
-
-def cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def make_run_dir(output_dir: str | None, prefix: str) -> Path:
-    if output_dir:
-        return Path(output_dir)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{prefix}-{stamp}-{os.getpid()}"
-
-
-def is_complete_checkpoint(path: Path) -> bool:
-    """A checkpoint cut off mid-save lacks its state, optimizer or weights."""
-    try:
-        state = json.loads((path / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    has_weights = any((path / n).is_file() for n in ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"))
-    return has_weights and (path / "optimizer.pt").is_file() and (path / "scheduler.pt").is_file() and "global_step" in state
-
-
-def find_resume_checkpoint(run_dir: Path, resume: str, warn) -> Path | None:
-    if resume == "never":
-        return None
-    if resume != "auto":
-        p = Path(resume)
-        if p.name.startswith("checkpoint-"):
-            if not is_complete_checkpoint(p):
-                raise ConfigError(f"--resume {p}: checkpoint is incomplete (cut off mid-save?)", hint="pick an earlier checkpoint-N")
-            return p
-        run_dir = p
-    cks = sorted((d for d in run_dir.glob("checkpoint-*") if d.is_dir() and d.name.split("-")[-1].isdigit()),
-                 key=lambda d: int(d.name.split("-")[-1]), reverse=True)
-    for ck in cks:
-        if is_complete_checkpoint(ck):
-            return ck
-        warn(f"skipping incomplete checkpoint {ck} (cut off mid-save)")
-    if resume != "auto":
-        raise ConfigError(f"--resume {resume}: no complete checkpoint-N inside", hint="use --resume auto or never")
-    return None
-
-
-class StopOnSignal:
-    """SIGINT/SIGTERM: finish the current step, save a checkpoint, stop cleanly."""
-
-    def __init__(self):
-        self.signame: str | None = None
-        self._old = {}
-
-    def __enter__(self):
-        for s in (signal.SIGINT, signal.SIGTERM):
-            self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signame is not None:  # second signal: give up at once
-            signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
-            raise KeyboardInterrupt
-        self.signame = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-    def callback(self):
-        from transformers import TrainerCallback
-
-        outer = self
-
-        class _CB(TrainerCallback):
-            def on_step_end(self, args, state, control, **kw):
-                if outer.signame is not None:
-                    control.should_save = True
-                    control.should_training_stop = True
-                return control
-
-        return _CB()
-
-
-def _log_callback(log):
-    """Progress lines (step, loss, reward accuracy) through the stage's log function."""
-    from transformers import TrainerCallback
-
-    keys = ("loss", "eval_loss", "rewards/accuracies", "eval_rewards/accuracies", "eval_rewards/margins", "grad_norm")
-
-    class _CB(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            if state.is_world_process_zero and logs:
-                shown = ", ".join(f"{k} {logs[k]:.4g}" for k in keys if isinstance(logs.get(k), (int, float)))
-                if shown:
-                    log(f"step {state.global_step}/{state.max_steps}: {shown}")
-
-    return _CB()
-
-
-def peak_memory_mb() -> float:
-    import resource
-
-    import torch
-
-    if torch.cuda.is_available():
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 # ------------------------------------------------------- completion-only LM head
@@ -446,265 +250,268 @@ def _trainer_class():
     return PretokenizedDPOTrainer
 
 
-def _load_model(cfg: TrainDPOConfig, device: str, bf16: bool, log):
-    """(model, tokenizer, how, peft_config): a PeftModel for an SFT adapter, else the plain model
-    plus the LoRA config trl attaches (so the reference is the model with the adapter disabled)."""
+def load_policy(cfg: TrainDPOConfig, model_path: str, precision: "training.Precision") -> tuple[Any, str, Any]:
+    """(model, method, peft_config). An SFT adapter comes back as a trainable PeftModel (trl keeps
+    a frozen copy of it as the reference); a new LoRA comes back as its config for trl to attach,
+    so the reference is the same model with the adapter disabled."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from trajtune.models import resolve_model
-
-    base_src = cfg.model
-    adapter_cfg = None
-    if cfg.adapter:
-        ap = Path(cfg.adapter)
-        if not (ap / "adapter_config.json").is_file():
-            raise ConfigError(f"--adapter {ap}: not a LoRA adapter folder (no adapter_config.json)")
-        adapter_cfg = json.loads((ap / "adapter_config.json").read_text())
-        named = adapter_cfg.get("base_model_name_or_path")
-        if cfg.model == "default" and named and Path(named).exists():
-            base_src = named
-    elif Path(cfg.model).joinpath("adapter_config.json").is_file() and not Path(cfg.model).joinpath("config.json").is_file():
-        raise ConfigError(f"--model {cfg.model} is a LoRA adapter; pass it as --adapter and its base as --model")
-    path = resolve_model(base_src)
-    tok_src = cfg.adapter if cfg.adapter and (Path(cfg.adapter) / "tokenizer_config.json").is_file() else path
-    tokenizer = AutoTokenizer.from_pretrained(tok_src, trust_remote_code=cfg.trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
     if cfg.method == "qlora":
-        if device != "cuda":
-            raise ConfigError("method qlora needs a CUDA GPU (bitsandbytes 4-bit)", hint="use --method lora on CPU")
         try:
-            from transformers import BitsAndBytesConfig
             import bitsandbytes  # noqa: F401
+            from transformers import BitsAndBytesConfig
         except ImportError:
-            raise ConfigError("method qlora needs bitsandbytes", hint="pip install 'trajtune[qlora]'") from None
+            raise ConfigError("method: qlora needs bitsandbytes", hint="pip install 'trajtune[qlora]'") from None
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                            bnb_4bit_compute_dtype=torch.bfloat16)
-    kwargs["dtype"] = torch.bfloat16 if device == "cuda" and bf16 else torch.float32
+    kwargs["dtype"] = torch.bfloat16 if precision.device == "cuda" and precision.bf16 else torch.float32
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load model {cfg.model}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"cannot load model {cfg.model}: {str(exc).splitlines()[0][:300]}",
+                          hint="pass a model folder, a .gguf file or 'default'") from None
     if cfg.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    how, peft_config = "full", None
     if cfg.adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, cfg.adapter, is_trainable=True)
-        how = "sft-adapter"
-    elif cfg.method in ("lora", "qlora"):
-        from peft import LoraConfig, get_peft_model
-
-        targets = cfg.lora_target_modules
-        lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
-                          target_modules="all-linear" if targets == ["all-linear"] else targets)
-        try:  # attach once to learn whether LoRA fits this model; trl attaches it again (reference = adapter off)
-            model = get_peft_model(model, lcfg).unload()
-            how, peft_config = cfg.method, lcfg
-        except (ValueError, TypeError, NotImplementedError) as exc:
-            reason = str(exc).splitlines()[0]
-            if cfg.lora_fallback != "full" or cfg.method == "qlora":
-                raise ConfigError(f"LoRA cannot attach to {cfg.model}: {reason}",
-                                  hint="fix lora_target_modules, or set lora_fallback: full to train all weights") from None
-            log(f"[bold yellow]WARNING: LoRA cannot attach ({reason}); falling back to FULL fine-tuning as lora_fallback: full says[/]")
-    return model, tokenizer, how, peft_config
+        ap = Path(cfg.adapter)
+        if not (ap / "adapter_config.json").is_file():
+            raise ConfigError(f"--adapter {ap}: not a LoRA adapter folder (no adapter_config.json)",
+                              hint="pass the final/ folder of a train-sft LoRA run")
+        return PeftModel.from_pretrained(model, str(ap), is_trainable=True), "lora (continuing the SFT adapter)", None
+    if cfg.method == "full":
+        return model, "full", None
+    # attach once to learn whether LoRA fits (stop with the reason, or fall back); trl attaches it for real
+    wrapped, method = training.attach_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                                           target_modules=cfg.lora_target_modules, fallback=cfg.lora_fallback)
+    if method != "lora":
+        return wrapped, method, None
+    peft_config = wrapped.peft_config["default"]
+    return wrapped.unload(), cfg.method, peft_config
 
 
-def train_dpo(cfg: TrainDPOConfig, *, log=print) -> dict:
-    """Run one DPO training job; returns the training summary (also written to the run folder).
+def _sleep_callback(seconds: float):
+    """Test hook (TRAJTUNE_TEST_STEP_SLEEP): slow each step so a test can kill the run mid-way."""
+    import time
 
-    ``log`` receives progress lines (rich markup allowed); the CLI passes its stderr console.
-    """
+    from transformers import TrainerCallback
+
+    class SleepPerStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            time.sleep(seconds)
+
+    return SleepPerStep()
+
+
+def train_dpo(cfg: TrainDPOConfig) -> dict:
+    """Run one DPO training job end to end; returns the training summary (also written to disk)."""
+    t0 = training.Timer()
+    # 1) the run folder and resume point; a finished run is not trained again
+    run_dir, reused = training.resolve_run_dir(STAGE, cfg, cfg.output_dir, cfg.resume)
+    if reused and cfg.resume != "never" and training.run_finished(run_dir):
+        training.log(f"{run_dir} already holds a finished run; nothing to do (use --resume never or a new --output-dir to train again)")
+        summary = json.loads((run_dir / training.SUMMARY_NAME).read_text("utf-8"))
+        summary["skipped"] = True
+        return summary
+    resume_from = training.find_checkpoint(run_dir, cfg.resume)
+
+    # 2) data: validated, review-gated, at least min_records pairs, split by prompt, weighted
+    data = training.prepare_data(cfg.data, "preference", weights=cfg.weights, eval_data=cfg.eval_data,
+                                 min_records=cfg.min_records, allow_unreviewed=cfg.allow_unreviewed,
+                                 eval_fraction=cfg.eval_fraction, seed=cfg.seed)
+    has_eval = bool(data.eval)
+    training.check_eval_save_steps(has_eval, cfg.eval_steps, cfg.save_steps)
+    precision = training.choose_precision(cfg.precision, cfg.device)
+    if cfg.method == "qlora" and precision.device != "cuda":
+        raise ConfigError("method: qlora needs a CUDA GPU (bitsandbytes 4-bit); on CPU use method: lora")
+
+    # 3) render + tokenize every pair with the shared renderer
     import warnings
 
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    t_start = time.time()
-    run_dir = make_run_dir(cfg.output_dir, "train-dpo")
-    if cfg.resume not in ("auto", "never") and not Path(cfg.resume).name.startswith("checkpoint-") and cfg.output_dir is None:
-        run_dir = Path(cfg.resume)  # --resume RUN_FOLDER continues that run
+    from transformers import AutoTokenizer, set_seed
 
-    # 1) read, validate, gate and split the data (before any model is loaded)
-    if not cfg.data:
-        raise ConfigError("no training data", hint="pass --data FILE.jsonl or set data: in the config")
-    pairs, counts = read_pairs(cfg.data, allow_unreviewed=cfg.allow_unreviewed, seed=cfg.seed)
-    if cfg.validation:
-        val_pairs, vcounts = read_pairs(cfg.validation, allow_unreviewed=cfg.allow_unreviewed, seed=cfg.seed, what="--validation")
-        counts["validation_files"] = vcounts["files"]
-        split = "file"
-    elif len(pairs) > cfg.auto_split_min:
-        pairs, val_pairs = split_by_prompt(pairs, cfg.val_fraction, cfg.seed)
-        split = f"auto {1 - cfg.val_fraction:.0%}/{cfg.val_fraction:.0%} by prompt"
-    else:
-        val_pairs, split = [], "none"
-    if len(pairs) < cfg.min_pairs:
-        raise DataError(f"only {len(pairs)} training pairs; DPO needs at least {cfg.min_pairs}",
-                        path=", ".join(_parse_spec(s)[0] for s in cfg.data),
-                        hint="add preference pairs, or lower min_pairs if you really mean it")
+    from trajtune.models import resolve_model
 
-    # 2) model and tokenizer; render + tokenize with the shared renderer
-    import torch
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames, not the user's concern
+    model_path = resolve_model(cfg.model)
+    tok_path = cfg.adapter if cfg.adapter and (Path(cfg.adapter) / "tokenizer_config.json").is_file() else model_path
+    tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=cfg.trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    train_rows, train_counts = encode_pairs(tokenizer, data.train, cfg.max_length, cfg.truncation)
+    eval_rows, eval_counts = encode_pairs(tokenizer, data.eval, cfg.max_length, cfg.truncation)
+    if len(train_rows) < cfg.min_records:
+        raise RunError(f"{len(train_rows)} training pairs left after tokenization ({train_counts['dropped_too_long']} longer "
+                       f"than max_length {cfg.max_length}, {train_counts['dropped_no_trainable']} with no trainable token); "
+                       f"at least {cfg.min_records} are needed", hint="raise max_length or use truncation: truncate")
+    has_eval = bool(eval_rows)
+    training.save_config(cfg, run_dir)
+    training.log(f"run folder {run_dir}; {len(train_rows)} train / {len(eval_rows)} eval pairs; {precision.reason}"
+                 + (f"; resuming from {resume_from}" if resume_from else ""))
+
+    # 4) policy (+ reference without a second model copy) and trainer
+    set_seed(cfg.seed)
+    model, method, peft_config = load_policy(cfg, model_path, precision)
     from datasets import Dataset
-    from transformers import EarlyStoppingCallback, PrinterCallback
-    from transformers.integrations import TensorBoardCallback
+    from transformers import PrinterCallback
     from trl import DPOConfig
 
-    device, bf16 = choose_precision(cfg.precision)
-    torch.manual_seed(cfg.seed)
-    model, tokenizer, how, peft_config = _load_model(cfg, device, bf16, log)
-    train_rows, dropped = encode_pairs(tokenizer, pairs, cfg)
-    val_rows, val_dropped = encode_pairs(tokenizer, val_pairs, cfg)
-    if len(train_rows) < cfg.min_pairs:
-        raise DataError(f"{len(train_rows)} training pairs left after dropping {dropped['too_long']} too long "
-                        f"(max_length {cfg.max_length}) and {dropped['no_trainable_tokens']} with no trainable token; "
-                        f"DPO needs at least {cfg.min_pairs}", hint="raise max_length or use truncation: truncate")
-    log(f"{len(train_rows)} training pairs, {len(val_rows)} validation pairs ({split}); method {how}; "
-        f"device {device}{' + bf16' if bf16 else ' fp32'}")
-
-    # 3) resume point and trainer
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tconfig.save(cfg, run_dir / "config.yaml")
-    resume_from = find_resume_checkpoint(run_dir, cfg.resume, lambda m: log(f"[yellow]{m}[/]"))
-    has_eval = bool(val_rows)
-    eval_steps = cfg.eval_steps if cfg.eval_steps > 0 else None
-    save_steps = cfg.save_steps
-    if has_eval and eval_steps and save_steps % eval_steps:
-        save_steps = eval_steps * max(1, round(save_steps / eval_steps))  # best-model tracking needs aligned saves
     args = DPOConfig(
-        output_dir=str(run_dir), seed=cfg.seed, data_seed=cfg.seed,
-        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, max_grad_norm=cfg.max_grad_norm,
+        **training.trainer_arguments(
+            run_dir=run_dir, precision=precision, has_eval=has_eval, seed=cfg.seed, batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate, epochs=cfg.epochs,
+            max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+            lr_scheduler=cfg.lr_scheduler, logging_steps=cfg.logging_steps, eval_steps=cfg.eval_steps, save_steps=cfg.save_steps,
+            save_total_limit=cfg.save_total_limit, gradient_checkpointing=cfg.gradient_checkpointing),
         beta=cfg.beta, loss_type=list(cfg.loss_type), label_smoothing=cfg.label_smoothing,
-        precompute_ref_log_probs=cfg.reference == "precompute", max_length=None,
-        gradient_checkpointing=cfg.gradient_checkpointing, bf16=bf16, use_cpu=device == "cpu",
-        eval_strategy="steps" if has_eval and eval_steps else "no", eval_steps=eval_steps,
-        save_strategy="steps", save_steps=save_steps, save_total_limit=cfg.save_total_limit,
-        load_best_model_at_end=has_eval and bool(eval_steps), metric_for_best_model="eval_loss", greater_is_better=False,
-        logging_steps=cfg.logging_steps, logging_first_step=True, report_to="none", remove_unused_columns=False,
-        disable_tqdm=True, dataloader_num_workers=0, model_init_kwargs=None,
+        precompute_ref_log_probs=cfg.reference == "precompute", max_length=None,  # lengths handled in encode_pairs
     )
-    tb = TensorBoardCallback()
-    tb.logging_dir = str(run_dir / "tensorboard")
-    callbacks = [tb, _log_callback(log)]
-    if has_eval and eval_steps and cfg.patience > 0:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.patience))
-    stopper = StopOnSignal()
-    callbacks.append(stopper.callback())
-    Trainer = _trainer_class()
-    t_prep = time.time()
-    trainer = Trainer(model=model, args=args, data_collator=PairCollator(tokenizer.pad_token_id),
-                      train_dataset=Dataset.from_list(train_rows), eval_dataset=Dataset.from_list(val_rows) if has_eval else None,
-                      processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
-    trainer.remove_callback(PrinterCallback)  # stdout is for --json; progress goes to the log (stderr)
-    if cfg.completion_logits_only:
+    stopper = training.make_graceful_stop()
+    metrics = training.make_run_metrics()
+    early = training.early_stopping_callback(cfg.patience) if has_eval and cfg.patience > 0 else None
+    tb = training.tensorboard_callback(run_dir)
+    if tb is not None:  # re-opened by evaluate() after training: keep it in the same folder
+        tb.logging_dir = str(run_dir / "tensorboard")
+    callbacks = [c for c in (stopper, metrics, early, tb) if c is not None]
+    if os.environ.get("TRAJTUNE_TEST_STEP_SLEEP"):  # test hook: slow steps down so a test can kill mid-run
+        callbacks.append(_sleep_callback(float(os.environ["TRAJTUNE_TEST_STEP_SLEEP"])))
+    os.environ.setdefault("TQDM_DISABLE", "1")  # trl's reference pass progress bar
+    t_ref = training.Timer()
+    try:
+        trainer = _trainer_class()(model=model, args=args, data_collator=PairCollator(tokenizer.pad_token_id),
+                                   train_dataset=Dataset.from_list(train_rows),
+                                   eval_dataset=Dataset.from_list(eval_rows) if has_eval else None,
+                                   processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+    except ValueError as exc:
+        raise ConfigError(f"trl refused this setup: {str(exc).splitlines()[0][:300]}") from None
+    reference_time = t_ref.elapsed()  # includes the one reference pass when precomputed
+    trainer.remove_callback(PrinterCallback)  # stdout is for --json; progress goes to stderr
+    if cfg.logits_at_labels_only:
         from peft import PeftModel
 
-        base = trainer.model.get_base_model() if isinstance(trainer.model, PeftModel) else trainer.model
-        add_completion_only_head(base)
-    ref_seconds = time.time() - t_prep
+        add_completion_only_head(trainer.model.get_base_model() if isinstance(trainer.model, PeftModel) else trainer.model)
+    params = training.count_parameters(trainer.model)
 
-    # 4) train (SIGINT/SIGTERM -> checkpoint and a clean stop)
-    if resume_from:
-        log(f"resuming from {resume_from}")
-    with stopper:
-        try:
-            result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        except torch.OutOfMemoryError:
-            raise RunError("out of memory", hint="lower batch_size or max_length, or set gradient_checkpointing: true") from None
+    # 5) train (SIGINT/SIGTERM -> checkpoint + clean stop)
+    tokens_before = 0
+    if resume_from is not None:
+        tokens_before = int(json.loads((resume_from / "trainer_state.json").read_text("utf-8")).get("num_input_tokens_seen", 0))
+    stopper.install()
+    t_train = training.Timer()
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        stopper.uninstall()
+    train_time = t_train.elapsed()
     state = trainer.state
-    hist = state.log_history
-    train_losses = [h["loss"] for h in hist if "loss" in h]
-    if train_losses and not all(math.isfinite(x) for x in train_losses):
-        raise RunError("training diverged (loss is NaN/inf)", hint="lower the learning rate or beta")
+    interrupted = stopper.signal
+    if metrics.train_loss is not None and metrics.train_loss != metrics.train_loss:
+        raise RunError("training diverged (loss is NaN)", hint="lower learning_rate or beta")
 
-    # 5) final model and summary
-    eval_metrics = {}
-    if has_eval and stopper.signame is None:
-        eval_metrics = trainer.evaluate()
-    if stopper.signame is None:
-        final = run_dir / "final"
-        trainer.save_model(str(final))
-        tokenizer.save_pretrained(str(final))
-        shutil.rmtree(final / "ref", ignore_errors=True)  # trl's frozen reference copy of an SFT adapter
-    tokens = next((h["num_tokens"] for h in reversed(hist) if "num_tokens" in h), None)
-    train_runtime = result.metrics.get("train_runtime") if result else None
-    stop_reason = ("interrupted by " + stopper.signame) if stopper.signame else (
-        "early stopping (patience)" if has_eval and state.global_step < state.max_steps else "completed")
-    n_total = sum(p.numel() for p in trainer.model.parameters())
-    n_train = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    # 6) final adapter/model + tokenizer, validation rewards, summary
+    final_dir = None
+    if not interrupted:
+        final_dir = run_dir / "final"
+        tmp = run_dir / "final.tmp"
+        if training.is_main_process() and tmp.exists():
+            shutil.rmtree(tmp)
+        trainer.save_model(str(tmp))
+        if training.is_main_process():
+            tokenizer.save_pretrained(str(tmp))
+            shutil.rmtree(tmp / "ref", ignore_errors=True)  # trl's frozen reference copy of an SFT adapter
+            if final_dir.exists():
+                shutil.rmtree(final_dir)
+            os.replace(tmp, final_dir)
+    ev: dict = {}
+    if has_eval and not interrupted:
+        ev = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}  # of the restored best model
+    # trl counts the tokens of this process's steps (attention mask, chosen + rejected)
+    tokens_now = int(getattr(trainer, "_total_train_tokens", 0) or 0)
     summary = {
-        "stage": "train-dpo",
-        "run_dir": str(run_dir),
-        "model": cfg.model, "adapter": cfg.adapter, "method": how,
-        "params": {"total": n_total, "trainable": n_train},
-        "device": device, "precision": "bf16" if bf16 else "fp32",
-        "reference": cfg.reference, "beta": cfg.beta, "loss_type": list(cfg.loss_type),
-        "data": {"train_pairs": len(train_rows), "validation_pairs": len(val_rows), "split": split,
-                 "dropped_too_long": dropped["too_long"] + val_dropped["too_long"],
-                 "dropped_no_trainable_tokens": dropped["no_trainable_tokens"] + val_dropped["no_trainable_tokens"],
-                 "truncated": dropped["truncated"] + val_dropped["truncated"], **counts},
-        "steps": state.global_step, "max_steps": state.max_steps, "resumed_from": str(resume_from) if resume_from else None,
-        "train_loss": train_losses[-1] if train_losses else None,
-        "train_loss_history": [{"step": h["step"], "loss": h["loss"]} for h in hist if "loss" in h],
-        "grad_norm": next((h["grad_norm"] for h in reversed(hist) if "grad_norm" in h), None),
-        "eval": {k.removeprefix("eval_"): v for k, v in eval_metrics.items()},
-        "eval_loss": eval_metrics.get("eval_loss"),
-        "eval_reward_accuracy": eval_metrics.get("eval_rewards/accuracies"),
-        "eval_reward_margin": eval_metrics.get("eval_rewards/margins"),
+        "stage": STAGE, "finished": not interrupted,
+        "stop_reason": training.stop_reason(interrupted=interrupted, early_stopping=early, global_step=state.global_step,
+                                            max_steps=state.max_steps if cfg.max_steps > 0 else 0, patience=cfg.patience),
+        "run_dir": str(run_dir), "final": str(final_dir) if final_dir else None, "model": cfg.model, "adapter": cfg.adapter,
+        "method": method, "reference": cfg.reference, "beta": cfg.beta, "loss_type": list(cfg.loss_type),
+        "device": precision.device, "precision": precision.reason, "world_size": args.world_size,
+        "resumed_from": str(resume_from) if resume_from else None,
+        "params": params,
+        "data": {**data.counts, "train_pairs": len(train_rows), "eval_pairs": len(eval_rows),
+                 "train_tokenized": train_counts, "eval_tokenized": eval_counts},
+        "global_step": state.global_step, "max_steps": state.max_steps,
+        "train_loss": metrics.train_loss, "train_loss_mean": round(float(result.training_loss), 6) if result else None,
+        "eval_loss": ev.get("loss", metrics.eval_loss), "eval_history": metrics.eval_history,
+        "eval_reward_accuracy": ev.get("rewards/accuracies"), "eval_reward_margin": ev.get("rewards/margins"),
+        "eval_rewards": {k: v for k, v in ev.items() if k.startswith(("rewards/", "logps/"))},
+        "grad_norm": metrics.grad_norm,
         "best_checkpoint": state.best_model_checkpoint, "best_eval_loss": state.best_metric,
-        "stop_reason": stop_reason,
-        "tokens_seen": tokens,
-        "tokens_per_second": round(tokens / train_runtime, 1) if tokens and train_runtime else None,
-        "reference_seconds": round(ref_seconds, 1),
-        "train_seconds": round(train_runtime, 1) if train_runtime else None,
-        "peak_memory_mb": peak_memory_mb(),
-        "wall_seconds": round(time.time() - t_start, 1),
-        "final": str(run_dir / "final") if stopper.signame is None else None,
+        "tokens_seen": tokens_before + tokens_now,
+        "tokens_per_second": round(tokens_now / train_time, 1) if train_time > 0 else None,
+        "reference_time_s": reference_time if cfg.reference == "precompute" else None,
+        "peak_memory_mb": training.peak_memory_mb(precision.device),
+        "train_time_s": train_time, "wall_time_s": t0.elapsed(),
+        "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in state.log_history if "loss" in h],
     }
-    from trajtune.jsonl import write_json
-
-    write_json(run_dir / "training_summary.json", summary)
-    if stopper.signame:
-        raise RunError(f"stopped by {stopper.signame} at step {state.global_step}; checkpoint saved in {run_dir}",
-                       hint="re-run the same command to resume")
+    training.write_summary(run_dir, summary)
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python scripts/train_dpo.py --config FILE.yaml [--key value ...]``."""
-    import argparse
+# ---------------------------------------------------------------------------------------------
+# `python scripts/train_dpo.py --config FILE --key value ...`
+# ---------------------------------------------------------------------------------------------
 
+def parse_flags(argv: list[str]) -> tuple[str | None, dict]:
+    """``--config FILE`` plus ``--any-config-key VALUE`` (or ``--key=VALUE``; a bare ``--flag`` = true).
+    List keys take comma-separated values or repeat the flag."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(TrainDPOConfig)}
+    config_file = None
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}", hint="flags look like --max-steps 20")
+        key, eq, val = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if not eq:
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                val = argv[i + 1]
+                i += 1
+            else:
+                val = "true"
+        i += 1
+        if key == "config":
+            config_file = val
+            continue
+        if key in fields and "list" in str(fields[key].type) and key in out:
+            out[key] = f"{out[key]},{val}"
+        else:
+            out[key] = val
+    return config_file, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trajtune.config import build
     from trajtune.errors import TrajtuneError
 
-    ap = argparse.ArgumentParser(description="DPO training (same options as `trajtune train-dpo`)")
-    ap.add_argument("--config")
-    known, rest = ap.parse_known_args(argv)
-    overrides: dict[str, Any] = {}
-    i = 0
-    while i < len(rest):
-        key = rest[i].lstrip("-").replace("-", "_")
-        if i + 1 < len(rest) and not rest[i + 1].startswith("--"):
-            overrides.setdefault(key, [])
-            overrides[key].append(rest[i + 1])
-            i += 2
-        else:
-            overrides[key] = ["true"]
-            i += 1
-    flat = {k: (v if k in ("data", "validation", "loss_type", "lora_target_modules") else v[-1]) for k, v in overrides.items()}
     try:
-        cfg = tconfig.build(TrainDPOConfig, known.config, flat)
-        summary = train_dpo(cfg, log=lambda m: print(m, file=sys.stderr))
+        config_file, overrides = parse_flags(list(sys.argv[1:] if argv is None else argv))
+        cfg = build(TrainDPOConfig, config_file, overrides)
+        summary = train_dpo(cfg)
     except TrajtuneError as exc:
         print(f"Error: {exc.render()}", file=sys.stderr)
         return exc.exit_code
-    print(json.dumps({k: summary[k] for k in ("run_dir", "steps", "eval_reward_accuracy", "tokens_per_second")}))
-    return 0
+    if training.is_main_process():
+        print(json.dumps({k: summary.get(k) for k in ("run_dir", "final", "stop_reason", "global_step", "train_loss",
+                                                         "eval_loss", "eval_reward_accuracy", "tokens_per_second")}))
+    return 130 if summary.get("stop_reason", "").startswith("interrupted") else 0
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ def make_pairs(n: int, *, prefix: str = "p", review: str | None = None) -> list[
         if i % 2 == 0:
             table, limit = TABLES[i % len(TABLES)], 1 + i % 9
             prompt = [{"role": "user", "content": f"Show {limit} rows of {table}. ({i})"}]
-            # mixed argument types across records on purpose (int here, string in the rejected side)
+            # argument shapes differ across records on purpose (Arrow would merge them into one struct)
             chosen = [call("database_query", {"table": table, "limit": limit})]
-            rejected = [call("database_query", {"table": table, "limit": str(limit)})]
+            rejected = [call("read_file", {"path": f"{table}.csv"})]
         else:
             path = FILES[i % len(FILES)]
             prompt = [{"role": "system", "content": "You are a coding agent."},
