@@ -267,11 +267,13 @@ def prepare_data(data: Sequence[str], kind: str, *, weights: Sequence[float] | N
     split = "file" if eval_data else "none"
     if not eval_data and n_total > auto_split_over:
         split = "auto"
+    if split == "auto":  # one split over all files, so a prompt never sits on both sides
+        owner = {id(r): i for i, records in enumerate(per_file) for r in records}
+        kept, held = split_by_prompt([r for records in per_file for r in records], eval_fraction, seed)
+        eval_records.extend(held)
+        per_file = [[r for r in kept if owner[id(r)] == i] for i in range(len(per_file))]
     train: list[dict] = []
     for i, (records, w) in enumerate(zip(per_file, weights)):
-        if split == "auto":
-            records, held = split_by_prompt(records, eval_fraction, seed)
-            eval_records.extend(held)
         train.extend(apply_weight(records, w, seed + i))
     counts = {"files": {p: len(r) for p, r in zip(data, per_file)}, "weights": dict(zip(data, weights)),
               "records_read": n_total, "train_records": len(train), "eval_records": len(eval_records), "eval_split": split}
