@@ -1,0 +1,151 @@
+"""The validate engine (trajtune.schemas.validate): shipped examples, require_valid, never-crash fuzzing."""
+import json
+import re
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trajtune.errors import DataError
+from trajtune.records import KINDS
+from trajtune.schemas import validate as v
+from trajtune.schemas.checks import SEVERITY
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "data" / "examples"
+EXPECT = re.compile(rb'"expect":\s*"(\w+)"')
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_valid_example_passes_with_no_problem(kind):
+    res = v.validate_file(str(EXAMPLES / "valid" / f"{kind}.jsonl"), v.ValidateConfig())
+    assert res.kind == kind
+    assert res.problems == [] and res.errors == 0 and res.warnings == 0
+    assert res.records == res.valid >= 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_invalid_example_reports_exactly_its_check_at_its_line(kind):
+    path = EXAMPLES / "invalid" / f"{kind}.jsonl"
+    expected = {}
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        m = EXPECT.search(raw)
+        assert m, f"{path.name}:{lineno} carries no metadata.expect"
+        expected[lineno] = m.group(1).decode()
+    assert all(c in SEVERITY for c in expected.values())
+    res = v.validate_file(str(path), v.ValidateConfig(kind=None))
+    found: dict[int, set] = {}
+    for line, check, _msg, _where in res.problems:
+        found.setdefault(line, set()).add(check)
+    assert found == {ln: {c} for ln, c in expected.items()}
+    assert res.kind == kind and res.records == len(expected)
+
+
+def test_require_valid_returns_records_or_raises_with_file_line_and_count(tmp_path):
+    recs = v.require_valid(str(EXAMPLES / "valid" / "sft.jsonl"))
+    assert [r["id"] for r in recs][:2] == ["sft-devops-0001", "sft-weather-0002"]
+    assert v.require_valid(str(EXAMPLES / "valid" / "task.jsonl"), kind="task")[0]["expected"]["calls"]
+    path = str(EXAMPLES / "invalid" / "preference.jsonl")
+    with pytest.raises(DataError) as e:
+        v.require_valid(path)
+    text = e.value.render()
+    assert text.startswith(f"8 error(s) in {path}:\n  {path}:1: [chosen_equals_rejected] chosen and rejected are identical")
+    assert "... and 3 more" in text and f"run `trajtune validate {path}`" in text
+    warn_only = tmp_path / "w.jsonl"
+    warn_only.write_bytes(b'{"id":"a","prompt":[{"role":"user","content":"hi"}],"responses":['
+                          b'{"messages":[{"role":"assistant","content":"a"}],"reward":1},'
+                          b'{"messages":[{"role":"assistant","content":"b"}],"reward":1}]}\n')
+    assert len(v.require_valid(str(warn_only))) == 1  # warnings do not fail
+
+
+def test_require_valid_wrong_kind_is_a_schema_error(tmp_path):
+    with pytest.raises(DataError, match=r"sft.jsonl:1: \[schema\] \$: 'prompt' is a required property"):
+        v.require_valid(str(EXAMPLES / "valid" / "sft.jsonl"), kind="preference")
+
+
+def test_duplicates_are_counted_beyond_what_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(v, "KEEP_PROBLEMS", 5)
+    p = tmp_path / "d.jsonl"
+    rec = {"id": "same", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    p.write_bytes(b"\n".join(orjson.dumps(rec) for _ in range(30)) + b"\n")
+    res = v.validate_file(str(p), v.ValidateConfig())
+    assert res.by_check == {"duplicate_id": 29, "duplicate_content": 29}
+    assert res.valid == 1 and len(res.problems) <= 10
+    assert res.to_dict()["problems_truncated"] is True
+
+
+def test_leakage_exact_and_normalised(tmp_path):
+    test = tmp_path / "test.jsonl"
+    test.write_bytes(b'{"id":"t1","prompt":[{"role":"user","content":"Weather in Oslo?"}],"tools":[],"expected":{"answer":"x"}}\n'
+                     b'{"id":"t2","prompt":[{"role":"user","content":"Show  me 5\\n orders"}],"tools":[],"expected":{"answer":"x"}}\n')
+    train = tmp_path / "train.jsonl"
+    mk = lambda i, q: orjson.dumps({"id": i, "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "ok"}]})
+    train.write_bytes(b"\n".join([mk("a", "Weather in Oslo?"), mk("b", "show me 5 orders"), mk("c", "fresh question")]) + b"\n")
+    res = v.validate([str(train)], v.ValidateConfig(against=[str(test)]))[0]
+    assert [(ln, c, m) for ln, c, m, _ in res.problems] == [
+        (1, "leakage", f"prompt also in {test}:1 (exact)"),
+        (2, "leakage", f"prompt also in {test}:2 (after whitespace/case normalisation)"),
+    ]
+
+
+# ----------------------------------------------------------------------------- never crash
+
+def _check_no_crash(tmp_path, data: bytes, **cfg):
+    p = tmp_path / "fuzz.jsonl"
+    p.write_bytes(data)
+    res = v.validate_file(str(p), v.ValidateConfig(**cfg))
+    report = v.report_dict([res], v.ValidateConfig(**cfg))
+    orjson.dumps(report)  # the report always serialises
+    assert res.records >= 0 and res.valid <= res.records
+    return res
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(max_size=200), max_size=8))
+def test_arbitrary_bytes_never_crash(tmp_path, lines):
+    _check_no_crash(tmp_path, b"\n".join(lines))
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.sampled_from(
+        ["id", "role", "content", "messages", "tools", "tool_calls", "tool_call_id", "function", "name", "arguments",
+         "parameters", "type", "prompt", "chosen", "rejected", "responses", "reward", "expected", "calls", "answer",
+         "match", "anchor", "positive", "negative", "x"]), kids, max_size=5),
+    max_leaves=20)
+
+_VALID = [orjson.loads(line) for k in KINDS for line in (EXAMPLES / "valid" / f"{k}.jsonl").read_bytes().splitlines()]
+
+
+def _mutate(node, data):
+    """Replace one random subtree of a valid record with arbitrary JSON."""
+    if isinstance(node, dict) and node and data.draw(st.booleans()):
+        key = data.draw(st.sampled_from(sorted(node)))
+        node[key] = _mutate(node[key], data)
+        return node
+    if isinstance(node, list) and node and data.draw(st.booleans()):
+        i = data.draw(st.integers(0, len(node) - 1))
+        node[i] = _mutate(node[i], data)
+        return node
+    return data.draw(_json)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_mutated_valid_records_never_crash(tmp_path, data):
+    base = orjson.loads(orjson.dumps(data.draw(st.sampled_from(_VALID))))
+    recs = [_mutate(base, data) for _ in range(1)] + [data.draw(_json)]
+    _check_no_crash(tmp_path, "\n".join(json.dumps(r) for r in recs).encode() + b"\n")  # stdlib: big ints too
+
+
+def test_pathological_inputs_are_reported_not_raised(tmp_path):
+    res = _check_no_crash(tmp_path, b"[" * 10_000 + b"]" * 10_000 + b"\n")
+    assert set(res.by_check) == {"too_deep"}
+    res = _check_no_crash(tmp_path, b"")
+    assert res.by_check == {"empty_file": 1} and res.failed()
+    res = _check_no_crash(tmp_path, bytes(range(256)) * 4)
+    assert set(res.by_check) <= {"not_utf8", "not_json"} and res.errors >= 1
+    res = _check_no_crash(tmp_path, b'{"id": "x", "messages": "' + b"y" * 3_000_000 + b'"}\n', max_line_mb=1)
+    assert [(p[0], p[1]) for p in res.problems] == [(1, "line_too_long")]
