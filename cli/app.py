@@ -28,6 +28,12 @@ _merge_lora.register(app)
 from trajtune.cli import train_sft as _train_sft  # noqa: E402
 
 _train_sft.register(app)
+from trajtune.cli import generate as _generate  # noqa: E402
+
+_generate.register(app)
+from trajtune.cli import train_dpo as _train_dpo  # noqa: E402
+
+_train_dpo.register(app)
 
 
 def main() -> None:

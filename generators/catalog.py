@@ -258,3 +258,17 @@ def _load(path: str | Path | None) -> tuple[Catalog, list[tuple[str, int | None,
     if not tools and not problems:
         problems.append((str(files[0]), None, "the catalog defines no tools"))
     return Catalog(tools=tools, sources=[str(f) for f in files]), problems
+
+
+def check_tools(catalog: str | Path | None = None, templates: str | Path | None = None, *,
+                with_templates: bool = False) -> tuple[Catalog, list[tuple[str, int | None, str]]]:
+    """`generate tools --check`: every catalog problem, then (optionally) the templates against it."""
+    cat, problems = check_catalog(catalog)
+    if with_templates and not problems:
+        from trajtune.generators.templates import load_templates
+
+        try:
+            load_templates(templates, cat)
+        except DataError as exc:
+            problems.append((exc.path or "", exc.line, exc.message))
+    return cat, problems

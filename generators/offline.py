@@ -22,7 +22,7 @@ import json
 import random
 import string
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from trajtune.chat import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, format_tool_call
 from trajtune.config import field
@@ -517,15 +517,8 @@ def _task_key(rec: dict) -> str:
     return near_dup_key(user, len(prompt))
 
 
-def generate_tasks(cfg: TasksConfig, out: str, *, progress=None, sources: Sources | None = None) -> dict:
-    """Eval tasks: the next assistant turn's calls (first step, or a later one with earlier steps given).
-
-    ``split: eval`` draws from held-out phrasings of training intents (``split_reason:
-    held_out_phrasing``), held-out templates (``held_out_template``) and held-out no-call
-    requests (``no_call``); training generation never emits any of them.
-    """
-    # 1) load; the pools of templates for each kind of task
-    src = sources or load_sources(cfg)
+def _task_maker(cfg: TasksConfig, src: Sources) -> Callable[[int], tuple[dict, str] | None]:
+    """make(i) -> (task record, near-duplicate key) or None, deterministic for (seed, split, i)."""
     split = cfg.split
     cats = _categories(cfg, src.templates, split)
     nocalls = src.templates.nocall_for(split)
@@ -533,7 +526,6 @@ def generate_tasks(cfg: TasksConfig, out: str, *, progress=None, sources: Source
     if split != "eval":
         held_templates = []
 
-    # 2) candidate i: pick the kind, fill a phrasing, cut at a step, list acceptable values
     def make(i: int):
         rng = random.Random(f"{cfg.seed}:tasks:{split}:{i}")
         r = rng.random()
@@ -567,5 +559,46 @@ def generate_tasks(cfg: TasksConfig, out: str, *, progress=None, sources: Source
         rec = {"id": content_id(body, "task-"), "metadata": meta, **body}
         return rec, _task_key(rec)
 
+    return make
+
+
+def generate_tasks(cfg: TasksConfig, out: str, *, progress=None, sources: Sources | None = None) -> dict:
+    """Eval tasks: the next assistant turn's calls (first step, or a later one with earlier steps given).
+
+    ``split: eval`` draws from held-out phrasings of training intents (``split_reason:
+    held_out_phrasing``), held-out templates (``held_out_template``) and held-out no-call
+    requests (``no_call``); training generation never emits any of them.
+    """
+    # 1) load the catalog and templates
+    src = sources or load_sources(cfg)
+    # 2) candidate i: pick the kind, fill a phrasing, cut at a step, list acceptable values
+    make = _task_maker(cfg, src)
     # 3) append what is missing
     return _run("task", out, cfg, make, _task_key, progress, ("category", "difficulty", "split_reason"))
+
+
+def iter_tasks(cfg: TasksConfig, *, sources: Sources | None = None, first_step_only: bool = True) -> Iterator[dict]:
+    """An endless, deterministic stream of task records (near-duplicates skipped), for backends.
+
+    The teacher and local backends solve these prompts: with ``cfg.split = "train"`` they come
+    from training phrasings only, so held-out phrasings and templates never reach training data.
+    ``first_step_only`` yields only tasks that start from the user request.
+    """
+    src = sources or load_sources(cfg)
+    make = _task_maker(cfg, src)
+    seen: set[str] = set()
+    i = 0
+    misses = 0
+    while misses < max(1000, cfg.max_attempts * 100):
+        made = make(i)
+        i += 1
+        if made is None:
+            misses += 1
+            continue
+        rec, key = made
+        if key in seen or (first_step_only and rec["metadata"].get("step", 0) != 0):
+            misses += 1
+            continue
+        misses = 0
+        seen.add(key)
+        yield rec
