@@ -32,6 +32,7 @@ from trajtune.schemas.checks import ERROR, SEVERITY, WARNING, check_record
 
 KEEP_PROBLEMS = 10_000  # problems kept per file for printing and the report; counts are always complete
 DETECT_LINES = 200
+MIN_SPLIT_BYTES = 4 << 20  # smaller files are not worth starting worker processes for
 DETECT_BYTES = 8 << 20
 FORMATS = ("text", "json", "github")
 BOM = b"\xef\xbb\xbf"
@@ -445,7 +446,7 @@ def validate_file(path: str, cfg: ValidateConfig, *, against: tuple[dict, dict] 
                 break
         kind = cfg.kind or _detect_kind([raw for _, raw, _ in head if raw is not None])
         seekable = path != "-" and not path.endswith(".gz")
-        workers = cfg.workers if (seekable and on_record is None and os.path.getsize(path) >= (4 << 20)) else 1
+        workers = cfg.workers if (seekable and on_record is None and os.path.getsize(path) >= MIN_SPLIT_BYTES) else 1
         # 2) stream the lines
         if workers == 1:
             scan = _Scan(kind, cfg, against, on_record)
