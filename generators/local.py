@@ -124,6 +124,7 @@ def generate(tasks: Iterable[dict], out: str | Path, cfg: LocalConfig, *, count:
     """
     from transformers import set_seed
 
+    from trajtune.generators.teacher import validate_errors
     from trajtune.jsonl import Appender
     from trajtune.scoring import score
 
@@ -133,7 +134,8 @@ def generate(tasks: Iterable[dict], out: str | Path, cfg: LocalConfig, *, count:
     set_seed(cfg.seed)
     summary: dict[str, Any] = {"backend": "hf", "model": cfg.model, "emit": cfg.emit, "samples": cfg.samples,
                                "written": 0, "existing": 0, "ties": 0, "flat_groups": 0, "responses": 0,
-                               "passed": 0, "reasons": {}, "by_category": {}, "by_difficulty": {}}
+                               "passed": 0, "reasons": {}, "invalid": 0, "invalid_reasons": {},
+                               "by_category": {}, "by_difficulty": {}}
     rewards_total = 0.0
     t0 = time.perf_counter()
     with Appender(out) as app:
@@ -171,6 +173,11 @@ def generate(tasks: Iterable[dict], out: str | Path, cfg: LocalConfig, *, count:
                     summary["flat_groups"] += 1
                 if need is not None and summary["written"] >= need:
                     break
+                problems = validate_errors(record, cfg.emit)
+                if problems:
+                    summary["invalid"] += 1
+                    summary["invalid_reasons"][problems[0][0]] = summary["invalid_reasons"].get(problems[0][0], 0) + 1
+                    continue
                 app.write(record)
                 summary["written"] += 1
                 for k, bucket in (("category", "by_category"), ("difficulty", "by_difficulty")):
@@ -210,3 +217,18 @@ def _record(rid: str, task: dict, scored: list[tuple[str, Any]], cfg: LocalConfi
     base["chosen"] = [response_message(scored[best][0])]
     base["rejected"] = [response_message(scored[worst][0])]
     return base
+
+
+def generate_from_templates(gen_cfg: Any, cfg: LocalConfig, out: str | Path, *,
+                            progress: Callable[[int], None] | None = None) -> dict:
+    """``generate preferences --backend hf``: sample and score the local model on training-split
+    tasks drawn from the templates (``offline.iter_tasks``; held-out phrasings never used);
+    ``gen_cfg.count`` is the target number of records."""
+    from trajtune.generators import offline
+    from trajtune.generators.teacher import _train_tasks_config
+
+    cfg.check()
+    src = offline.load_sources(gen_cfg)
+    tasks = offline.iter_tasks(_train_tasks_config(gen_cfg), sources=src, first_step_only=False)
+    limited = (t for i, t in zip(range(max(gen_cfg.count, 1) * 4 + 8), tasks))  # ties may skip some
+    return generate(limited, out, cfg, count=gen_cfg.count, progress=progress)
