@@ -22,6 +22,9 @@ _validate.register(app)
 from trajtune.cli import convert as _convert  # noqa: E402
 
 _convert.register(app)
+from trajtune.cli import split as _split  # noqa: E402
+
+_split.register(app)
 from trajtune.cli import merge_lora as _merge_lora  # noqa: E402
 
 _merge_lora.register(app)

@@ -59,6 +59,7 @@ def _flatten(node: Any, prefix: str, out: dict) -> dict:
 @dataclass
 class Span:
     span_id: str | None
+    trace_id: str | None
     parent_id: str | None
     kind: str
     start: str
@@ -95,7 +96,8 @@ def span_of(obj: dict) -> Span:
     ctx = obj.get("context") if isinstance(obj.get("context"), dict) else obj.get("spanContext") or {}
     span_id = ctx.get("span_id") or ctx.get("spanId") or obj.get("span_id") or attrs.get("context.span_id") or obj.get("id")
     kind = attrs.get("openinference.span.kind") or obj.get("span_kind") or obj.get("kind") or ""
-    return Span(str(span_id) if span_id is not None else None, obj.get("parent_id", obj.get("parentSpanId")),
+    trace_id = ctx.get("trace_id") or ctx.get("traceId") or obj.get("trace_id")
+    return Span(str(span_id) if span_id is not None else None, str(trace_id) if trace_id else None, obj.get("parent_id", obj.get("parentSpanId")),
                 str(kind).upper(), str(obj.get("start_time") or obj.get("startTime") or ""), attrs,
                 [a for a in obj.get("annotations") or [] if isinstance(a, dict)])
 
@@ -193,14 +195,19 @@ def tools_of(span: Span) -> list | None:
     found = []
     for k in sorted((k for k in span.attrs if re.match(r"llm\.tools\.\d+\.tool\.json_schema$", k)),
                     key=lambda k: int(k.split(".")[2])):
-        found.append(loads_json(span.attrs[k], "tools"))
+        schema = loads_json(span.attrs[k], "tools")
+        if schema not in ({}, None, ""):  # exporters that redact tool schemas leave {}
+            found.append(schema)
     return parse_tools(found) if found else None
 
 
 def _span_id(span: Span, fallback: Any) -> str:
+    """Record id of a span: trace id + span id (span ids are unique only within a trace)."""
     from trajtune.records import content_id
 
-    return span.span_id or content_id(fallback, "span-")
+    if span.span_id is None:
+        return content_id(fallback, "span-")
+    return f"{span.trace_id}-{span.span_id}" if span.trace_id else span.span_id
 
 
 # --------------------------------------------------------------------------- annotations
@@ -324,7 +331,7 @@ def _triplets(span: Span, anns: list[dict]) -> Iterator[dict]:
     if not pos or not neg:
         raise Reject("no relevant and irrelevant document pair")
     for j, p in enumerate(pos):
-        yield record(f"{span.span_id}-{j + 1}", NAME, {"anchor": query, "positive": p, "negative": neg[j % len(neg)]},
+        yield record(f"{_span_id(span, query)}-{j + 1}", NAME, {"anchor": query, "positive": p, "negative": neg[j % len(neg)]},
                      {"source": NAME, "span_id": span.span_id})
 
 
@@ -380,7 +387,8 @@ def _preferences(source: Source, ann: dict, emit: Emitter):
         if c == r:
             emit.skip("identical chosen and rejected")
             continue
-        rid = f"{chosen[0].span_id}-vs-{rejected[0].span_id}" if chosen[0] is not rejected[0] else f"{chosen[0].span_id}-pref"
+        cid, rjd = _span_id(chosen[0], chosen[2]), _span_id(rejected[0], rejected[2])
+        rid = f"{cid}-vs-{rjd}" if cid != rjd else f"{cid}-pref"
         yield row, record(rid, NAME, {"prompt": prompt, "chosen": c, "rejected": r},
                           {"source": NAME, "chosen_span": chosen[0].span_id, "rejected_span": rejected[0].span_id},
                           tools_of(chosen[0]))
