@@ -34,6 +34,9 @@ _train_sft.register(app)
 from trajtune.cli import generate as _generate  # noqa: E402
 
 _generate.register(app)
+from trajtune.cli import review as _review  # noqa: E402
+
+_review.register(app)
 from trajtune.cli import train_dpo as _train_dpo  # noqa: E402
 
 _train_dpo.register(app)
