@@ -254,3 +254,62 @@ def review_file(path: str | Path, *, approve_all: bool = False, approve_ids: str
     summary = apply_decisions(path, decisions, drop_rejected=drop_rejected, records=records)
     summary.unknown_ids = unknown
     return summary
+
+
+# --------------------------------------------------------------------------- what a reviewer sees
+
+
+def _call_text(msg: dict) -> str:
+    import json
+
+    parts = []
+    if msg.get("content"):
+        parts.append(str(msg["content"]))
+    for c in msg.get("tool_calls") or []:
+        fn = c.get("function") or {}
+        parts.append(f"{fn.get('name')}({json.dumps(fn.get('arguments'), ensure_ascii=False)})")
+    return "  ".join(parts) or "(empty)"
+
+
+def _dialogue(msgs: list) -> list[tuple[str, str]]:
+    out = []
+    for m in msgs or []:
+        role = m.get("role")
+        if role == "system":
+            continue
+        if role == "assistant":
+            out.append(("assistant", _call_text(m)))
+        elif role == "tool":
+            text = str(m.get("content") or "")
+            out.append(("tool", text if len(text) < 160 else text[:157] + "..."))
+        else:
+            out.append((str(role), str(m.get("content") or "")))
+    return out
+
+
+def describe(rec: dict) -> list[tuple[str, str]]:
+    """(label, text) lines summarising a record for a person: metadata, dialogue, tools offered."""
+    import json
+
+    meta = rec.get("metadata") or {}
+    head = ", ".join(f"{k}={meta[k]}" for k in ("category", "difficulty", "template_id", "failure_type", "split_reason")
+                     if k in meta)
+    lines = [("metadata", head or "-")]
+    tools = [t.get("function", {}).get("name") for t in rec.get("tools") or [] if isinstance(t, dict)]
+    if tools:
+        lines.append(("tools", ", ".join(map(str, tools))))
+    if "messages" in rec:
+        lines += _dialogue(rec["messages"])
+    elif "chosen" in rec:
+        lines += _dialogue(rec.get("prompt") or [])
+        lines += [("CHOSEN", _call_text(m)) for m in rec.get("chosen") or []]
+        lines += [("REJECTED", _call_text(m)) for m in rec.get("rejected") or []]
+    elif "expected" in rec:
+        lines += _dialogue(rec.get("prompt") or [])
+        exp = rec["expected"]
+        if "calls" in exp:
+            text = "; ".join(f"{c['name']}({json.dumps(c['arguments'], ensure_ascii=False)})" for c in exp["calls"])
+            lines.append(("EXPECTED", text or "no call (a plain reply)"))
+        else:
+            lines.append(("EXPECTED", f"{exp.get('match', 'exact')}: {exp.get('answer')}"))
+    return lines
