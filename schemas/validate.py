@@ -668,9 +668,7 @@ def print_problems(results: list[FileResult], cfg: ValidateConfig, out=None) -> 
 def summary_table(r: FileResult, strict: bool = False):
     from rich.table import Table
 
-    status = "[red]FAIL[/]" if r.failed(strict) else "[green]OK[/]"
-    t = Table(title=f"{r.path} ({r.kind or 'unknown kind'}) {status}", title_justify="left", show_header=False,
-              box=None, pad_edge=False)
+    t = Table(show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
     t.add_column(justify="right")
     t.add_row("records", f"{r.records:,}")
@@ -696,6 +694,8 @@ def summary_table(r: FileResult, strict: bool = False):
 
 def run(paths: list[str], cfg: ValidateConfig) -> int:
     """The `trajtune validate` stage: validate, print, write the report; return the exit code."""
+    from rich.markup import escape
+
     from trajtune.cli.common import err_console
     from trajtune.jsonl import write_json
 
@@ -710,11 +710,14 @@ def run(paths: list[str], cfg: ValidateConfig) -> int:
     else:
         print_problems(results, cfg)
     for r in results:
+        status = "[red]FAIL[/]" if r.failed(cfg.strict) else "[green]OK[/]"
+        err_console.print(f"[bold]{escape(r.path)}[/] ({r.kind or 'unknown kind'}) {status}", soft_wrap=True)
         err_console.print(summary_table(r, cfg.strict))
     if cfg.report:
         write_json(cfg.report, report)
     t = report["totals"]
     verdict = "[red]FAILED[/]" if not report["ok"] else "[green]OK[/]"
     err_console.print(f"{verdict}: {t['files']} file(s), {t['records']:,} records, {t['valid']:,} valid, "
-                      f"{t['errors']:,} error(s), {t['warnings']:,} warning(s)" + (" (--strict)" if cfg.strict else ""))
+                      f"{t['errors']:,} error(s), {t['warnings']:,} warning(s)" + (" (--strict)" if cfg.strict else ""),
+                      soft_wrap=True)
     return 0 if report["ok"] else 1
