@@ -1,0 +1,211 @@
+"""scripts/train_dpo.py on a tiny real model: rendering/masks, the completion-only LM head,
+model sources (base LoRA, SFT adapter, full), reference modes, resume after SIGKILL."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dpo_pairs import make_pairs, write_pairs
+from trajtune import config as cfglib
+from trajtune.errors import DataError
+from trajtune.scripts.train_dpo import TrainDPOConfig, encode_pairs, encode_side, train_dpo
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cfg_for(tiny_model, tmp_path, **kw) -> TrainDPOConfig:
+    data = kw.pop("data", None) or [str(write_pairs(tmp_path / "pairs.jsonl", 24))]
+    base = dict(model=str(tiny_model), data=data, output_dir=str(tmp_path / "run"), max_steps=4, batch_size=4,
+                save_steps=2, eval_steps=2, logging_steps=1, precision="fp32", learning_rate=1e-3)
+    base.update(kw)
+    return cfglib.build(TrainDPOConfig, None, base)
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def test_loss_mask_covers_completion_assistant_turns_only(tok):
+    rec = make_pairs(2)[1]  # chosen: call -> tool result -> answer; prompt has a system turn
+    ids, mask = encode_side(tok, rec["prompt"], rec["chosen"], rec["tools"])
+    trained = tok.decode([t for t, m in zip(ids, mask) if m])
+    context = tok.decode([t for t, m in zip(ids, mask) if not m])
+    # the call (exact arguments from the file) and the final answer are trained, each with its end token
+    assert '{"name": "read_file", "arguments": {"path": "README.md"}}' in trained
+    assert "The file README.md prints hi." in trained and trained.count("<|im_end|>") == 2
+    # prompt, tools block and the tool observation are context only
+    assert "print('hi')" in context and "print('hi')" not in trained
+    assert "Read the file README.md" in context and "# Tools" in context
+    assert "You are a coding agent." not in trained
+
+
+def test_arguments_of_different_shapes_reach_the_model_as_written(tok):
+    recs = make_pairs(4)  # database_query {table, limit:int} and read_file {path} alternate
+    rows, counts = encode_pairs(tok, recs, 1024, "drop")
+    assert len(rows) == 4 and counts == {"dropped_too_long": 0, "dropped_no_trainable": 0, "truncated": 0}
+    for rec, row in zip(recs, rows):
+        trained = tok.decode([t for t, m in zip(row["chosen_ids"], row["chosen_mask"]) if m])
+        fn = rec["chosen"][0]["tool_calls"][0]["function"]
+        assert json.dumps({"name": fn["name"], "arguments": fn["arguments"]}) in trained  # no nulls, no "5" for 5
+
+
+def test_too_long_pairs_are_dropped_or_truncated_and_counted(tok):
+    recs = make_pairs(4)
+    rows, counts = encode_pairs(tok, recs, 60, "drop")
+    assert counts["dropped_too_long"] == 4 and rows == []
+    rows, counts = encode_pairs(tok, recs, 150, "truncate")
+    assert all(len(r["chosen_ids"]) <= 150 and len(r["rejected_ids"]) <= 150 for r in rows)
+    assert counts["truncated"] + counts["dropped_no_trainable"] > 0
+
+
+def test_completion_only_head_matches_trl_fused_head(tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from trajtune.scripts.train_dpo import add_completion_only_head
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
+    torch.manual_seed(0)
+    ids = torch.randint(3, model.config.vocab_size, (4, 30))
+    labels = ids.clone()
+    labels[:, :18] = -100
+    labels[2, 25:] = -100
+    ref = model(input_ids=ids, labels=labels, fused_lm_head=True)
+    ref.log_probs.sum().backward()
+    g_ref = model.lm_head.weight.grad.clone()
+    model.zero_grad()
+    add_completion_only_head(model)
+    out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+    out.log_probs.sum().backward()
+    for name in ("log_probs", "entropy", "mean_logits"):
+        torch.testing.assert_close(getattr(out, name), getattr(ref, name), atol=1e-4, rtol=1e-4)
+    assert torch.equal(out.is_top1, ref.is_top1)
+    torch.testing.assert_close(model.lm_head.weight.grad, g_ref, atol=1e-4, rtol=1e-4)
+    assert model(input_ids=ids).logits.shape == (4, 30, model.config.vocab_size)  # generation path untouched
+
+
+def test_lora_from_base_writes_adapter_and_reward_metrics(tiny_model, tmp_path):
+    val = write_pairs(tmp_path / "val.jsonl", 6, prefix="v")
+    s = train_dpo(cfg_for(tiny_model, tmp_path, eval_data=[str(val)]))
+    run = Path(s["run_dir"])
+    assert s["finished"] and s["global_step"] == 4 and s["method"] == "lora"
+    assert (run / "final" / "adapter_model.safetensors").is_file() and not (run / "final" / "ref").exists()
+    assert (run / "final" / "tokenizer_config.json").is_file() and (run / "config.yaml").is_file()
+    assert any((run / "tensorboard").iterdir())
+    saved = json.loads((run / "training_summary.json").read_text())
+    assert saved["data"]["train_pairs"] == 24 and saved["data"]["eval_pairs"] == 6
+    assert 0.0 <= saved["eval_reward_accuracy"] <= 1.0 and saved["eval_reward_margin"] is not None
+    assert saved["eval_reward_accuracy"] > 0.5 and saved["eval_reward_margin"] > 0  # it learned the preference
+    assert saved["eval_loss"] < 0.6931  # below log(2): chosen now preferred over rejected
+    assert saved["best_checkpoint"] and saved["tokens_seen"] > 0 and saved["tokens_per_second"] > 0
+    assert saved["params"]["trainable"] < saved["params"]["total"]
+
+
+def test_continues_an_sft_adapter(tiny_model, tmp_path):
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    torch.manual_seed(1)
+    sft = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    sft.save_pretrained(tmp_path / "sft")
+    s = train_dpo(cfg_for(tiny_model, tmp_path, adapter=str(tmp_path / "sft")))
+    final = Path(s["final"])
+    conf = json.loads((final / "adapter_config.json").read_text())
+    assert conf["r"] == 4 and sorted(conf["target_modules"]) == ["q_proj", "v_proj"]  # the same adapter, trained on
+    before, after = load_file(tmp_path / "sft" / "adapter_model.safetensors"), load_file(final / "adapter_model.safetensors")
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+    # the reference was the SFT adapter, not the bare base: at step 1 policy == reference, loss = log 2
+    assert abs(s["loss_history"][0]["loss"] - 0.6931) < 1e-3
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), final)  # loads
+
+
+def test_full_finetune_and_live_reference_agree_with_precompute(tiny_model, tmp_path):
+    a = train_dpo(cfg_for(tiny_model, tmp_path / "a", method="full", max_steps=3, reference="precompute"))
+    b = train_dpo(cfg_for(tiny_model, tmp_path / "b", method="full", max_steps=3, reference="live",
+                          logits_at_labels_only=False))
+    assert a["method"] == "full" and (Path(a["final"]) / "model.safetensors").is_file()
+    la = [h["loss"] for h in a["loss_history"]]
+    lb = [h["loss"] for h in b["loss_history"]]
+    assert la == pytest.approx(lb, abs=2e-4) and la[-1] < la[0]
+
+
+def test_refuses_fewer_than_min_pairs(tiny_model, tmp_path):
+    data = write_pairs(tmp_path / "few.jsonl", 19)
+    with pytest.raises(DataError, match="only 19 preference pairs .* at least 20 are needed"):
+        train_dpo(cfg_for(tiny_model, tmp_path, data=[str(data)]))
+
+
+def _run_cli(args, env=None):
+    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train_dpo.py"), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model, tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl", 32)
+    common = ["--model", str(tiny_model), "--data", str(data), "--max-steps", "8", "--batch-size", "4",
+              "--save-steps", "2", "--logging-steps", "1", "--precision", "fp32", "--learning-rate", "1e-3"]
+    whole = _run_cli([*common, "--output-dir", str(tmp_path / "whole")])
+    env = {**os.environ, "TRAJTUNE_TEST_STEP_SLEEP": "0.4"}
+    run = tmp_path / "killed"
+    proc = _run_cli([*common, "--output-dir", str(run)], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoint-4" / "trainer_state.json").is_file():
+        time.sleep(0.1)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run / "checkpoint-4").is_dir() and not (run / "final").exists()
+    last = max(int(p.name.split("-")[1]) for p in run.glob("checkpoint-*"))
+    (run / "checkpoint-99").mkdir()  # a save cut off mid-way: weights only, no trainer_state.json
+    (run / "checkpoint-99" / "adapter_model.safetensors").write_bytes(b"")
+    out, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err[-2000:]
+    again = _run_cli([*common, "--output-dir", str(run)])
+    out2, err2 = again.communicate(timeout=300)
+    assert again.returncode == 0, err2[-2000:]
+    assert "skipping incomplete checkpoint" in err2 and f"resuming from {run / f'checkpoint-{last}'}" in err2
+    s_whole = json.loads((tmp_path / "whole" / "training_summary.json").read_text())
+    s_res = json.loads((run / "training_summary.json").read_text())
+    assert s_res["global_step"] == s_whole["global_step"] == 8
+    assert s_res["resumed_from"].endswith(f"checkpoint-{last}")
+    losses_whole = {h["step"]: h["loss"] for h in s_whole["loss_history"]}
+    losses_res = {h["step"]: h["loss"] for h in s_res["loss_history"]}
+    assert min(losses_res) == last + 1  # this process trained only the remaining steps
+    for step, loss in losses_res.items():
+        assert loss == pytest.approx(losses_whole[step], abs=1e-4)
+
+
+def test_sigterm_saves_a_checkpoint_and_stops_cleanly(tiny_model, tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl", 32)
+    run = tmp_path / "run"
+    proc = _run_cli(["--model", str(tiny_model), "--data", str(data), "--max-steps", "50", "--batch-size", "4",
+                     "--save-steps", "100", "--precision", "fp32", "--output-dir", str(run)],
+                    env={**os.environ, "TRAJTUNE_TEST_STEP_SLEEP": "0.3"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((run / "tensorboard").glob("*")) if run.exists() else True:
+        time.sleep(0.2)
+        if time.time() > deadline:
+            break
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    summary = json.loads((run / "training_summary.json").read_text())
+    assert summary["finished"] is False and summary["stop_reason"].startswith("interrupted (SIGTERM)")
+    assert (run / f"checkpoint-{summary['global_step']}" / "trainer_state.json").is_file()
+    assert not (run / "final").exists()
