@@ -48,7 +48,8 @@ class GenerateConfig:
     catalog: str | None = field(None, help="tool catalog YAML file or folder (default: data/tools)")
     templates: str | None = field(None, help="task templates YAML file or folder (default: data/templates)")
     distractors_min: int = field(1, help="fewest extra (irrelevant) tools offered per record")
-    distractors_max: int = field(3, help="most extra (irrelevant) tools offered per record")
+    distractors_max: int = field(2, help="most extra (irrelevant) tools offered per record")
+    max_tools: int = field(4, help="cap on tools offered per record (keeps rendered prompts ~250-450 tokens)")
     no_call_share: float = field(0.12, help="share of records whose right answer is a plain reply (no tool call)")
     system_prompt: str = field(DEFAULT_SYSTEM, help="system message of every record")
     max_attempts: int = field(30, help="give up after count x this many candidates (pools exhausted)")
@@ -96,7 +97,7 @@ class TasksConfig(GenerateConfig):
     split: str = field("eval", help="eval: held-out phrasings and templates; train: training phrasings (a recall check)")
     heldout_template_share: float = field(0.2, help="share of eval tasks from held-out templates (reported separately)")
     later_step_share: float = field(0.3, help="share of tasks asking for a later step, earlier steps given")
-    no_call_share: float = field(0.12, help="share of tasks whose right answer is no call")
+    no_call_share: float = field(0.15, help="share of tasks whose right answer is no call")
 
     def check(self) -> None:
         super().check()
@@ -140,6 +141,7 @@ def _offer_tools(src: Sources, needed: list[str], rng: random.Random, cfg: Gener
     """The needed tools plus distractors (half from the same category when possible), shuffled."""
     names = list(needed)
     k = rng.randint(cfg.distractors_min, cfg.distractors_max)
+    k = max(min(k, cfg.max_tools - len(names)), 1 if names and cfg.distractors_min > 0 else 0)
     same = [n for n, t in src.catalog.tools.items() if t.category == category and n not in names]
     other = [n for n, t in src.catalog.tools.items() if t.category != category and n not in names]
     for _ in range(k):
@@ -289,7 +291,8 @@ def trajectory_record(src: Sources, cfg: GenerateConfig, inst: Instance, rng: ra
 def nocall_record(src: Sources, cfg: GenerateConfig, n: NoCall, rng: random.Random) -> tuple[list[dict], list[dict]]:
     """(tools, [system, user]) for a request that needs no tool; 2-4 tools are still offered."""
     cat = rng.choice(CATEGORIES)
-    cfg2 = GenerateConfig(distractors_min=max(2, cfg.distractors_min), distractors_max=max(2, cfg.distractors_max) + 1)
+    cfg2 = GenerateConfig(distractors_min=max(2, cfg.distractors_min), distractors_max=max(2, cfg.distractors_max) + 1,
+                          max_tools=max(cfg.max_tools, 3))
     tools = _offer_tools(src, [], rng, cfg2, cat)
     return tools, [{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": n.user}]
 
