@@ -2,7 +2,8 @@
 
 ``run_convert(cfg, inp, out)`` reads ``inp`` (JSON array or JSONL, ``-`` = stdin), converts
 every row with the source's converter, checks every record against its schema, and writes the
-records and a rejects JSONL atomically. It returns the summary (converted, rejected by reason,
+records and a rejects JSONL atomically. A record that fails its schema or one of the semantic
+checks of ``trajtune validate`` (error severity) is rejected, so the output always validates. It returns the summary (converted, rejected by reason,
 skipped by filter); the CLI turns "nothing converted" into exit 1.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from trajtune.converters.common import Emitter, Source
 from trajtune.errors import ConfigError, UsageError
 from trajtune.jsonl import atomic_writer
 from trajtune.records import KINDS, validator
+from trajtune.schemas.checks import ERROR, SEVERITY, check_record
 
 
 @dataclasses.dataclass
@@ -99,6 +101,10 @@ def run_convert(cfg: ConvertConfig, inp: str, out: str) -> dict:
                     check(rec)
                 except Exception as exc:  # fastjsonschema.JsonSchemaValueException
                     emit.reject(row, "fails the schema", getattr(exc, "message", str(exc)), record=rec)
+                    continue
+                errors = [i for i in check_record(rec, kind) if SEVERITY.get(i[0]) == ERROR]
+                if errors:  # the same semantic checks `trajtune validate` runs
+                    emit.reject(row, f"fails check {errors[0][0]}", f"{errors[0][1]} (at {errors[0][2]})", record=rec)
                     continue
                 if rec["id"] in seen:
                     emit.reject(row, "duplicate id", f"{rec['id']} first seen at line {seen[rec['id']]}", record=rec)

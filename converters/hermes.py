@@ -57,7 +57,8 @@ def _text_calls(text: str, b) -> tuple[str | None, list[dict]]:
 
 
 def _tools_from_system(text: str) -> tuple[str, list | None]:
-    m = _TOOLS.search(text)
+    # the first non-empty block: prompts often also mention "<tools></tools> XML tags" in prose
+    m = next((m for m in _TOOLS.finditer(text) if m.group(1).strip()), None)
     if not m:
         return text, None
     body = m.group(1).strip()

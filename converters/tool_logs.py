@@ -4,7 +4,8 @@ One task per line: ``task_description``, ``tool_sequence`` (a list of tool names
 joined by ``,`` / ``->`` / ``>``), ``tool_parameters`` (one arguments object per tool, a list or a
 JSON string), ``expected_result`` (the final answer), ``success_label``, ``agent_name``,
 ``difficulty`` / ``difficulty_level`` (easy, medium, hard), ``success_rate``; optional
-``tool_results`` / ``observations`` (one per tool) and ``task_id``.
+``tool_results`` / ``observations`` (one per tool), ``tools`` (schemas) and ``task_id``. Without
+``tools``, each tool is declared with the argument names it was called with.
 
 The trajectory is: user task -> one assistant call per tool, each followed by its tool result
 (empty when the log has none; ``metadata.observations`` says "missing") -> the expected result as
@@ -16,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from trajtune.converters.common import Builder, Reject, Skip, loads_json, per_row, record, source_id
+from trajtune.converters.common import Builder, Reject, Skip, loads_json, parse_tools, per_row, record, source_id
 
 NAME = "tool-logs"
 KINDS = ("sft",)
@@ -95,6 +96,14 @@ def convert_obj(obj: dict, cfg) -> dict:
         b.assistant(None, [b.call(name, args)])
         b.tool(results[i] if results is not None else "")
     b.assistant(result)
+    # logs rarely carry tool schemas: declare each tool with the argument names it was called with
+    declared = parse_tools(obj.get("tools")) if obj.get("tools") else None
+    if declared is None:
+        props: dict[str, dict] = {}
+        for name, args in zip(tools, params):
+            props.setdefault(name, {}).update({k: {} for k in (args if isinstance(args, dict) else {})})
+        declared = [{"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": p}}}
+                    for n, p in props.items()]
     meta: dict[str, Any] = {"source": NAME}
     if isinstance(obj.get("agent_name"), str):
         meta["agent"] = obj["agent_name"]
@@ -106,7 +115,7 @@ def convert_obj(obj: dict, cfg) -> dict:
         meta["success_rate"] = rate
     if results is None:
         meta["observations"] = "missing"
-    return record(source_id(obj, "toollog-", "task_id", "id"), NAME, {"messages": b.finish()}, meta)
+    return record(source_id(obj, "toollog-", "task_id", "id"), NAME, {"messages": b.finish()}, meta, declared)
 
 
 def convert(source, kind, cfg, emit):

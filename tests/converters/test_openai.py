@@ -1,0 +1,39 @@
+"""openai chat fine-tuning JSONL -> sft: string arguments, legacy functions, weights, parts."""
+
+
+def test_string_and_double_encoded_arguments_become_objects(convert):
+    summary, recs, _ = convert("openai.jsonl", source_format="openai")
+    assert summary["converted"] == 5
+    assert recs[0]["messages"][2] == {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_id", "type": "function", "function": {"name": "takeoff", "arguments": {"altitude": 100}}}]}
+    assert recs[1]["messages"][1]["tool_calls"][0]["function"]["arguments"] == {"altitude": 50}
+    assert "parallel_tool_calls" not in recs[0]
+
+
+def test_weight_zero_becomes_train_false_and_text_parts_are_joined(convert):
+    _, recs, _ = convert("openai.jsonl")
+    msgs = recs[2]["messages"]
+    assert msgs[0] == {"role": "user", "content": "Hello there"}
+    assert msgs[1] == {"role": "assistant", "content": "Wrong first try", "train": False}
+    assert msgs[3] == {"role": "assistant", "content": "Hi!", "train": True}
+
+
+def test_legacy_functions_become_tools_and_calls(convert):
+    _, recs, _ = convert("openai.jsonl")
+    legacy = recs[3]
+    assert legacy["tools"][0]["function"]["name"] == "takeoff"
+    call = legacy["messages"][1]["tool_calls"][0]
+    assert call["function"] == {"name": "takeoff", "arguments": {"altitude": 10}}
+    assert legacy["messages"][2] == {"role": "tool", "content": "airborne", "tool_call_id": call["id"], "name": "takeoff"}
+
+
+def test_ids_and_metadata_of_the_input_are_kept(convert):
+    _, recs, _ = convert("openai.jsonl")
+    assert recs[4]["id"] == "keep-me" and recs[4]["metadata"] == {"source": "mine", "category": "chat"}
+
+
+def test_bad_lines_are_rejected_with_line_numbers(convert):
+    summary, _, rejects = convert("openai.jsonl")
+    assert [(r["line"], r["reason"]) for r in rejects] == [
+        (5, "not valid JSON"), (6, "arguments not valid JSON"), (7, "non-text content")]
+    assert rejects[0]["input"].startswith('{"messages"')

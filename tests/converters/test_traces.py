@@ -1,0 +1,64 @@
+"""OpenInference trace exports -> sft (approved spans, sessions), preference, triplets."""
+from pathlib import Path
+
+import orjson
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "convert"
+
+
+def test_sft_comes_from_approved_llm_spans_with_their_tool_calls(convert):
+    summary, recs, _ = convert("traces.jsonl", source_format="traces")
+    assert [r["metadata"]["span_id"] for r in recs] == ["s1", "s2", "s4"]
+    assert recs[0]["id"] == "tr1-s1"
+    assert recs[0]["messages"] == [{"role": "system", "content": "Be brief."},
+                                   {"role": "user", "content": "Capital of Italy?"},
+                                   {"role": "assistant", "content": "Rome."}]
+    tool = recs[1]
+    assert tool["tools"][0]["function"]["name"] == "get_weather"
+    assert tool["messages"][2]["tool_calls"][0] == {"id": "t-1", "type": "function",
+                                                    "function": {"name": "get_weather", "arguments": {"city": "Rome"}}}
+    assert tool["messages"][3] == {"role": "tool", "content": "sunny", "tool_call_id": "t-1"}
+    assert summary["skipped"] == {"annotated rejected": 2, "not an LLM span": 3}
+
+
+def test_all_spans_without_approval(convert):
+    _, recs, _ = convert("traces.jsonl", approved_only=False)
+    assert len(recs) == 5
+
+
+def test_preference_from_an_approved_and_a_rejected_output_of_one_prompt(convert):
+    summary, recs, _ = convert("traces.jsonl", to="preference")
+    assert len(recs) == 1
+    assert recs[0]["id"] == "tr1-s1-vs-tr1-s3"
+    assert recs[0]["chosen"] == [{"role": "assistant", "content": "Rome."}]
+    assert recs[0]["rejected"] == [{"role": "assistant", "content": "Milan."}]
+    assert summary["skipped"]["identical chosen and rejected"] == 1  # the joke spans
+
+
+def test_sessions_become_multi_turn_trajectories_in_time_order(convert, tmp_path):
+    summary, recs, _ = convert("traces.jsonl", sessions=True)
+    assert [m["content"] for m in recs[0]["messages"]] == ["Hi, who are you?", "I am a bot.", "Thanks!", "You're welcome."]
+    assert recs[0]["id"] == "session-sess-1"
+    summary, recs, _ = convert("traces.jsonl", sessions=True, min_turns=3)
+    assert recs == [] and summary["skipped"] == {"fewer than min_turns turns": 1}
+
+
+def test_triplets_from_retriever_spans_with_relevance_labels_in_a_second_file(convert):
+    summary, recs, _ = convert("traces.jsonl", to="triplet", annotations=str(FIXTURES / "traces_annotations.jsonl"))
+    assert [(r["anchor"], r["positive"][:20], r["negative"]) for r in recs] == [
+        ("reset password", "To reset your passwo", "Our office is in Berlin."),
+        ("reset password", "Passwords must have ", "Our office is in Berlin.")]
+    summary, recs, rejects = convert("traces.jsonl", to="triplet")  # no labels: nothing to pair
+    assert recs == [] and rejects[0]["reason"] == "no relevant and irrelevant document pair"
+
+
+def test_phoenix_exports_grouped_in_one_json_object_are_read(convert, tmp_path):
+    lines = (FIXTURES / "traces.jsonl").read_bytes().splitlines()
+    spans = [orjson.loads(x) for x in lines if b'"context"' in x]
+    grouped = tmp_path / "grouped.json"
+    grouped.write_bytes(orjson.dumps({"first": spans[:3], "rest": spans[3:]}, option=orjson.OPT_INDENT_2))
+    from trajtune import config
+    from trajtune.converters.convert import ConvertConfig, run_convert
+
+    s = run_convert(config.build(ConvertConfig, None, {"approved_only": False}), str(grouped), str(tmp_path / "o.jsonl"))
+    assert s["from"] == "traces" and s["converted"] == 5
