@@ -1,0 +1,244 @@
+"""The train-sft stage on a tiny real model: labels, loss, early stopping, LoRA/full, resume after
+SIGKILL, SIGTERM, and a 2-process (gloo) run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import sft_records
+from trajtune import training
+from trajtune.config import build
+from trajtune.errors import ConfigError
+from trajtune.scripts.train_sft import PadCollator, TrainSFTConfig, encode_records, label_loss, train_sft
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "train_sft.py"
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def data60(tmp_path_factory):
+    return sft_records.write(tmp_path_factory.mktemp("data") / "train.jsonl", 60)
+
+
+def _segments(ids, labels):
+    segs, cur = [], []
+    for i, lab in zip(ids, labels):
+        if lab != -100:
+            assert lab == i
+            cur.append(i)
+        elif cur:
+            segs.append(cur)
+            cur = []
+    return segs + ([cur] if cur else [])
+
+
+def test_labels_cover_assistant_turns_only_and_arguments_reach_the_model_as_written(tok, tiny_model, tmp_path):
+    recs = [sft_records.trajectory(0), sft_records.trajectory(1)]  # limit 1 (int) then "2" (str) + nested filter
+    failed = sft_records.trajectory(2)  # a failed step kept as context: train: false
+    failed["messages"][2]["train"] = False
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs + [failed]))
+    on_disk = [json.loads(line) for line in path.read_text().splitlines()]
+    examples, counts = encode_records(tok, on_disk, 2048, "drop")
+    assert counts == {"kept": 3, "dropped_too_long": 0, "truncated": 0, "dropped_no_trainable": 0}
+    batch = PadCollator(tok.pad_token_id)(examples)  # exactly what the Trainer feeds the model
+    for row, rec in enumerate(on_disk):
+        ids, labels = batch["input_ids"][row].tolist(), batch["labels"][row].tolist()
+        got = [tok.decode(s) for s in _segments(ids, labels)]
+        want = []
+        for m in rec["messages"]:
+            if m["role"] != "assistant" or m.get("train") is False:
+                continue
+            text = (m["content"] + "\n" if m["content"] else "")
+            for c in m.get("tool_calls") or []:
+                text += "<tool_call>\n" + json.dumps({"name": c["function"]["name"], "arguments": c["function"]["arguments"]}) + "\n</tool_call>"
+            want.append(text.rstrip("\n") + "<|im_end|>\n")
+        assert got == want
+        full = tok.decode([i for i, m in zip(ids, batch["attention_mask"][row].tolist()) if m])
+        for m in rec["messages"]:  # system, user and tool text is in the input but never in the labels
+            if m["role"] in ("system", "user", "tool"):
+                assert m["content"] in full and all(m["content"] not in g for g in got)
+    decoded = [tok.decode(s) for s in _segments(batch["input_ids"][0].tolist(), batch["labels"][0].tolist())]
+    assert '"limit": 1}' in decoded[0] and "null" not in decoded[0]  # no struct merging with record 2's filter
+    decoded = [tok.decode(s) for s in _segments(batch["input_ids"][1].tolist(), batch["labels"][1].tolist())]
+    assert '"limit": "2", "filter": {"k": [1, "a", null], "deep": {"x": 1.5}}' in decoded[0]
+    assert len(_segments(batch["input_ids"][2].tolist(), batch["labels"][2].tolist())) == 1  # the failed call is context only
+
+
+def test_truncation_is_counted_and_records_without_trainable_tokens_are_dropped(tok):
+    long = sft_records.trajectory(3)
+    long["messages"][1]["content"] = "word " * 400
+    silent = sft_records.trajectory(4)
+    for m in silent["messages"]:
+        if m["role"] == "assistant":
+            m["train"] = False
+    n_full = len(encode_records(tok, [long], 100000, "drop")[0][0]["input_ids"])
+    _, counts = encode_records(tok, [long, silent, sft_records.trajectory(5)], n_full - 5, "drop")
+    assert counts == {"kept": 1, "dropped_too_long": 1, "truncated": 0, "dropped_no_trainable": 1}
+    ex, counts = encode_records(tok, [long], n_full - 5, "truncate")
+    assert counts["truncated"] == 1 and len(ex[0]["input_ids"]) == n_full - 5
+    _, counts = encode_records(tok, [long], 60, "truncate")  # cut before any assistant token
+    assert counts == {"kept": 0, "dropped_too_long": 0, "truncated": 1, "dropped_no_trainable": 1}
+
+
+def test_logits_only_at_label_positions_give_the_same_loss_and_gradients(tok, tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    ex, _ = encode_records(tok, [sft_records.trajectory(i) for i in range(4)], 2048, "drop")
+    batch = PadCollator(tok.pad_token_id)(ex)
+    fast, _ = label_loss(model, batch, True)
+    fast.backward()
+    g_fast = model.model.layers[0].mlp.up_proj.weight.grad.clone()
+    model.zero_grad()
+    slow, _ = label_loss(model, batch, False)
+    slow.backward()
+    ref = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    assert fast.item() == pytest.approx(slow.item(), rel=1e-5) == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(g_fast, model.model.layers[0].mlp.up_proj.weight.grad, atol=1e-6)
+
+
+def _cfg(tiny_model, data, out, **kw):
+    base = dict(model=str(tiny_model), data=[str(data)], output_dir=str(out), batch_size=4, logging_steps=1)
+    base.update(kw)
+    return build(TrainSFTConfig, None, base)
+
+
+def test_train_with_validation_stops_early_restores_best_and_writes_the_run_folder(tiny_model, tmp_path):
+    data = sft_records.write(tmp_path / "d.jsonl", 110)  # > 100 records: automatic 90/10 split by prompt
+    out = tmp_path / "run"
+    # learning rate 0: the eval loss never improves, so early stopping must fire after `patience` evaluations
+    s = train_sft(_cfg(tiny_model, data, out, max_steps=30, eval_steps=1, save_steps=1, patience=2, learning_rate=0.0))
+    assert s["finished"] and s["stop_reason"].startswith("early stopping")
+    assert s["global_step"] == 3 and s["best_checkpoint"].endswith("checkpoint-1")
+    assert s["data"]["eval_split"] == "auto" and s["data"]["train_records"] + s["data"]["eval_records"] == 110
+    assert s["params"]["trainable"] < s["params"]["total"] and s["method"] == "lora"
+    for key in ("train_loss", "eval_loss", "perplexity", "grad_norm", "tokens_seen", "tokens_per_second", "peak_memory_mb", "wall_time_s"):
+        assert s[key] is not None and s[key] > 0, key
+    assert json.loads((out / "training_summary.json").read_text())["stop_reason"] == s["stop_reason"]
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert not (out / "runs").exists()
+    assert build(TrainSFTConfig, out / "config.yaml") == _cfg(tiny_model, data, out, max_steps=30, eval_steps=1, save_steps=1,
+                                                               patience=2, learning_rate=0.0)
+    final = out / "final"
+    assert (final / "adapter_model.safetensors").is_file() and (final / "chat_template.jinja").is_file()
+    assert not (final / "training_args.bin").exists()
+    from peft import AutoPeftModelForCausalLM
+
+    model = AutoPeftModelForCausalLM.from_pretrained(final)
+    assert model.peft_config["default"].r == 16
+    # running the same thing again does not train again
+    again = train_sft(_cfg(tiny_model, data, out, max_steps=30, eval_steps=1, save_steps=1, patience=2, learning_rate=0.0))
+    assert again["skipped"] is True
+
+
+def test_lora_that_cannot_attach_stops_or_falls_back_to_full_loudly(tiny_model, data60, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="LoRA could not attach"):
+        train_sft(_cfg(tiny_model, data60, tmp_path / "a", max_steps=1, lora_target_modules=["no_such_module"]))
+    s = train_sft(_cfg(tiny_model, data60, tmp_path / "b", max_steps=1, lora_target_modules=["no_such_module"], lora_fallback="full"))
+    assert "FALLING BACK TO FULL FINE-TUNING" in capsys.readouterr().err
+    assert s["method"] == "full" and s["params"]["trainable"] == s["params"]["total"]
+    assert (tmp_path / "b" / "final" / "model.safetensors").is_file()
+
+
+def test_qlora_is_refused_on_cpu(tiny_model, data60, tmp_path):
+    with pytest.raises(ConfigError, match="qlora needs a CUDA GPU"):
+        train_sft(_cfg(tiny_model, data60, tmp_path / "q", max_steps=1, method="qlora", device="cpu"))
+
+
+# --- real processes -------------------------------------------------------------------------
+
+def _args(tiny_model, data, out, **kw):
+    base = {"model": tiny_model, "data": data, "output-dir": out, "max-steps": 8, "save-steps": 2, "save-total-limit": 10,
+            "batch-size": 4, "logging-steps": 1, "precision": "fp32"}
+    base.update(kw)
+    return [str(x) for k, v in base.items() for x in (f"--{k}", v)]
+
+
+def _env(sleep=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if sleep:
+        env["TRAJTUNE_TEST_STEP_SLEEP"] = str(sleep)
+    return env
+
+
+def _wait_for_checkpoint(proc, run, step, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if training.is_complete_checkpoint(run / f"checkpoint-{step}"):
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint in time")
+
+
+def _losses(run, step):
+    hist = json.loads((run / f"checkpoint-{step}" / "trainer_state.json").read_text())["log_history"]
+    return {h["step"]: h["loss"] for h in hist if "loss" in h}
+
+
+def test_sigterm_then_sigkill_then_rerun_ends_like_an_uninterrupted_run(tiny_model, data60, tmp_path):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    cmd = [sys.executable, SCRIPT, *_args(tiny_model, data60, run)]
+    # 1) SIGTERM: a checkpoint is saved at the current step and the process exits cleanly (130)
+    proc = subprocess.Popen(cmd, env=_env(sleep=0.3), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_checkpoint(proc, run, 2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "SIGTERM received" in err and "Traceback" not in err
+    s = json.loads((run / "training_summary.json").read_text())
+    assert s["finished"] is False and s["stop_reason"] == "interrupted (SIGTERM)" and 2 <= s["global_step"] < 8
+    assert training.find_checkpoint(run, "auto") == run / f"checkpoint-{s['global_step']}"
+    assert not (run / "final").exists()
+    # 2) re-run, then SIGKILL right after a later checkpoint: nothing is written but checkpoints
+    first_stop = s["global_step"]
+    proc = subprocess.Popen(cmd, env=_env(sleep=0.3), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_checkpoint(proc, run, first_stop + 2 - first_stop % 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert not (run / "final").exists()
+    # 3) re-run the same command: it continues from the newest complete checkpoint to the end
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+    assert res.returncode == 0, res.stderr
+    s = json.loads((run / "training_summary.json").read_text())
+    resumed_at = int(s["resumed_from"].rsplit("-", 1)[1])
+    assert resumed_at > first_stop and s["finished"] and s["global_step"] == 8
+    # the uninterrupted reference: same optimizer steps, same loss at every step incl. the resumed ones
+    r = train_sft(build(TrainSFTConfig, run / "config.yaml", {"output_dir": str(ref)}))
+    assert r["global_step"] == 8
+    got, want = _losses(run, 8), _losses(ref, 8)
+    assert sorted(got) == sorted(want) == list(range(1, 9))
+    assert got[first_stop + 1] == pytest.approx(want[first_stop + 1], rel=1e-4)
+    assert got[resumed_at + 1] == pytest.approx(want[resumed_at + 1], rel=1e-4)
+    assert got[8] == pytest.approx(want[8], rel=1e-4)
+    assert (run / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_two_cpu_processes_over_gloo_produce_one_adapter(tiny_model, data60, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
+           *_args(tiny_model, data60, run, **{"max-steps": 3, "save-steps": 3, "batch-size": 2})]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    s = json.loads((run / "training_summary.json").read_text())
+    assert s["world_size"] == 2 and s["finished"] and s["global_step"] == 3
+    assert res.stdout.count('"run_dir"') == 1  # one process reports
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), run / "final")
+    assert model.peft_config["default"].r == 16
