@@ -19,5 +19,61 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 test: install
 	$(BIN)/python -m pytest -q tests
 
-demo: install
-	$(TT) validate data/examples/valid
+
+# ---------------------------------------------------------------------------------------------
+# The main job: the whole pipeline on the default model. Every step is a target whose inputs and
+# outputs are files, so an interrupted `make demo` picks up at the stage where it stopped (and an
+# interrupted training step resumes from its newest checkpoint). Sizes: configs/demo.mk.
+include configs/demo.mk
+DEMO  ?= runs/demo
+D     := $(DEMO)
+TIMES := $(D)/stage_times.tsv
+
+# `$(STAGE) NAME 'COMMAND'`: run one stage, record its wall time, and say which stage failed
+STAGE = @bash -c 'mkdir -p "$(D)"; echo ">>> $$0"; s=$$(date +%s); eval "$$1" || { rc=$$?; \
+	echo "make demo: stage $$0 failed (exit $$rc); fix it and re-run make demo to continue from there" >&2; exit 1; }; \
+	printf "%s\t%s\n" "$$0" $$(( $$(date +%s) - s )) >> "$(TIMES)"'
+
+.DELETE_ON_ERROR:
+.PHONY: demo demo-report demo-clean
+
+demo: install $(D)/eval/report.json demo-report
+
+# the before/after table (evaluate's report.md) and each stage's wall time (latest run of each)
+demo-report:
+	@echo; cat $(D)/eval/report.md; echo; echo "Stage wall times (s):"; \
+	awk -F'\t' '{t[$$1]=$$2; if(!($$1 in o)){o[$$1]=++n; k[n]=$$1}} END{for(i=1;i<=n;i++){printf "  %-24s %6d\n", k[i], t[k[i]]; s+=t[k[i]]} printf "  %-24s %6d\n", "total", s}' $(TIMES)
+
+$(D)/model.txt: | install
+	$(STAGE) fetch-model '$(BIN)/python -m trajtune.models $(MODEL) > $@.tmp && mv $@.tmp $@'
+
+$(D)/data/train_all.jsonl: $(D)/model.txt
+	$(STAGE) generate-trajectories '$(TT) generate trajectories --count $(TRAIN_COUNT) --seed $(SEED) $@.part && $(TT) review $@.part --approve-all && mv $@.part $@'
+
+$(D)/data/prefs.jsonl: $(D)/model.txt
+	$(STAGE) generate-preferences '$(TT) generate preferences --count $(PREF_COUNT) --seed $(SEED) $@.part && $(TT) review $@.part --approve-all && mv $@.part $@'
+
+$(D)/data/tasks.jsonl: $(D)/model.txt
+	$(STAGE) generate-tasks '$(TT) generate tasks --split eval --count $(TASK_COUNT) --seed $(SEED) $@.part && mv $@.part $@'
+
+# the demo stops on invalid data, as CI would; --against checks eval prompts never leak into training
+$(D)/validated.ok: $(D)/data/train_all.jsonl $(D)/data/prefs.jsonl $(D)/data/tasks.jsonl
+	$(STAGE) validate '$(TT) validate $^ --strict --max-errors 20 && $(TT) validate $(D)/data/train_all.jsonl $(D)/data/prefs.jsonl --against $(D)/data/tasks.jsonl --max-errors 20 && touch $@'
+
+$(D)/splits/train.jsonl: $(D)/validated.ok
+	$(STAGE) split '$(TT) split $(D)/data/train_all.jsonl $(D)/splits --ratios 0.9,0.1,0 --seed $(SEED) --stratify-by metadata.category'
+
+$(D)/sft/final/adapter_config.json: $(D)/splits/train.jsonl
+	$(STAGE) train-sft '$(TT) train-sft $(D)/splits/train.jsonl --eval-data $(D)/splits/val.jsonl --config $(SFT_CONFIG) --model $(MODEL) --max-steps $(SFT_STEPS) --output-dir $(D)/sft'
+
+$(D)/dpo/final/adapter_config.json: $(D)/sft/final/adapter_config.json $(D)/data/prefs.jsonl
+	$(STAGE) train-dpo '$(TT) train-dpo --data $(D)/data/prefs.jsonl --config $(DPO_CONFIG) --model $(MODEL) --adapter $(D)/sft/final --max-steps $(DPO_STEPS) --output-dir $(D)/dpo'
+
+$(D)/merged/config.json: $(D)/dpo/final/adapter_config.json
+	$(STAGE) merge-lora '$(TT) merge-lora --base $(MODEL) --adapter $(D)/dpo/final --output $(D)/merged --force'
+
+$(D)/eval/report.json: $(D)/merged/config.json $(D)/data/tasks.jsonl
+	$(STAGE) evaluate '$(TT) evaluate --model $(D)/merged --baseline $(MODEL) --tasks $(D)/data/tasks.jsonl --max-new-tokens $(EVAL_MAX_NEW) --output $(D)/eval'
+
+demo-clean:
+	rm -rf $(D)

@@ -116,3 +116,22 @@ def resolve_model(source: str) -> str:
     if source.startswith((".", "/", "~")):
         raise ConfigError(f"model path does not exist: {source}")
     return source  # hub id: real from_pretrained code, needs network
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m trajtune.models [SOURCE]`: resolve (and for `default`, fetch and convert) a model."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m trajtune.models", description=main.__doc__)
+    parser.add_argument("source", nargs="?", default="default", help="default | folder | file.gguf | hub id")
+    args = parser.parse_args(argv)
+    try:
+        print(resolve_model(args.source))
+    except ConfigError as exc:
+        print(f"Error: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

