@@ -58,7 +58,9 @@ def register(app: typer.Typer) -> None:
         if summary["converted"] == 0:
             err_console.print("[bold red]Error:[/] nothing converted; see the reasons above"
                               + (f" and {summary['rejects']}" if summary["rejects"] else ""))
-            raise typer.Exit(1)
+            # SystemExit, not typer.Exit: under run_app (standalone_mode=False) click turns
+            # typer.Exit into a return value that is dropped (exit 0).
+            raise SystemExit(1)
 
 
 def _report(s: dict) -> None:

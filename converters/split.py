@@ -179,7 +179,8 @@ def run_split(cfg: SplitConfig, inp: str, out_dir: str) -> dict:
             stratum = sorted(counts, key=lambda s: (-counts[s], s))[0]
             by_stratum.setdefault(stratum, []).append((_h(cfg.seed, min(m.lineno for m in members)), members))
         # A group goes where its stratum is furthest below target; when no split of the stratum
-        # lacks a whole group's worth (tiny strata, remainders), where the whole split is.
+        # lacks a whole group's worth (tiny strata, remainders), to the split still short in the
+        # stratum that is furthest below its overall target.
         assign: dict[int, int] = {}  # lineno -> split index
         grand = [cfg.ratios[i] * len(recs) for i in range(3)]
         overall = [0, 0, 0]
@@ -191,8 +192,8 @@ def run_split(cfg: SplitConfig, inp: str, out_dir: str) -> dict:
                 deficits = [cfg.ratios[i] * total - have[i] if cfg.ratios[i] > 0 else -math.inf for i in range(3)]
                 i = max(range(3), key=lambda k: (deficits[k], -k))
                 if deficits[i] < len(members):
-                    glob = [grand[k] - overall[k] if cfg.ratios[k] > 0 else -math.inf for k in range(3)]
-                    i = max(range(3), key=lambda k: (glob[k], -k))
+                    short = [k for k in range(3) if deficits[k] > 0] or [k for k in range(3) if cfg.ratios[k] > 0]
+                    i = max(short, key=lambda k: (grand[k] - overall[k], -k))
                 have[i] += len(members)
                 overall[i] += len(members)
                 for r in members:

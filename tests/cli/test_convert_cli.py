@@ -1,0 +1,123 @@
+"""`trajtune convert` as a user runs it: exit codes, summaries, rejects, pipes, re-runs."""
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from trajtune.cli.app import main
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "convert"
+TT = [sys.executable, "-m", "trajtune.cli.app"]
+
+
+def cli(capsys, monkeypatch, *args, stdin: bytes | None = None):
+    monkeypatch.setattr(sys, "argv", ["trajtune", "convert", *map(str, args)])
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_shows_an_example():
+    res = subprocess.run(TT + ["convert", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0
+    assert "Example: trajtune convert --from sharegpt" in res.stdout and "--quality-threshold" in res.stdout
+
+
+def test_convert_prints_counts_and_writes_rejects_beside_the_output(capsys, monkeypatch, tmp_path):
+    out = tmp_path / "sft.jsonl"
+    code, stdout, err = cli(capsys, monkeypatch, FIXTURES / "tool_logs.jsonl", out)
+    assert code == 0
+    assert "2 records (tool-logs -> sft)" in err
+    assert "5 rejected" in err and "tool_sequence cannot be empty" in err
+    assert "3 skipped" in err and "success_label false" in err
+    rejects = [orjson.loads(x) for x in (tmp_path / "sft.rejects.jsonl").read_bytes().splitlines()]
+    assert rejects[0]["line"] == 3 and rejects[0]["reason"] == "task_description too short or empty"
+    assert rejects[0]["source"].endswith("tool_logs.jsonl")
+
+
+def test_json_summary_on_stdout(capsys, monkeypatch, tmp_path):
+    code, stdout, _ = cli(capsys, monkeypatch, "--json", "--to", "preference", FIXTURES / "interactions.jsonl", tmp_path / "p.jsonl")
+    assert code == 0
+    s = orjson.loads(stdout)
+    assert s["converted"] == 1 and s["from"] == "interactions" and s["rejected"]["answer empty"] == 1
+
+
+def test_rerun_gives_byte_identical_output(capsys, monkeypatch, tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for out in (a, b, a):
+        assert cli(capsys, monkeypatch, FIXTURES / "sharegpt.json", out)[0] == 0
+    assert a.read_bytes() == b.read_bytes()
+    assert (tmp_path / "a.rejects.jsonl").read_bytes() == (tmp_path / "b.rejects.jsonl").read_bytes()
+
+
+def test_nothing_converted_exits_1_and_says_why(capsys, monkeypatch, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "x", "output": ""}\n')
+    code, _, err = cli(capsys, monkeypatch, "--from", "alpaca", bad, tmp_path / "o.jsonl")
+    assert code == 1
+    assert "Error: nothing converted" in err and "output empty" in err
+
+
+def test_usage_errors_exit_2(capsys, monkeypatch, tmp_path):
+    code, _, err = cli(capsys, monkeypatch, "--from", "sharegtp", FIXTURES / "sharegpt.json", tmp_path / "o.jsonl")
+    assert code == 2 and "unknown format 'sharegtp'" in err and "did you mean 'sharegpt'" in err
+    code, _, err = cli(capsys, monkeypatch, "--from", "alpaca", "--to", "preference", FIXTURES / "alpaca.json", tmp_path / "o.jsonl")
+    assert code == 2 and "--from alpaca gives sft records, not preference" in err
+    code, _, err = cli(capsys, monkeypatch, "--to", "parquet", FIXTURES / "alpaca.json", tmp_path / "o.jsonl")
+    assert code == 2 and "--to must be a kind" in err
+    code, _, err = cli(capsys, monkeypatch, tmp_path / "missing.json", tmp_path / "o.jsonl")
+    assert code == 2 and "no such file" in err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_failed_run_leaves_the_previous_output_untouched(capsys, monkeypatch, tmp_path):
+    out = tmp_path / "o.jsonl"
+    out.write_text("previous\n")
+    code, _, _ = cli(capsys, monkeypatch, "--from", "alpaca", "--to", "group", FIXTURES / "alpaca.json", out)
+    assert code == 2 and out.read_text() == "previous\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["o.jsonl"]
+
+
+def test_config_file_with_flag_override(capsys, monkeypatch, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("quality_threshold: 0.4\nmax_length: 6\n")
+    code, _, err = cli(capsys, monkeypatch, "--config", cfg, "--max-length", "5", FIXTURES / "tool_logs.jsonl", tmp_path / "o.jsonl")
+    assert code == 0 and "3 records" in err
+    cfg.write_text("quality_treshold: 0.4\n")
+    code, _, err = cli(capsys, monkeypatch, "--config", cfg, FIXTURES / "tool_logs.jsonl", tmp_path / "o.jsonl")
+    assert code == 2 and "did you mean 'quality_threshold'" in err
+
+
+def test_pipes_stdin_to_stdout_and_into_validate(tmp_path):
+    data = (FIXTURES / "alpaca.json").read_bytes()
+    conv = subprocess.run(TT + ["convert", "--from", "alpaca", "--to", "sft", "-", "-"], input=data, capture_output=True)
+    assert conv.returncode == 0
+    assert b"3 rejected" in conv.stderr and b"pass --rejects FILE" in conv.stderr
+    assert len(conv.stdout.splitlines()) == 3
+    val = subprocess.run(TT + ["validate", "-"], input=conv.stdout, capture_output=True)
+    assert val.returncode == 0, val.stdout + val.stderr
+
+
+def test_every_fixture_conversion_passes_validate(tmp_path):
+    from trajtune.schemas.validate import require_valid
+
+    cases = [("alpaca.json", "sft"), ("sharegpt.json", "sft"), ("sharegpt_dpo.json", "preference"), ("openai.jsonl", "sft"),
+             ("hermes.jsonl", "sft"), ("tool_logs.jsonl", "sft"), ("interactions.jsonl", "sft"),
+             ("interactions.jsonl", "preference"), ("interactions.jsonl", "group"), ("critiques.jsonl", "preference"),
+             ("traces.jsonl", "sft"), ("traces.jsonl", "preference")]
+    from trajtune import config
+    from trajtune.converters.convert import ConvertConfig, run_convert
+
+    for name, kind in cases:
+        out = tmp_path / f"{name}.{kind}.jsonl"
+        s = run_convert(config.build(ConvertConfig, None, {"to": kind}), str(FIXTURES / name), str(out))
+        assert s["converted"] > 0
+        assert len(require_valid(str(out), kind)) == s["converted"], name
