@@ -59,16 +59,18 @@ def _print_summary(s: dict) -> None:
         if s[key]:
             table.add_row(key[3:].replace("_", " "), ", ".join(f"{k}: {v}" for k, v in sorted(s[key].items())))
     for key in ("existing", "written", "total", "target", "dropped_near_duplicates", "invalid",
-                "rejected", "requests", "retries", "prompt_tokens", "completion_tokens"):
+                "rejected", "failed", "requests", "retries", "prompt_tokens", "completion_tokens", "ties",
+                "flat_groups", "pass_rate", "mean_reward"):
         if key in s:
             table.add_row(key.replace("_", " "), str(s[key]))
-    for key in ("invalid_reasons", "rejects"):
+    for key in ("invalid_reasons", "rejects", "failures", "reasons"):
         if s.get(key):
             table.add_row(key.replace("_", " "), ", ".join(f"{k}: {v}" for k, v in sorted(s[key].items())))
     err_console.print(table)
     if s.get("short"):
         err_console.print(f"[yellow]Warning:[/] {s['short']} short of --count {s.get('target')}: the templates ran out of "
-                          "distinct records (near-duplicates are dropped); add phrasings or pool values, or lower --count")
+                          "distinct records (near-duplicates are dropped); add phrasings or pool values, or lower --count",
+                          soft_wrap=True)
 
 
 def _run(kind: str, cls_name: str, out: Path, config: Optional[Path], flags: dict, backend: Optional[str],
@@ -95,7 +97,9 @@ def _run(kind: str, cls_name: str, out: Path, config: Optional[Path], flags: dic
     else:
         _print_summary(summary)
     if summary.get("total", 0) == 0 and cfg.count > 0:
-        raise typer.Exit(1)
+        from trajtune.errors import RunError
+
+        raise RunError(f"no {kind} could be generated into {out}", hint="check --category and the templates")
 
 
 def register(app: typer.Typer) -> None:
@@ -129,7 +133,8 @@ def register(app: typer.Typer) -> None:
                                   soft_wrap=True)
             if not problems:
                 cats = sorted({t.category for t in cat.tools.values()})
-                err_console.print(f"OK: {len(cat.tools)} tools in {len(cat.sources)} file(s), categories: {', '.join(cats)}")
+                err_console.print(f"OK: {len(cat.tools)} tools in {len(cat.sources)} file(s), categories: {', '.join(cats)}",
+                                  soft_wrap=True)
         else:
             table = Table(show_header=True, header_style="bold")
             for col in ("tool", "category", "parameters (* required)", "description"):
@@ -139,13 +144,16 @@ def register(app: typer.Typer) -> None:
                 params = ", ".join(p + ("*" if p in req else "") for p in (t.parameters.get("properties") or {}))
                 table.add_row(t.name, t.category, params, t.description)
             err_console.print(table)
-        if problems:
-            raise typer.Exit(1)
+        if problems:  # a domain error, not typer.Exit: run_app turns it into exit 1
+            from trajtune.errors import DataError
 
-    def _backend_options(base_url, model, api_key_env, concurrency, set_):
+            raise DataError(f"{len(problems)} problem(s) in the tool catalog or templates",
+                            hint="fix them and run `trajtune generate tools --check` again")
+
+    def _backend_options(base_url, model, api_key_env, concurrency, set_, **more):
         from trajtune.config import parse_set
 
-        opts = {"base_url": base_url, "model": model, "api_key_env": api_key_env, "concurrency": concurrency}
+        opts = {"base_url": base_url, "model": model, "api_key_env": api_key_env, "concurrency": concurrency, **more}
         opts.update(parse_set(set_))
         return {k: v for k, v in opts.items() if v is not None}
 
@@ -162,6 +170,9 @@ def register(app: typer.Typer) -> None:
     O_KEYENV = typer.Option(None, "--api-key-env", help="(openai backend) environment variable holding the API key")
     O_CONC = typer.Option(None, "--concurrency", help="(openai backend) parallel requests")
     O_SET = typer.Option(None, "--set", help="backend option KEY=VALUE (repeatable)")
+    O_TIMEOUT = typer.Option(None, "--timeout", help="(openai backend) seconds per request before it is retried")
+    O_RETRIES = typer.Option(None, "--max-retries", help="(openai backend) retries on 429/5xx/timeouts, exponential backoff")
+    O_SAMPLES = typer.Option(None, "--samples", "-k", help="(hf backend) responses sampled per prompt")
     O_CONFIG = typer.Option(None, "--config", help="YAML with any of these options (flags override it)")
     O_JSON = typer.Option(False, "--json", help="print the summary as JSON on stdout")
 
@@ -176,12 +187,14 @@ def register(app: typer.Typer) -> None:
         no_call_share: Optional[float] = O_NOCALL, backend: Optional[str] = O_BACKEND,
         base_url: Optional[str] = O_BASE_URL, model: Optional[str] = O_MODEL, api_key_env: Optional[str] = O_KEYENV,
         concurrency: Optional[int] = O_CONC, set_: Optional[List[str]] = O_SET,
+        timeout: Optional[float] = O_TIMEOUT, max_retries: Optional[int] = O_RETRIES,
         config: Optional[Path] = O_CONFIG, as_json: bool = O_JSON,
     ) -> None:
         flags = {"count": count, "seed": seed, "category": category or None, "catalog": _s(catalog),
                  "templates": _s(templates), "no_call_share": no_call_share}
         _run("trajectories", "TrajectoriesConfig", out, config, flags, backend,
-             _backend_options(base_url, model, api_key_env, concurrency, set_), as_json)
+             _backend_options(base_url, model, api_key_env, concurrency, set_, timeout=timeout,
+                              max_retries=max_retries), as_json)
 
     @gen.command("preferences",
                  help="Preference pairs on the same prompt: chosen = the correct next step; rejected = a realistic "
@@ -197,13 +210,13 @@ def register(app: typer.Typer) -> None:
         mix: Optional[str] = typer.Option(None, "--mix", help="failure weights TYPE=W,... (others keep weight 1; 0 disables)"),
         backend: Optional[str] = O_BACKEND,
         base_url: Optional[str] = O_BASE_URL, model: Optional[str] = O_MODEL, api_key_env: Optional[str] = O_KEYENV,
-        concurrency: Optional[int] = O_CONC, set_: Optional[List[str]] = O_SET,
+        concurrency: Optional[int] = O_CONC, set_: Optional[List[str]] = O_SET, samples: Optional[int] = O_SAMPLES,
         config: Optional[Path] = O_CONFIG, as_json: bool = O_JSON,
     ) -> None:
         flags = {"count": count, "seed": seed, "category": category or None, "catalog": _s(catalog),
                  "templates": _s(templates), "no_call_share": no_call_share, "failure_mix": _parse_mix(mix)}
         _run("preferences", "PreferencesConfig", out, config, flags, backend,
-             _backend_options(base_url, model, api_key_env, concurrency, set_), as_json)
+             _backend_options(base_url, model, api_key_env, concurrency, set_, samples=samples), as_json)
 
     @gen.command("tasks",
                  help="Evaluation tasks (task records): the expected next tool call(s), with acceptable values per "

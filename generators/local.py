@@ -8,7 +8,8 @@ verifier (:func:`trajtune.scoring.score`, the one ``evaluate`` uses) and its ``r
 Output, appended with :class:`trajtune.jsonl.Appender` (re-running appends only missing ids):
 
 * ``group`` records: the task prompt and tools plus all k responses with their rewards
-  (GRPO-style); groups whose rewards are all equal are kept and counted as ``flat_groups``.
+  (GRPO-style); groups whose rewards are all equal carry no learning signal: they are counted
+  as ``flat_groups`` and dropped unless ``keep_flat``.
 * ``preference`` records: best response (chosen) over worst (rejected); ties are skipped and
   counted. ``metadata.failure_type`` is the scorer's reason for the rejected side.
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
 from trajtune.config import field
-from trajtune.errors import ConfigError, DataError
+from trajtune.errors import ConfigError, DataError, RunError
 
 
 @dataclass
@@ -32,19 +33,20 @@ class LocalConfig:
     model: str = field("default", help="local model: 'default', a model folder or a .gguf file")
     samples: int = field(4, help="responses sampled per task (k)")
     emit: Literal["group", "preference"] = field("group", help="group (all k with rewards) or preference (best over worst)")
-    max_new_tokens: int = field(128, help="token limit per response (hitting it counts as truncated)")
+    reply_limit: int = field(128, help="max new tokens per response (hitting it counts as truncated)")
     temperature: float = field(1.0, help="sampling temperature")
     top_p: float = field(0.95, help="nucleus sampling")
     batch_size: int = field(8, help="prompts per generate call (each gives k rows)")
+    keep_flat: bool = field(False, help="group: keep groups whose rewards are all equal (no learning signal)")
     seed: int = field(0, help="sampling seed")
 
     def check(self) -> None:
         if self.samples < 2:
-            raise ConfigError("--samples must be at least 2 (a group or a pair needs two responses)")
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ConfigError("--batch-size and --max-new-tokens must be at least 1")
+            raise ConfigError("samples (-k) must be at least 2 (a group or a pair needs two responses)")
+        if self.batch_size < 1 or self.reply_limit < 1:
+            raise ConfigError("batch_size and reply_limit must be at least 1")
         if self.temperature <= 0:
-            raise ConfigError("--temperature must be positive (sampling needs it)")
+            raise ConfigError("temperature must be positive (sampling needs it)")
 
 
 def load_model(source: str) -> tuple[Any, Any]:
@@ -83,7 +85,7 @@ def sample(model: Any, tok: Any, tasks: list[dict], cfg: LocalConfig) -> list[li
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.no_grad():
         out = model.generate(**enc, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
-                             max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.samples,
+                             max_new_tokens=cfg.reply_limit, num_return_sequences=cfg.samples,
                              pad_token_id=tok.pad_token_id)
     gen = out[:, enc["input_ids"].shape[1]:].tolist()
     stops = {i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None}
@@ -117,7 +119,7 @@ def _check_task(task: dict) -> None:
 
 
 def generate(tasks: Iterable[dict], out: str | Path, cfg: LocalConfig, *, count: int | None = None,
-             model: Any = None, tokenizer: Any = None, progress: Callable[[int], None] | None = None) -> dict:
+             model: Any = None, tokenizer: Any = None, progress: Callable[[int, int], None] | None = None) -> dict:
     """Sample, score and append group or preference records to ``out``; returns the summary.
 
     ``count``: target number of records in ``out`` (None: one attempt per task).
@@ -145,7 +147,8 @@ def generate(tasks: Iterable[dict], out: str | Path, cfg: LocalConfig, *, count:
         exhausted = False
         while not exhausted and (need is None or summary["written"] < need):
             batch: list[tuple[str, dict]] = []
-            while len(batch) < cfg.batch_size:
+            room = cfg.batch_size if need is None else min(cfg.batch_size, need - summary["written"])
+            while len(batch) < room:
                 task = next(it, None)
                 if task is None:
                     exhausted = True
@@ -158,6 +161,8 @@ def generate(tasks: Iterable[dict], out: str | Path, cfg: LocalConfig, *, count:
             if not batch:
                 break
             for (rid, task), group in zip(batch, sample(model, tokenizer, [t for _, t in batch], cfg)):
+                if need is not None and summary["written"] >= need:
+                    break
                 scored = [(text, score(task, text, truncated=trunc)) for text, trunc in group]
                 for _, s in scored:
                     summary["responses"] += 1
@@ -171,8 +176,8 @@ def generate(tasks: Iterable[dict], out: str | Path, cfg: LocalConfig, *, count:
                     continue
                 if cfg.emit == "group" and len({s.reward for _, s in scored}) == 1:
                     summary["flat_groups"] += 1
-                if need is not None and summary["written"] >= need:
-                    break
+                    if not cfg.keep_flat:
+                        continue
                 problems = validate_errors(record, cfg.emit)
                 if problems:
                     summary["invalid"] += 1
@@ -185,7 +190,7 @@ def generate(tasks: Iterable[dict], out: str | Path, cfg: LocalConfig, *, count:
                     if v is not None:
                         summary[bucket][str(v)] = summary[bucket].get(str(v), 0) + 1
                 if progress:
-                    progress(summary["written"])
+                    progress(summary["existing"] + summary["written"], count or 0)
     summary["total"] = summary["existing"] + summary["written"]
     summary["pass_rate"] = round(summary["passed"] / summary["responses"], 4) if summary["responses"] else None
     summary["mean_reward"] = round(rewards_total / summary["responses"], 4) if summary["responses"] else None
@@ -219,16 +224,27 @@ def _record(rid: str, task: dict, scored: list[tuple[str, Any]], cfg: LocalConfi
     return base
 
 
-def generate_from_templates(gen_cfg: Any, cfg: LocalConfig, out: str | Path, *,
-                            progress: Callable[[int], None] | None = None) -> dict:
-    """``generate preferences --backend hf``: sample and score the local model on training-split
-    tasks drawn from the templates (``offline.iter_tasks``; held-out phrasings never used);
-    ``gen_cfg.count`` is the target number of records."""
+def generate_preferences(gen_cfg: Any, out: str | Path, *, options: dict,
+                         progress: Callable[[int, int], None] | None = None) -> dict:
+    """``trajtune generate preferences --backend hf``: sample and score the local model on
+    training-split tasks drawn from the templates (``offline.iter_tasks``: held-out phrasings are
+    never used); ``gen_cfg.count`` is the target. ``options``: LocalConfig fields (--model,
+    --samples, --set emit=group for GRPO groups instead of pairs, --set reply_limit=64, ...).
+    The resolved settings are saved beside OUT as ``<name>.hf.yaml``."""
+    from trajtune import config as cfglib
     from trajtune.generators import offline
-    from trajtune.generators.teacher import _train_tasks_config
+    from trajtune.generators.teacher import _sidecar, _train_tasks_config
 
-    cfg.check()
+    cfg = cfglib.build(LocalConfig, None, {"seed": gen_cfg.seed, "emit": "preference", **options})
     src = offline.load_sources(gen_cfg)
     tasks = offline.iter_tasks(_train_tasks_config(gen_cfg), sources=src, first_step_only=False)
-    limited = (t for i, t in zip(range(max(gen_cfg.count, 1) * 4 + 8), tasks))  # ties may skip some
-    return generate(limited, out, cfg, count=gen_cfg.count, progress=progress)
+    limited = (t for _, t in zip(range(max(gen_cfg.count, 1) * 4 + 8), tasks))  # ties skip some tasks
+    summary = generate(limited, out, cfg, count=gen_cfg.count, progress=progress)
+    summary["kind"] = cfg.emit
+    cfglib.save(cfg, _sidecar(out, "hf"))
+    if gen_cfg.count > 0 and summary["total"] == 0 and (summary["ties"] or summary["flat_groups"]):
+        raise RunError(f"no record written: in all {summary['ties'] + summary['flat_groups']} sampled groups every "
+                       f"response got the same reward ({summary['pass_rate']:.0%} of responses passed)",
+                       hint="the model needs some right and some wrong answers: raise -k or the temperature, "
+                       "or start from a stronger model")
+    return summary

@@ -56,7 +56,7 @@ class TeacherConfig:
     backoff: float = field(1.0, help="seconds before the first retry; doubles each time (max 30 s)")
     max_steps: int = field(8, help="teacher turns per trajectory before it is rejected (step_limit)")
     temperature: float = field(0.2, help="sampling temperature sent to the endpoint")
-    max_tokens: int = field(1024, help="max completion tokens per request")
+    reply_limit: int = field(1024, help="max completion tokens per request (sent as max_tokens)")
     seed: int | None = field(None, help="seed sent to the endpoint (if it supports one)")
     system_prompt: str = field(DEFAULT_SYSTEM, help="system message when the task has none")
 
@@ -352,7 +352,7 @@ def run_episode(client: Any, cfg: TeacherConfig, task: dict, simulate: Simulate,
     extra = {"seed": cfg.seed} if cfg.seed is not None else {}
     for _ in range(cfg.max_steps):
         resp = _request(client, cfg, stats, key, model=cfg.model, messages=_to_api(messages), tools=tools or None,
-                        temperature=cfg.temperature, max_tokens=cfg.max_tokens, **extra)
+                        temperature=cfg.temperature, max_tokens=cfg.reply_limit, **extra)
         usage["requests"] += 1
         if resp.usage is not None:
             pt, ct = resp.usage.prompt_tokens or 0, resp.usage.completion_tokens or 0
@@ -369,7 +369,7 @@ def run_episode(client: Any, cfg: TeacherConfig, task: dict, simulate: Simulate,
             raise
         if not calls:
             if choice.finish_reason == "length":
-                raise _with(Rejected("truncated", f"the reply hit max_tokens={cfg.max_tokens}"), messages)
+                raise _with(Rejected("truncated", f"the reply hit max_tokens={cfg.reply_limit}"), messages)
             messages.append({"role": "assistant", "content": thought})
             return messages, usage
         tool_calls = []
@@ -415,12 +415,12 @@ def make_client(cfg: TeacherConfig, key: str) -> Any:
 
 def generate(tasks: Iterable[dict], out: str | Path, cfg: TeacherConfig, *, count: int | None = None,
              simulate: Simulate, rejects: str | Path | None = None, max_tasks: int | None = None,
-             progress: Callable[[str, int], None] | None = None) -> dict:
+             progress: Callable[[int, int], None] | None = None) -> dict:
     """Solve tasks with the teacher and append valid trajectories to ``out``.
 
     ``count``: target number of records in ``out`` (None: one per task). Tasks are consumed
     until the target is met, the tasks run out, or ``max_tasks`` were tried (default 4 x count).
-    ``progress(event, n)`` is called with ("accepted"|"rejected"|"failed", records written so far).
+    ``progress(records in out, target)`` is called after each finished task.
     Returns the summary (no secrets in it).
     """
     from trajtune.jsonl import Appender
@@ -470,7 +470,7 @@ def generate(tasks: Iterable[dict], out: str | Path, cfg: TeacherConfig, *, coun
                         fatal = fatal or event
                         continue
                     if progress:
-                        progress(event, summary["written"])
+                        progress(summary["existing"] + summary["written"], target if target is not None else 0)
                 if fatal is None:
                     submit_more(pool)
         except BaseException:
@@ -541,19 +541,32 @@ def _reject(rej: Any, rid: str, tid: Any, reason: str, detail: str, messages: li
     summary["rejects"][reason] = summary["rejects"].get(reason, 0) + 1
 
 
-def generate_from_templates(gen_cfg: Any, cfg: TeacherConfig, out: str | Path, *,
-                            progress: Callable[[str, int], None] | None = None) -> dict:
-    """``generate trajectories --backend openai``: the teacher solves training-split tasks drawn
-    from the templates (``offline.iter_tasks``, never held-out phrasings), observations from the
-    catalog simulators; ``gen_cfg.count`` is the target."""
+def generate_trajectories(gen_cfg: Any, out: str | Path, *, options: dict,
+                          progress: Callable[[int, int], None] | None = None) -> dict:
+    """``trajtune generate trajectories --backend openai``: the teacher solves training-split tasks
+    drawn from the templates (``offline.iter_tasks``: held-out phrasings never reach training
+    data); observations from the catalog simulators; ``gen_cfg.count`` is the target.
+    ``options``: TeacherConfig fields from the flags (--base-url, --model, --set max_steps=4, ...).
+    The resolved teacher settings are saved beside OUT as ``<name>.teacher.yaml`` (no key in it)."""
+    from trajtune import config as cfglib
     from trajtune.generators import offline
 
-    cfg.check()
+    cfg = cfglib.build(TeacherConfig, None, options)
+    key = api_key(cfg)  # fail on a missing key before loading anything
+    del key
     src = offline.load_sources(gen_cfg)
     tasks = offline.iter_tasks(_train_tasks_config(gen_cfg), sources=src, first_step_only=True)
-    return generate(tasks, out, cfg, count=gen_cfg.count, simulate=catalog_simulator(src.catalog), progress=progress,
-                    max_tasks=max(gen_cfg.count, 1) * 4 + 8)
+    summary = generate(tasks, out, cfg, count=gen_cfg.count, simulate=catalog_simulator(src.catalog), progress=progress,
+                       max_tasks=max(gen_cfg.count, 1) * 4 + 8)
+    summary["kind"] = "sft"
+    cfglib.save(cfg, _sidecar(out, "teacher"))
+    return summary
 
+
+def _sidecar(out: str | Path, what: str) -> Path:
+    p = Path(out)
+    name = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
+    return p.with_name(f"{name}.{what}.yaml")
 
 def _train_tasks_config(gen_cfg: Any) -> Any:
     from dataclasses import fields

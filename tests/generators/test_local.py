@@ -33,7 +33,7 @@ def loaded(tiny_model):
 
 
 def cfg(tiny_model, **kw):
-    return local.LocalConfig(model=str(tiny_model), **{"samples": 4, "max_new_tokens": 6, "batch_size": 4, "seed": 0, **kw})
+    return local.LocalConfig(model=str(tiny_model), **{"samples": 4, "reply_limit": 6, "batch_size": 4, "seed": 0, **kw})
 
 
 def run(tmp_path, name, loaded, tiny_model, **kw):
@@ -49,7 +49,7 @@ def by_id(all_tasks):
 
 
 def test_groups_hold_k_responses_rewarded_by_the_scorer(tmp_path, loaded, tiny_model):
-    s, rows = run(tmp_path, "groups.jsonl", loaded, tiny_model)
+    s, rows = run(tmp_path, "groups.jsonl", loaded, tiny_model, keep_flat=True)
     assert s["written"] == 7 and s["responses"] == 28
     t = by_id(tasks())
     for rec in rows:
@@ -65,19 +65,29 @@ def test_groups_hold_k_responses_rewarded_by_the_scorer(tmp_path, loaded, tiny_m
             assert (reason is None) == verdict.passed
     assert s["passed"] == sum(r["metadata"]["passed"] for r in rows)
     assert any(len({x["reward"] for x in r["responses"]}) > 1 for r in rows)
+    flat = sum(1 for r in rows if len({x["reward"] for x in r["responses"]}) == 1)
+    assert s["flat_groups"] == flat
+
+
+def test_flat_groups_are_dropped_by_default(tmp_path, loaded, tiny_model):
+    kept, _ = run(tmp_path, "all.jsonl", loaded, tiny_model, keep_flat=True)
+    s, rows = run(tmp_path, "groups.jsonl", loaded, tiny_model)
+    assert s["flat_groups"] == kept["flat_groups"] > 0
+    assert s["written"] == 7 - s["flat_groups"] == len(rows)
+    assert all(len({x["reward"] for x in r["responses"]}) > 1 for r in rows)
 
 
 def test_same_seed_same_records_other_seed_differs(tmp_path, loaded, tiny_model):
-    _, a = run(tmp_path, "a.jsonl", loaded, tiny_model)
-    _, b = run(tmp_path, "b.jsonl", loaded, tiny_model)
-    _, c = run(tmp_path, "c.jsonl", loaded, tiny_model, seed=1)
+    _, a = run(tmp_path, "a.jsonl", loaded, tiny_model, keep_flat=True)
+    _, b = run(tmp_path, "b.jsonl", loaded, tiny_model, keep_flat=True)
+    _, c = run(tmp_path, "c.jsonl", loaded, tiny_model, keep_flat=True, seed=1)
     assert a == b
     assert [r["responses"] for r in a] != [r["responses"] for r in c]
 
 
 def test_preferences_pair_best_over_worst_and_skip_ties(tmp_path, loaded, tiny_model):
     s, rows = run(tmp_path, "prefs.jsonl", loaded, tiny_model, emit="preference")
-    _, groups = run(tmp_path, "groups.jsonl", loaded, tiny_model)  # same seed: same samples
+    _, groups = run(tmp_path, "groups.jsonl", loaded, tiny_model, keep_flat=True)  # same seed: same samples
     flat = sum(1 for g in groups if len({x["reward"] for x in g["responses"]}) == 1)
     assert s["ties"] == flat and s["written"] == 7 - flat and s["written"] > 0
     t = by_id(tasks())
@@ -95,9 +105,9 @@ def test_preferences_pair_best_over_worst_and_skip_ties(tmp_path, loaded, tiny_m
 
 
 def test_count_target_and_resume(tmp_path, loaded, tiny_model):
-    s1, _ = run(tmp_path, "g.jsonl", loaded, tiny_model, count=3)
-    s2, rows = run(tmp_path, "g.jsonl", loaded, tiny_model, count=5)
-    s3, _ = run(tmp_path, "g.jsonl", loaded, tiny_model, count=5)
+    s1, _ = run(tmp_path, "g.jsonl", loaded, tiny_model, count=3, keep_flat=True)
+    s2, rows = run(tmp_path, "g.jsonl", loaded, tiny_model, count=5, keep_flat=True)
+    s3, _ = run(tmp_path, "g.jsonl", loaded, tiny_model, count=5, keep_flat=True)
     assert (s1["written"], s2["existing"], s2["written"], s3["written"], s3["responses"]) == (3, 3, 2, 0, 0)
     assert len({r["id"] for r in rows}) == 5
 
