@@ -35,7 +35,7 @@ def _ask(rec: dict, index: int, remaining: int) -> str:
         ans = _KEYS.get(line.strip().lower())
         if ans:
             return ans
-        err_console.print(f"unknown answer {line.strip()!r}")
+        err_console.print(f"unknown answer {line.strip()!r}", markup=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -65,9 +65,9 @@ def register(app: typer.Typer) -> None:
         else:
             err_console.print(f"{file}: {summary.approved} approved, {summary.rejected} rejected, "
                               f"{summary.pending} pending" + (f", {summary.dropped} dropped" if summary.dropped else "")
-                              + (f", {summary.unmarked} not subject to review" if summary.unmarked else ""))
+                              + (f", {summary.unmarked} not subject to review" if summary.unmarked else ""), soft_wrap=True)
             if summary.unknown_ids:
                 err_console.print(f"[yellow]Warning:[/] {len(summary.unknown_ids)} id(s) not in {file}, "
-                                  f"e.g. {summary.unknown_ids[0]}")
+                                  f"e.g. {summary.unknown_ids[0]}", soft_wrap=True)
             if summary.pending:
-                err_console.print(f"run `trajtune review {file}` again to continue, or `--approve-all`")
+                err_console.print(f"run `trajtune review {file}` again to continue, or `--approve-all`", soft_wrap=True)

@@ -93,10 +93,10 @@ def test_trajectories_have_the_agent_shape_and_metadata(data, src):
     assert set(summaries["sft"]["by_difficulty"]) == {"easy", "medium", "hard"}
 
 
-def test_rendering_a_trajectory_and_parsing_it_back_gives_the_same_calls(data, tiny_model):
-    from transformers import AutoTokenizer
+def test_rendering_a_trajectory_and_parsing_it_back_gives_the_same_calls(data, tmp_path):
+    from trajtune.testing import build_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny_model)
+    tok = build_tokenizer(tmp_path)  # the tiny models' ChatML tokenizer (no torch needed)
     for r in _rows(data[0]["sft"])[:40]:
         text = render(tok, r["messages"], r["tools"])
         turns = text.split("<|im_start|>assistant\n")[1:]
