@@ -61,52 +61,67 @@ SEVERITY: dict[str, str] = {
 
 # --------------------------------------------------------------------------- tool schemas
 
-class _ArgValidator:
-    """Validates arguments against one ``parameters`` schema; explains failures with jsonschema."""
+def fast_validator(schema: dict) -> Callable[[Any], bool] | None:
+    """A compiled ``is_valid`` for a JSON Schema: jsonschema-rs (offline: never fetches a remote
+    $ref), else fastjsonschema for schemas without $ref; None when neither can compile it."""
+    try:
+        import jsonschema_rs
 
-    __slots__ = ("schema", "uses", "fast", "slow", "schema_error")
+        return jsonschema_rs.Draft202012Validator(schema, offline=True).is_valid
+    except ImportError:
+        pass
+    except Exception:
+        return None
+    if b'"$ref"' in orjson.dumps(schema):
+        return None  # fastjsonschema would try to fetch it over the network
+    try:
+        import fastjsonschema
+
+        compiled = fastjsonschema.compile(schema, use_default=False)
+    except Exception:
+        return None
+
+    def is_valid(value: Any) -> bool:
+        try:
+            compiled(value)
+            return True
+        except Exception:
+            return False
+
+    return is_valid
+
+
+class _ArgValidator:
+    """Validates arguments against one ``parameters`` schema: a compiled check first, and
+    jsonschema (Draft 2020-12, the reference) to explain a failure in plain words."""
+
+    __slots__ = ("schema", "fast", "slow", "schema_error")
 
     def __init__(self, schema: dict):
-        self.schema = schema
-        self.uses = 0
-        self.fast: Callable[[Any], Any] | None = None
-        self.slow = None
-        self.schema_error: str | None = None
         from jsonschema import Draft202012Validator
         from jsonschema.exceptions import SchemaError
 
+        self.schema = schema
+        self.fast = None
+        self.slow = None
+        self.schema_error: str | None = None
         try:
             Draft202012Validator.check_schema(schema)
         except SchemaError as exc:
             self.schema_error = f"{exc.message} at {_json_path(exc.absolute_path)}"
             return
         self.slow = Draft202012Validator(schema)
-        if b'"$ref"' in orjson.dumps(schema):
-            self.fast = _never_fast  # fastjsonschema would fetch remote refs over the network
+        self.fast = fast_validator(schema)
 
     def errors(self, value: Any) -> list[str]:
         """Plain messages for what is wrong with ``value`` ([] when valid)."""
-        if self.slow is None:
+        if self.slow is None or (self.fast is not None and self.fast(value)):
             return []
-        self.uses += 1
-        if self.fast is None and self.uses == 4:  # compile once the schema proves common
-            try:
-                import fastjsonschema
-
-                self.fast = fastjsonschema.compile(self.schema)
-            except Exception:  # unsupported feature: stay on jsonschema
-                self.fast = _never_fast
-        if self.fast is not None and self.fast is not _never_fast:
-            try:
-                self.fast(value)
-                return []
-            except Exception:
-                pass
         out = []
         try:
             errs = sorted(self.slow.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
         except Exception as exc:  # e.g. a $ref that cannot be resolved offline
-            return [f"cannot apply the parameters schema ({type(exc).__name__}: {exc})"]
+            return [f"cannot apply the parameters schema ({type(exc).__name__}: {_first_line(str(exc))})"]
         for err in errs[:3]:
             where = _json_path(err.absolute_path, root="")
             msg = err.message if len(err.message) <= 200 else err.message[:197] + "..."
@@ -114,8 +129,8 @@ class _ArgValidator:
         return out
 
 
-def _never_fast(value: Any) -> None:  # marker: fastjsonschema could not compile the schema
-    raise RuntimeError
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:200] if text.strip() else text
 
 
 _ARG_CACHE: dict[bytes, _ArgValidator] = {}
@@ -123,7 +138,7 @@ _ARG_CACHE: dict[bytes, _ArgValidator] = {}
 
 def arg_validator(parameters: dict) -> _ArgValidator:
     """The cached validator for one distinct ``parameters`` schema."""
-    key = orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS)
+    key = orjson.dumps(parameters)
     v = _ARG_CACHE.get(key)
     if v is None:
         if len(_ARG_CACHE) > 20000:  # bounded memory on files with endless distinct tools
@@ -140,11 +155,14 @@ def _json_path(parts, root: str = "$") -> str:
 
 
 # --------------------------------------------------------------------------- helpers
+# These run on every record: no string formatting unless something is wrong.
 
 def _tool_table(tools: list | None, where: str, issues: list[Issue]) -> dict[str, _ArgValidator | None]:
     """name -> validator of its parameters (None when absent); reports duplicate names and bad schemas."""
     table: dict[str, _ArgValidator | None] = {}
-    for i, t in enumerate(tools or []):
+    if not tools:
+        return table
+    for i, t in enumerate(tools):
         fn = t["function"]
         name = fn["name"]
         if name in table:
@@ -152,10 +170,9 @@ def _tool_table(tools: list | None, where: str, issues: list[Issue]) -> dict[str
             continue
         params = fn.get("parameters")
         v = table[name] = arg_validator(params) if params is not None else None
-        if v is not None:
-            if v.schema_error:
-                issues.append(("tool_schema", f"tool '{name}' has an invalid parameters schema: {v.schema_error}",
-                               f"{where}[{i}].function.parameters"))
+        if v is not None and v.schema_error:
+            issues.append(("tool_schema", f"tool '{name}' has an invalid parameters schema: {v.schema_error}",
+                           f"{where}[{i}].function.parameters"))
     return table
 
 
@@ -171,53 +188,64 @@ def _check_dialogue(msgs: list, where: str, tools: dict[str, _ArgValidator | Non
     Returns the calls still pending (id -> tool name) at the end, so a continuation (chosen,
     rejected, responses) can be checked after its prompt.
     """
-    pending: dict[str, str] = dict(start_pending or {})
+    pending: dict[str, str] = dict(start_pending) if start_pending else {}
     answered: set[str] = set()
-    seen: set[str] = set(seen_ids or ())
+    seen: set[str] = set(seen_ids) if seen_ids else set()
     first_turn = need_user_first
-    for i, m in enumerate(msgs):
+    i = -1
+    for m in msgs:
+        i += 1
         role = m["role"]
-        here = f"{where}[{i}]"
-        if role == "system":
-            if i > 0:
-                issues.append(("role_order", "a system message must come first", here))
-            continue
-        if first_turn:
-            first_turn = False
-            if role != "user":
-                issues.append(("role_order", f"the first non-system turn is '{role}'; it must be the user's", here))
         if role == "tool":
             cid = m["tool_call_id"]
             if cid in pending:
                 del pending[cid]
                 answered.add(cid)
+                continue
+            here = f"{where}[{i}]"
+            if first_turn:
+                first_turn = False
+                issues.append(("role_order", "the first non-system turn is 'tool'; it must be the user's", here))
             elif not pending:
-                if cid in answered:
-                    issues.append(("orphan_tool_message", f"tool_call_id '{cid}' was already answered", here))
-                else:
-                    issues.append(("orphan_tool_message", f"tool message '{cid}' answers no pending call", here))
+                what = f"tool_call_id '{cid}' was already answered" if cid in answered else \
+                    f"tool message '{cid}' answers no pending call"
+                issues.append(("orphan_tool_message", what, here))
             else:
                 issues.append(("tool_call_id_unanswered",
                                f"tool_call_id '{cid}' matches no earlier call (pending: {', '.join(sorted(pending))})",
                                here + ".tool_call_id"))
-                oldest = next(iter(pending))
+                oldest = next(iter(pending))  # count it as the next result: one defect, one report
                 del pending[oldest]
-                answered.add(oldest)  # count it as the next result: one defect, one report
+                answered.add(oldest)
             continue
-        if pending and role != "tool":
+        if pending:
             issues.append(("call_without_result",
-                           f"call(s) {', '.join(sorted(pending))} got no tool result before this '{role}' turn", here))
+                           f"call(s) {', '.join(sorted(pending))} got no tool result before this '{role}' turn",
+                           f"{where}[{i}]"))
             pending.clear()
+        if role == "system":
+            if i:
+                issues.append(("role_order", "a system message must come first", f"{where}[{i}]"))
+            continue
+        if first_turn:
+            first_turn = False
+            if role != "user":
+                issues.append(("role_order", f"the first non-system turn is '{role}'; it must be the user's", f"{where}[{i}]"))
         if role != "assistant":
             continue
-        calls = m.get("tool_calls") or []
-        if not calls and _is_blank(m.get("content")):
-            issues.append(("empty_assistant", "assistant turn has neither content nor tool calls", here))
-        for j, call in enumerate(calls):
-            cwhere = f"{here}.tool_calls[{j}]"
+        calls = m.get("tool_calls")
+        if not calls:
+            content = m.get("content")
+            if not content or (not content.strip() if isinstance(content, str) else True):
+                issues.append(("empty_assistant", "assistant turn has neither content nor tool calls", f"{where}[{i}]"))
+            continue
+        j = -1
+        for call in calls:
+            j += 1
             cid = call["id"]
             if cid in seen:
-                issues.append(("duplicate_call_id", f"call id '{cid}' is used twice in this record", cwhere + ".id"))
+                issues.append(("duplicate_call_id", f"call id '{cid}' is used twice in this record",
+                               f"{where}[{i}].tool_calls[{j}].id"))
             seen.add(cid)
             fn = call["function"]
             name = fn["name"]
@@ -225,12 +253,13 @@ def _check_dialogue(msgs: list, where: str, tools: dict[str, _ArgValidator | Non
             if name not in tools:
                 known = ", ".join(sorted(tools)) or "none declared"
                 issues.append(("unknown_tool", f"calls '{name}', which is not in the record's tools ({known})",
-                               cwhere + ".function.name"))
+                               f"{where}[{i}].tool_calls[{j}].function.name"))
                 continue
             v = tools[name]
             if v is not None:
                 for msg in v.errors(fn["arguments"]):
-                    issues.append(("arguments_schema", f"'{name}' arguments: {msg}", cwhere + ".function.arguments"))
+                    issues.append(("arguments_schema", f"'{name}' arguments: {msg}",
+                                   f"{where}[{i}].tool_calls[{j}].function.arguments"))
     return pending
 
 
