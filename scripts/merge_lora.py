@@ -156,7 +156,9 @@ def load_model(model_path: str, adapters: list[str] = (), *, dtype: str = "fp32"
     """Base model with the adapters applied (merged in memory when ``merge``), in eval mode."""
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own progress goes to stderr; no per-shard bars
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, TORCH_DTYPE[dtype]),
                                                  trust_remote_code=trust_remote_code)
     if adapters:
@@ -233,6 +235,9 @@ def merge(cfg: MergeConfig, progress=None) -> dict:
 
     # 2) reference: base + adapters, not merged (fp32)
     import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     say(f"loading {base} + {len(chain)} adapter(s)")
     tok = load_tokenizer(base, chain, cfg.trust_remote_code)

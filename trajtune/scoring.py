@@ -17,7 +17,8 @@ Rules (documented in the README):
   ``string``, the model must send a string and a non-string acceptable value is compared by its
   JSON text (acceptable ``5`` matches ``"5"``). Objects compare key by key and arrays item by item
   with the same rules (using the nested schema when the tool gives one).
-* **No call** (``expected.calls == []``): passes only when the model makes no call at all.
+* **No call** (``expected.calls == []``): passes only when the model makes no call at all and
+  ends its turn (a reply cut at the token limit fails as ``truncated``).
 * **Answers** (``expected.answer``): ``exact`` (equal after trimming surrounding whitespace),
   ``contains`` (case- and whitespace-insensitive substring) or ``regex`` (``re.search``, DOTALL);
   a reply that calls a tool fails with ``unexpected_call``.
@@ -236,6 +237,8 @@ def score(task: dict, text: str, truncated: bool = False) -> Score:
             what = calls[0]["name"] if calls else "a malformed call"
             return fail("unexpected_call", f"expected no tool call, got {what!r}" if calls else f"expected no tool call, got {what}")
         if kind == "no_call":
+            if truncated:  # the turn never ended: a call could still have come
+                return fail("truncated", "generation hit the token limit without ending the turn")
             s.passed, s.reward = True, 1.0
             return s
         answer, rule = str(exp.get("answer", "")), exp.get("match", "exact")

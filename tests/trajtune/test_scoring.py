@@ -103,6 +103,7 @@ def test_no_call_task_passes_only_without_a_call():
     s = score(task([]), call("send_email", to="x"))
     assert not s.passed and s.reason == "unexpected_call" and s.reward == 0.0
     assert score(task([]), "<tool_call>\n{oops}\n</tool_call>").reason == "unexpected_call"
+    assert score(task([]), "No tool is needed, because", truncated=True).reason == "truncated"
 
 
 @pytest.mark.parametrize("rule,answer,text,ok", [

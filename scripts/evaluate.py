@@ -1,0 +1,501 @@
+"""evaluate: run a model (and optionally a baseline) on tool-use tasks and report honestly.
+
+Steps: read and validate the tasks -> for each model (the tuned one, then the baseline) render
+every prompt with the shared renderer (``trajtune.chat.render_prompt``, exactly as in training),
+generate greedily in length-sorted, left-padded batches, cut each reply at its end-of-turn
+token, score it with ``trajtune.scoring.score`` and append it to ``predictions.jsonl`` (fsync'd,
+keyed by model + task id, so a re-run skips what is done) -> metrics and breakdowns from the
+predictions file -> paired comparison (exact McNemar test on the discordant pairs) ->
+``report.json`` and ``report.md``.
+
+Backends: vLLM when it is importable and a CUDA device is present (same prompts, same scorer),
+else transformers. Runs as ``trajtune evaluate ...`` or ``python scripts/evaluate.py --config FILE.yaml``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from trajtune import config as cfglib
+from trajtune.config import field
+from trajtune.errors import ConfigError, DataError, UsageError
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    tasks: str = field("", help="task JSONL file (kind task: prompt, tools, expected)")
+    output: str = field("", help="folder for predictions.jsonl, report.json, report.md and config.yaml")
+    model: str = field("default", help="model: folder, .gguf, hub id or 'default'")
+    adapter: list[str] = field(default_factory=list, help="LoRA adapter folder(s) applied to --model (a chain in training order)")
+    baseline: str | None = field(None, help="'base' (the --model without adapters) or another model folder/adapter to compare against")
+    max_new_tokens: int = field(256, help="generation limit per task; a reply cut here is scored as truncated if incomplete")
+    batch_size: int = field(16, help="prompts generated together (length-sorted, left-padded)")
+    stop: list[str] = field(default_factory=list, help="extra stop strings (the end-of-turn token always stops)")
+    ready_threshold: float = field(0.85, help="tuned pass rate at which the report says 'ready for RL'")
+    backend: Literal["auto", "transformers", "vllm"] = field("auto", help="auto: vLLM when installed and a GPU is present")
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = field("auto", help="auto: bf16 on CUDA, fp32 on CPU")
+    limit: int | None = field(None, help="evaluate only the first N tasks")
+    trust_remote_code: bool = field(False, help="allow custom model code from the model folder")
+
+    def check(self) -> None:
+        if not self.tasks:
+            raise ConfigError("no task file given", hint="pass --tasks tasks.jsonl")
+        if not self.output:
+            raise ConfigError("no output folder given", hint="pass --output DIR")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ConfigError("max_new_tokens and batch_size must be at least 1")
+        if not 0 <= self.ready_threshold <= 1:
+            raise ConfigError("ready_threshold must be between 0 and 1")
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    role: str  # "model" | "tuned" | "baseline"
+    model: str  # resolved base path / id
+    adapters: list[str]
+    key: str = ""  # predictions are keyed by this + task id
+
+    @property
+    def label(self) -> str:
+        return self.model + "".join(f" + {a}" for a in self.adapters)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1) tasks
+
+
+def load_tasks(path: str, limit: int | None = None) -> list[dict]:
+    from trajtune.jsonl import read_jsonl
+    from trajtune.records import jsonschema_validator
+
+    if not Path(path).is_file() and path != "-":
+        raise UsageError(f"task file not found: {path}", hint="make one with `trajtune generate tasks` or see data/examples")
+    v = jsonschema_validator("task")
+    tasks, seen = [], {}
+    for row in read_jsonl(path):
+        err = next(iter(sorted(v.iter_errors(row.obj), key=lambda e: list(e.absolute_path))), None)
+        if err is not None:
+            where = "/".join(map(str, err.absolute_path)) or "record"
+            raise DataError(f"not a valid task ({where}: {err.message[:200]})", path=row.path, line=row.lineno,
+                            hint="run `trajtune validate` on the file")
+        tid = row.obj["id"]
+        if tid in seen:
+            raise DataError(f"duplicate task id {tid!r} (first on line {seen[tid]})", path=row.path, line=row.lineno)
+        seen[tid] = row.lineno
+        tasks.append(row.obj)
+        if limit is not None and len(tasks) >= limit:
+            break
+    if not tasks:
+        raise DataError("no tasks in the file", path=path)
+    return tasks
+
+
+# ---------------------------------------------------------------------------------------------
+# 2) generation backends
+
+
+def _resolve_spec(role: str, model: str, adapters: list[str], cfg: EvaluateConfig) -> ModelSpec:
+    from trajtune.models import resolve_model
+    from trajtune.records import content_id
+    from trajtune.scripts.merge_lora import expand_chain, is_adapter
+
+    if Path(model).is_dir() and is_adapter(model):  # an adapter given as the model: use its base
+        adapters = [model, *adapters]
+        model = ""
+    if adapters:
+        named, adapters = expand_chain(adapters)
+        model = model or named
+    if not model:
+        raise UsageError("the adapter does not name its base model", hint="pass --model")
+    path = resolve_model(model)
+    key = content_id({"model": str(Path(path).resolve()) if Path(path).exists() else path,
+                      "adapters": [str(Path(a).resolve()) for a in adapters],
+                      "max_new_tokens": cfg.max_new_tokens, "stop": cfg.stop}, prefix=f"{role}-")[: len(role) + 9]
+    return ModelSpec(role, path, list(adapters), key)
+
+
+def stop_token_ids(tok, model_config=None) -> list[int]:
+    """End-of-turn tokens: the tokenizer's eos, ChatML's <|im_end|>, the model's generation eos ids."""
+    ids: list[int] = []
+    cands = [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tok.get_vocab() else None,
+             tok.convert_tokens_to_ids("<|eot_id|>") if "<|eot_id|>" in tok.get_vocab() else None]
+    gen_eos = getattr(getattr(model_config, "generation_config", None), "eos_token_id", None)
+    cands += gen_eos if isinstance(gen_eos, list) else [gen_eos]
+    for c in cands:
+        if isinstance(c, int) and c >= 0 and c not in ids:
+            ids.append(c)
+    return ids
+
+
+def cut_reply(tok, gen_ids: list[int], stop_ids: list[int], stop_strings: list[str], max_new_tokens: int) -> tuple[str, int, bool]:
+    """(text, generated token count, truncated) for one generated sequence (padding removed)."""
+    n = len(gen_ids)
+    stopped = False
+    for i, t in enumerate(gen_ids):
+        if t in stop_ids:
+            n, stopped = i, True
+            break
+    text = tok.decode(gen_ids[:n], skip_special_tokens=False)
+    for s in stop_strings:
+        j = text.find(s)
+        if j >= 0:
+            text, stopped = text[:j], True
+    tokens = n + (1 if stopped and n < len(gen_ids) else 0)
+    return text, tokens, (not stopped and n >= max_new_tokens)
+
+
+class TransformersBackend:
+    """Batched greedy generation with left padding; position ids follow the attention mask."""
+
+    name = "transformers"
+
+    def __init__(self, spec: ModelSpec, cfg: EvaluateConfig):
+        from trajtune.scripts.merge_lora import load_model, load_tokenizer, pick_device
+
+        self.device = pick_device()
+        dtype = cfg.dtype if cfg.dtype != "auto" else ("bf16" if self.device == "cuda" else "fp32")
+        self.tok = load_tokenizer(spec.model, spec.adapters, cfg.trust_remote_code)
+        self.tok.padding_side = "left"
+        self.model = load_model(spec.model, spec.adapters, dtype=dtype, device=self.device, merge=True,
+                                trust_remote_code=cfg.trust_remote_code)
+        gc = self.model.generation_config
+        gc.do_sample, gc.temperature, gc.top_p, gc.top_k = False, None, None, None
+        self.stop_ids = stop_token_ids(self.tok, self.model)
+        self.cfg = cfg
+
+    def generate(self, prompts: list[str]) -> list[tuple[str, int, bool]]:
+        import torch
+
+        enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, max_new_tokens=self.cfg.max_new_tokens, do_sample=False,
+                                      eos_token_id=self.stop_ids, pad_token_id=self.tok.pad_token_id,
+                                      **({"stop_strings": self.cfg.stop, "tokenizer": self.tok} if self.cfg.stop else {}))
+        gen = out[:, enc["input_ids"].shape[1]:].tolist()
+        return [cut_reply(self.tok, g, self.stop_ids, self.cfg.stop, self.cfg.max_new_tokens) for g in gen]
+
+    def close(self) -> None:
+        del self.model
+
+
+class VLLMBackend:
+    """vLLM on CUDA: same rendered prompts, greedy, same cut and scorer. Adapters are merged first."""
+
+    name = "vllm"
+
+    def __init__(self, spec: ModelSpec, cfg: EvaluateConfig, workdir: Path):
+        from vllm import LLM, SamplingParams
+
+        from trajtune.scripts.merge_lora import load_tokenizer
+
+        model_dir = spec.model
+        if spec.adapters:  # vLLM serves plain weights: merge into a scratch folder (verified by merge-lora's code)
+            from trajtune.scripts.merge_lora import MergeConfig, merge
+
+            model_dir = str(workdir / f"merged-{spec.key}")
+            merge(MergeConfig(adapter=spec.adapters, base=spec.model, output=model_dir, dtype="bf16", force=False)) \
+                if not (Path(model_dir) / "merge_report.json").is_file() else None
+        self.tok = load_tokenizer(spec.model, spec.adapters, cfg.trust_remote_code)
+        self.stop_ids = stop_token_ids(self.tok)
+        self.llm = LLM(model=model_dir, dtype="bfloat16" if cfg.dtype in ("auto", "bf16") else cfg.dtype.replace("fp", "float"),
+                       trust_remote_code=cfg.trust_remote_code)
+        self.params = SamplingParams(temperature=0.0, max_tokens=cfg.max_new_tokens, stop_token_ids=self.stop_ids,
+                                     stop=cfg.stop or None, skip_special_tokens=False)
+        self.cfg = cfg
+
+    def generate(self, prompts: list[str]) -> list[tuple[str, int, bool]]:
+        from vllm.inputs import TokensPrompt
+
+        ids = [self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=i) for i in ids], self.params, use_tqdm=False)
+        res = []
+        for o in outs:
+            c = o.outputs[0]
+            res.append((c.text, len(c.token_ids), c.finish_reason == "length"))
+        return res
+
+    def close(self) -> None:
+        del self.llm
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def make_backend(spec: ModelSpec, cfg: EvaluateConfig):
+    use_vllm = cfg.backend == "vllm" or (cfg.backend == "auto" and vllm_available())
+    if cfg.backend == "vllm" and not vllm_available():
+        raise UsageError("--backend vllm needs vllm installed and a CUDA GPU", hint="use --backend transformers")
+    return VLLMBackend(spec, cfg, Path(cfg.output)) if use_vllm else TransformersBackend(spec, cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3) run one model over the tasks, appending predictions
+
+
+def run_model(spec: ModelSpec, tasks: list[dict], cfg: EvaluateConfig, appender, say: Callable[[str], None]) -> dict:
+    from trajtune.chat import render_prompt
+    from trajtune.scoring import score
+
+    todo = [t for t in tasks if f"{spec.key}:{t['id']}" not in appender.existing_ids]
+    info = {"done_before": len(tasks) - len(todo), "generated_now": len(todo), "backend": None, "seconds": 0.0}
+    if not todo:
+        say(f"{spec.role}: all {len(tasks)} tasks already in predictions.jsonl")
+        return info
+    say(f"{spec.role}: loading {spec.label}")
+    backend = make_backend(spec, cfg)
+    info["backend"] = backend.name
+    prompts = {t["id"]: render_prompt(backend.tok, t["prompt"], t.get("tools")) for t in todo}
+    lengths = {tid: len(backend.tok(p, add_special_tokens=False)["input_ids"]) for tid, p in prompts.items()}
+    # length-sorted batches: little padding, and the longest first so memory problems show at once
+    order = sorted(todo, key=lambda t: -lengths[t["id"]])
+    t_start = time.perf_counter()
+    done = 0
+    for b in range(0, len(order), cfg.batch_size):
+        batch = order[b: b + cfg.batch_size]
+        t0 = time.perf_counter()
+        outs = backend.generate([prompts[t["id"]] for t in batch])
+        per_task = (time.perf_counter() - t0) / len(batch)
+        for t, (text, n_tokens, truncated) in zip(batch, outs):
+            s = score(t, text, truncated)
+            appender.write({
+                "id": f"{spec.key}:{t['id']}", "task_id": t["id"], "model": spec.role, "model_key": spec.key,
+                "model_path": spec.label, "output": text, "calls": s.calls, "pass": s.passed, "reason": s.reason,
+                "detail": s.detail, "kind": s.kind, "valid_json": s.valid_json, "tool_name_correct": s.tool_name_correct,
+                "argument_accuracy": s.argument_accuracy, "hallucinated": s.hallucinated, "reward": s.reward,
+                "truncated": truncated, "generated_tokens": n_tokens, "prompt_tokens": lengths[t["id"]],
+                "latency_s": round(per_task, 4),
+            })
+        done += len(batch)
+        say(f"{spec.role}: {done}/{len(todo)} tasks")
+    info["seconds"] = round(time.perf_counter() - t_start, 3)
+    backend.close()
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# 4) metrics
+
+
+def _rate(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return round(sum(map(float, xs)) / len(xs), 4) if xs else None
+
+
+def metrics(preds: list[dict], tasks_by_id: dict[str, dict]) -> dict:
+    n = len(preds)
+    call_tasks = [p for p in preds if p["kind"] == "calls"]
+    nocall = [p for p in preds if p["kind"] == "no_call"]
+    attempted = [p for p in preds if p["calls"] or not p["valid_json"]]
+    gen_tokens = sum(p["generated_tokens"] for p in preds)
+    secs = sum(p["latency_s"] for p in preds)
+    reasons: dict[str, int] = defaultdict(int)
+    for p in preds:
+        if not p["pass"]:
+            reasons[p["reason"]] += 1
+    out = {
+        "tasks": n, "passed": sum(p["pass"] for p in preds), "pass_rate": _rate([p["pass"] for p in preds]),
+        "tool_name_accuracy": _rate([p["tool_name_correct"] for p in call_tasks]),
+        "argument_accuracy": _rate([p["argument_accuracy"] for p in call_tasks]),
+        "valid_json_rate": _rate([p["valid_json"] for p in attempted]),
+        "hallucination_rate": _rate([p["hallucinated"] for p in preds]),
+        "no_call_accuracy": _rate([p["pass"] for p in nocall]),
+        "mean_latency_s": round(secs / n, 4) if n else None,
+        "generated_tokens": gen_tokens, "tokens_per_s": round(gen_tokens / secs, 2) if secs else None,
+        "truncated": sum(p["truncated"] for p in preds), "reasons": dict(sorted(reasons.items())),
+    }
+    groups: dict[str, dict[str, list[bool]]] = {"category": defaultdict(list), "difficulty": defaultdict(list), "tool": defaultdict(list)}
+    for p in preds:
+        t = tasks_by_id[p["task_id"]]
+        md = t.get("metadata") or {}
+        groups["category"][str(md.get("category", "(none)"))].append(p["pass"])
+        groups["difficulty"][str(md.get("difficulty", "(none)"))].append(p["pass"])
+        exp = t["expected"]
+        names = sorted({c["name"] for c in exp.get("calls", [])}) if "calls" in exp else []
+        for name in names or (["(no call)"] if "calls" in exp else ["(answer)"]):
+            groups["tool"][name].append(p["pass"])
+    out["by"] = {g: {k: {"tasks": len(v), "pass_rate": _rate(v)} for k, v in sorted(d.items())} for g, d in groups.items()}
+    return out
+
+
+def compare(base: list[dict], tuned: list[dict], threshold: float) -> dict:
+    """Paired comparison on the tasks both answered: exact McNemar test on the discordant pairs."""
+    from scipy.stats import binomtest
+
+    b = {p["task_id"]: p["pass"] for p in base}
+    t = {p["task_id"]: p["pass"] for p in tuned}
+    common = sorted(set(b) & set(t))
+    only_base = sum(1 for k in common if b[k] and not t[k])
+    only_tuned = sum(1 for k in common if t[k] and not b[k])
+    disc = only_base + only_tuned
+    p = binomtest(only_tuned, disc, 0.5).pvalue if disc else 1.0
+    br = sum(b[k] for k in common) / len(common) if common else 0.0
+    tr = sum(t[k] for k in common) / len(common) if common else 0.0
+    return {"paired_tasks": len(common), "baseline_pass_rate": round(br, 4), "tuned_pass_rate": round(tr, 4),
+            "improvement_points": round(100 * (tr - br), 2), "fixed": only_tuned, "broken": only_base,
+            "mcnemar_p": float(p), "significant": bool(p < 0.05), "ready_threshold": threshold,
+            "ready_for_rl": bool(tr >= threshold)}
+
+
+# ---------------------------------------------------------------------------------------------
+# 5) reports
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+METRIC_ROWS = [("pass rate", "pass_rate", _pct), ("tool-name accuracy", "tool_name_accuracy", _pct),
+               ("argument accuracy", "argument_accuracy", _pct), ("valid-JSON rate", "valid_json_rate", _pct),
+               ("hallucination rate", "hallucination_rate", _pct), ("no-call accuracy", "no_call_accuracy", _pct),
+               ("mean latency per task", "mean_latency_s", lambda x: "-" if x is None else f"{x:.3f} s"),
+               ("generated tokens", "generated_tokens", str), ("truncated", "truncated", str)]
+
+
+def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the summary table (report.md and the terminal show the same)."""
+    roles = list(report["models"])
+    rows = [[label] + [fmt(report["models"][r]["metrics"].get(key)) for r in roles] for label, key, fmt in METRIC_ROWS]
+    c = report.get("comparison")
+    if c:
+        rows.append(["improvement", "", f"{c['improvement_points']:+.1f} points"])
+        rows.append(["McNemar p (paired, exact)", "", f"{c['mcnemar_p']:.4g}" + (" (significant)" if c["significant"] else " (not significant)")])
+    last = roles[-1] if not c else "tuned"
+    rate = report["models"][last]["metrics"]["pass_rate"] or 0.0
+    ready = rate >= report["ready_threshold"]
+    rows.append(["ready for RL", *([""] * (len(roles) - 1)), f"{'yes' if ready else 'no'} (threshold {_pct(report['ready_threshold'])})"])
+    return ["metric", *roles], rows
+
+
+def render_markdown(report: dict) -> str:
+    head, rows = table_rows(report)
+    lines = ["# Evaluation report", "", f"Tasks: `{report['tasks_file']}` ({report['tasks']} tasks)", ""]
+    for role, m in report["models"].items():
+        lines.append(f"- **{role}**: `{m['model']}` ({m['backend'] or 'from predictions.jsonl'})")
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    for role, m in report["models"].items():
+        mm = m["metrics"]
+        lines += ["", f"## {role}: failure reasons", ""]
+        lines += [f"- {k}: {v}" for k, v in mm["reasons"].items()] or ["- none"]
+        for g, d in mm["by"].items():
+            lines += ["", f"### {role} by {g}", "", f"| {g} | tasks | pass rate |", "|---|---|---|"]
+            lines += [f"| {k} | {v['tasks']} | {_pct(v['pass_rate'])} |" for k, v in d.items()]
+    c = report.get("comparison")
+    if c:
+        lines += ["", "## Paired comparison", "",
+                  f"{c['paired_tasks']} tasks answered by both: the tuned model fixed {c['fixed']} and broke {c['broken']}; "
+                  f"{c['improvement_points']:+.1f} points, exact McNemar p = {c['mcnemar_p']:.4g} "
+                  f"({'significant' if c['significant'] else 'not significant'} at 0.05)."]
+    return "\n".join(lines) + "\n"
+
+
+def rich_table(report: dict):
+    from rich.table import Table
+
+    head, rows = table_rows(report)
+    table = Table(title=f"evaluate: {report['tasks']} tasks")
+    for i, h in enumerate(head):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*r)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
+
+
+def evaluate(cfg: EvaluateConfig, progress: Callable[[str], None] | None = None) -> dict:
+    from trajtune.jsonl import Appender, read_jsonl, write_json
+
+    say = progress or (lambda msg: None)
+    # 1) tasks and models
+    tasks = load_tasks(cfg.tasks, cfg.limit)
+    by_id = {t["id"]: t for t in tasks}
+    tuned_role = "tuned" if cfg.baseline else "model"
+    specs = [_resolve_spec(tuned_role, cfg.model, list(cfg.adapter), cfg)]
+    if cfg.baseline:
+        if cfg.baseline == "base":
+            if not specs[0].adapters:
+                raise UsageError("--baseline base compares against the model without its adapter, but no --adapter was given",
+                                 hint="pass --adapter RUN/final, or --baseline PATH")
+            specs.insert(0, _resolve_spec("baseline", specs[0].model, [], cfg))
+        else:
+            specs.insert(0, _resolve_spec("baseline", cfg.baseline, [], cfg))
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    cfglib.save(cfg, out / "config.yaml")
+
+    # 2) generate and score what is missing, appending as we go
+    runs = {}
+    with Appender(out / "predictions.jsonl") as app:
+        if app.existing:
+            say(f"resuming: {app.existing} predictions already in {out / 'predictions.jsonl'}")
+        for spec in specs:
+            runs[spec.role] = run_model(spec, tasks, cfg, app, say)
+
+    # 3) metrics from the predictions file (this run's and earlier runs' together)
+    preds: dict[str, dict[str, dict]] = {s.key: {} for s in specs}
+    for row in read_jsonl(out / "predictions.jsonl"):
+        p = row.obj
+        if p.get("model_key") in preds and p.get("task_id") in by_id:
+            preds[p["model_key"]][p["task_id"]] = p
+    report: dict[str, Any] = {"tasks_file": cfg.tasks, "tasks": len(tasks), "output": str(out),
+                              "ready_threshold": cfg.ready_threshold, "models": {}}
+    for s in specs:
+        plist = [preds[s.key][t["id"]] for t in tasks if t["id"] in preds[s.key]]
+        report["models"][s.role] = {"model": s.label, "key": s.key, **runs[s.role], "metrics": metrics(plist, by_id)}
+    if cfg.baseline:
+        report["comparison"] = compare(list(preds[specs[0].key].values()), list(preds[specs[1].key].values()),
+                                       cfg.ready_threshold)
+    final = report["models"][tuned_role]["metrics"]["pass_rate"] or 0.0
+    report["ready_for_rl"] = final >= cfg.ready_threshold
+
+    # 4) reports
+    write_json(out / "report.json", report)
+    from trajtune.jsonl import atomic_writer
+
+    with atomic_writer(out / "report.md", "w") as fh:
+        fh.write(render_markdown(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from rich.console import Console
+
+    from trajtune.errors import TrajtuneError
+
+    ap = argparse.ArgumentParser(description="Evaluate a model (and a baseline) on tool-use tasks.")
+    ap.add_argument("--config")
+    for f in dataclasses.fields(EvaluateConfig):
+        if f.name in ("adapter", "stop"):
+            ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="append")
+        else:
+            ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name)
+    a = vars(ap.parse_args(argv))
+    err = Console(stderr=True)
+    try:
+        cfg = cfglib.build(EvaluateConfig, a.pop("config"), a)
+        rep = evaluate(cfg, progress=lambda m: err.print(m))
+    except TrajtuneError as exc:
+        err.print(f"Error: {exc.render()}")
+        return exc.exit_code
+    Console().print(rich_table(rep))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""evaluate stage: a model trained on the task replies (through the shared renderer) passes them when
+evaluate prompts it; the paired comparison, metrics, breakdowns and reports follow from the predictions."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from trajtune.config import build
+from trajtune.errors import DataError, UsageError
+from trajtune.scripts.evaluate import EvaluateConfig, evaluate
+
+FIX = Path(__file__).parents[1] / "fixtures" / "evaluate"
+LEARNABLE = FIX / "learnable.jsonl"  # answer/no-call tasks, short prompts; gold replies in learnable_gold.jsonl
+TOOL_TASKS = FIX / "tasks.jsonl"  # tool-call tasks (3 tools, strict/any order, optional args, no-call, answer)
+
+
+def cfg(**kw):
+    kw.setdefault("max_new_tokens", 12)
+    return build(EvaluateConfig, None, {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()})
+
+
+def preds(out):
+    return [json.loads(l) for l in (Path(out) / "predictions.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def base64(tmp_path_factory):
+    from trajtune.testing import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("base64"), hidden=64)
+
+
+@pytest.fixture(scope="module")
+def tuned(base64, tmp_path_factory):
+    """Full fine-tune of the tiny model on 6 of the 8 learnable tasks' gold replies, rendered for
+    training by trajtune.chat.tokenize_for_training (the same renderer evaluate prompts with)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trajtune.chat import tokenize_for_training
+
+    tasks = {json.loads(l)["id"]: json.loads(l) for l in LEARNABLE.read_text().splitlines()}
+    gold = [json.loads(l) for l in (FIX / "learnable_gold.jsonl").read_text().splitlines()]
+    tok = AutoTokenizer.from_pretrained(base64)
+    model = AutoModelForCausalLM.from_pretrained(base64)
+    data = [tokenize_for_training(tok, tasks[g["task_id"]]["prompt"] + [{"role": "assistant", "content": g["reply"]}], [])
+            for g in gold if g["train"]]
+    width = max(len(i) for i, _ in data)
+    ids = torch.full((len(data), width), tok.pad_token_id)
+    labels = torch.full((len(data), width), -100)
+    mask = torch.zeros((len(data), width), dtype=torch.long)
+    for r, (i, lab) in enumerate(data):
+        ids[r, : len(i)], labels[r, : len(i)], mask[r, : len(i)] = torch.tensor(i), torch.tensor(lab), 1
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(200):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        if loss.item() < 0.03:
+            break
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    out = tmp_path_factory.mktemp("tuned")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_tuned_vs_baseline_paired_report(base64, tuned, tmp_path):
+    from scipy.stats import binomtest
+
+    rep = evaluate(cfg(tasks=LEARNABLE, output=tmp_path, model=tuned, baseline=base64, ready_threshold=0.7))
+    c = rep["comparison"]
+    tuned_m, base_m = rep["models"]["tuned"]["metrics"], rep["models"]["baseline"]["metrics"]
+    # trained on 6 of the 8 replies with the renderer evaluate prompts with: those 6 must pass
+    p = {(x["model"], x["task_id"]): x for x in preds(tmp_path)}
+    trained = [f"ln-0{i}" for i in range(1, 7)]
+    assert all(p[("tuned", t)]["pass"] for t in trained), [p[("tuned", t)]["output"] for t in trained]
+    assert base_m["pass_rate"] == 0.0 and tuned_m["pass_rate"] >= 0.75
+    assert c["paired_tasks"] == 8 and c["broken"] == 0 and c["fixed"] == tuned_m["passed"]
+    assert c["improvement_points"] == pytest.approx(100 * tuned_m["pass_rate"])
+    assert c["mcnemar_p"] == pytest.approx(binomtest(c["fixed"], c["fixed"], 0.5).pvalue)
+    assert c["significant"] is (c["mcnemar_p"] < 0.05) and c["significant"]
+    assert rep["ready_for_rl"] is True and c["ready_for_rl"] is True
+    assert tuned_m["no_call_accuracy"] == 1.0 and tuned_m["by"]["category"]["math"]["tasks"] == 3
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["comparison"] == c
+    md = (tmp_path / "report.md").read_text()
+    assert "| metric | baseline | tuned |" in md and "| pass rate | 0.0% |" in md
+    assert "McNemar" in md and "ready for RL" in md
+    assert (tmp_path / "config.yaml").is_file()
+
+
+def test_batched_generation_equals_one_at_a_time(tuned, tmp_path):
+    one = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path / "b1", model=tuned, batch_size=1))
+    many = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path / "b8", model=tuned, batch_size=8))
+    a = {x["task_id"]: x["output"] for x in preds(tmp_path / "b1")}
+    b = {x["task_id"]: x["output"] for x in preds(tmp_path / "b8")}
+    assert len({x["prompt_tokens"] for x in preds(tmp_path / "b8")}) > 1  # different lengths: padding matters
+    assert a == b
+    assert one["models"]["model"]["metrics"]["pass_rate"] == many["models"]["model"]["metrics"]["pass_rate"]
+
+
+def test_metrics_reasons_and_breakdowns_on_tool_tasks(tiny_model, tmp_path):
+    rep = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path, model=tiny_model, max_new_tokens=8))
+    m = rep["models"]["model"]["metrics"]
+    assert m["tasks"] == 8 and m["pass_rate"] == 0.0  # a random model answers nothing right
+    assert sum(m["reasons"].values()) == 8 and m["truncated"] + m["passed"] <= 8
+    assert set(m["by"]["category"]) == {"weather", "data", "comms", "chat"}
+    assert set(m["by"]["difficulty"]) == {"easy", "medium", "hard"}
+    assert m["by"]["tool"]["get_weather"]["tasks"] == 3 and m["by"]["tool"]["(no call)"]["tasks"] == 1
+    assert m["generated_tokens"] == sum(x["generated_tokens"] for x in preds(tmp_path)) > 0
+    rows = preds(tmp_path)
+    assert {r["task_id"] for r in rows} == {f"ev-0{i}" for i in range(1, 9)}
+    assert all({"output", "calls", "pass", "reason", "model"} <= set(r) for r in rows)
+
+
+def test_rerun_skips_done_tasks(tiny_model, tmp_path):
+    evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path, model=tiny_model, limit=3))
+    rep = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path, model=tiny_model))
+    assert rep["models"]["model"]["done_before"] == 3 and rep["models"]["model"]["generated_now"] == 5
+    again = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path, model=tiny_model))
+    assert again["models"]["model"]["generated_now"] == 0 and again["models"]["model"]["backend"] is None
+    assert len(preds(tmp_path)) == 8
+    assert again["models"]["model"]["metrics"] == rep["models"]["model"]["metrics"]
+
+
+def test_adapter_with_baseline_base(tiny_model, tmp_path):
+    spec = importlib.util.spec_from_file_location("_m", Path(__file__).with_name("test_merge_lora.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    adapter = mod.make_adapter(tiny_model, tmp_path / "run" / "final", seed=5)
+    rep = evaluate(cfg(tasks=LEARNABLE, output=tmp_path / "ev", model=tiny_model, adapter=[str(adapter)], baseline="base"))
+    assert list(rep["models"]) == ["baseline", "tuned"]
+    assert rep["models"]["tuned"]["model"].endswith("final") and "+" not in rep["models"]["baseline"]["model"]
+    plain = evaluate(cfg(tasks=LEARNABLE, output=tmp_path / "plain", model=tiny_model))
+    base_out = {x["task_id"]: x["output"] for x in preds(tmp_path / "ev") if x["model"] == "baseline"}
+    tuned_out = {x["task_id"]: x["output"] for x in preds(tmp_path / "ev") if x["model"] == "tuned"}
+    assert base_out == {x["task_id"]: x["output"] for x in preds(tmp_path / "plain")}
+    assert tuned_out != base_out
+    assert plain["models"]["model"]["metrics"]["tasks"] == 8
+
+
+def test_bad_inputs(tiny_model, tmp_path):
+    bad = tmp_path / "t.jsonl"
+    bad.write_text(LEARNABLE.read_text().splitlines()[0] + "\n" + '{"id": "x", "prompt": [], "tools": [], "expected": {}}\n')
+    with pytest.raises(DataError, match=r"t.jsonl:2: not a valid task"):
+        evaluate(cfg(tasks=bad, output=tmp_path / "o", model=tiny_model))
+    with pytest.raises(UsageError, match="no --adapter"):
+        evaluate(cfg(tasks=LEARNABLE, output=tmp_path / "o", model=tiny_model, baseline="base"))
+    with pytest.raises(UsageError, match="task file not found"):
+        evaluate(cfg(tasks=tmp_path / "missing.jsonl", output=tmp_path / "o", model=tiny_model))
