@@ -2,13 +2,13 @@
 optional ``system`` and ``history`` ([[user, assistant], ...]). JSON array or JSONL.
 
 Rows with unfilled ``{{placeholders}}`` (templates such as LLaMA-Factory's identity.json) are
-rejected unless ``--allow-placeholders``.
+rejected by the convert driver unless ``--allow-placeholders``.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from trajtune.converters.common import Builder, Reject, check_placeholders, per_row, record, source_id
+from trajtune.converters.common import Builder, Reject, per_row, record, source_id
 
 NAME = "alpaca"
 KINDS = ("sft",)
@@ -27,13 +27,12 @@ def _str(obj: dict, key: str) -> str:
     return v
 
 
-def convert_obj(obj: dict, allow_placeholders: bool = False) -> dict:
+def convert_obj(obj: dict) -> dict:
     instruction, inp, output = _str(obj, "instruction"), _str(obj, "input"), _str(obj, "output")
     if not instruction.strip():
         raise Reject("instruction empty")
     if not output.strip():
         raise Reject("output empty")
-    check_placeholders([instruction, inp, output], allow_placeholders)
     b = Builder()
     if _str(obj, "system").strip():
         b.system(obj["system"])
@@ -52,4 +51,4 @@ def convert_obj(obj: dict, allow_placeholders: bool = False) -> dict:
 
 
 def convert(source, kind, cfg, emit):
-    yield from per_row(source, emit, lambda o: convert_obj(o, cfg.allow_placeholders))
+    yield from per_row(source, emit, convert_obj)

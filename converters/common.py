@@ -50,13 +50,17 @@ class Emitter:
         self.rejected: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
 
-    def reject(self, row: Row | None, reason: str, detail: str = "", record: Any = None) -> None:
+    def reject(self, row: Row | None, reason: str, detail: str = "", record: Any = None, raw: str | None = None) -> None:
+        """Count and write one reject: source file and line, reason, detail, the input as read
+        (``raw`` text when it was not JSON) and, when it got that far, the converted ``record``."""
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
         if self._write is not None:
             entry = {"source": row.path if row else None, "line": row.lineno if row else None, "reason": reason}
             if detail:
                 entry["detail"] = detail
-            entry["input"] = row.obj if row is not None and record is None else record
+            entry["input"] = raw if raw is not None else (row.obj if row is not None else None)
+            if record is not None:
+                entry["record"] = record
             self._write(entry)
 
     def skip(self, reason: str, n: int = 1) -> None:
@@ -116,8 +120,8 @@ class Source:
             elif stripped.startswith(b"{") and p != "-":
                 try:  # one pretty-printed JSON object
                     out.write(orjson.dumps(orjson.loads(stripped)) + b"\n")
-                except orjson.JSONDecodeError as exc:
-                    raise DataError(f"not valid JSON ({exc})", path=self.name) from None
+                except orjson.JSONDecodeError:  # not JSON at all: read it as JSONL, rejecting bad lines
+                    out.write(data)
             else:
                 out.write(data)
         del data
@@ -158,7 +162,7 @@ class Source:
                 except orjson.JSONDecodeError as exc:
                     if report:
                         text = raw[:2000].decode("utf-8", "replace")
-                        self.emit.reject(Row(self.name, lineno, None), "not valid JSON", str(exc), record=text)
+                        self.emit.reject(Row(self.name, lineno, None), "not valid JSON", str(exc), raw=text)
                     continue
                 if not isinstance(obj, dict):
                     if report:
@@ -248,9 +252,32 @@ def parse_tools(value: Any) -> list[dict] | None:
             params = loads_json(fn["parameters"], "tool parameters")
             if not isinstance(params, dict):
                 raise Reject("tool parameters not an object", fn["name"])
-            clean["parameters"] = params
+            clean["parameters"] = _json_schema_types(params)
         out.append({"type": "function", "function": clean})
     return out
+
+
+# Python type names some datasets (glaive, BFCL, xLAM) write in tool schemas -> JSON Schema types.
+_PY_TYPES = {"dict": "object", "str": "string", "int": "integer", "float": "number", "bool": "boolean",
+             "list": "array", "tuple": "array", "none": "null"}
+
+
+def _json_schema_types(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "type" and isinstance(v, str) and v.lower() in _PY_TYPES:
+                out[k] = _PY_TYPES[v.lower()]
+            elif k == "type" and isinstance(v, str) and v.lower() == "any":
+                continue  # no constraint
+            elif k == "properties" and isinstance(v, dict):
+                out[k] = {pk: _json_schema_types(pv) for pk, pv in v.items()}
+            else:
+                out[k] = _json_schema_types(v) if k in ("items", "additionalProperties", "anyOf", "oneOf", "allOf") else v
+        return out
+    if isinstance(node, list):
+        return [_json_schema_types(v) for v in node]
+    return node
 
 
 def text_of(content: Any) -> str | None:
@@ -326,6 +353,7 @@ class Builder:
         text = text_of(text)
         if text is None or not text.strip():
             raise Reject("empty user turn")
+        self._pending = []
         self.messages.append({"role": "user", "content": text})
 
     def call(self, name: Any, arguments: Any, call_id: Any = None) -> dict:
@@ -341,11 +369,12 @@ class Builder:
         content = text_of(content)
         if content is not None and not content.strip() and calls:
             content = None
+        prev = None
         if merge and calls and self.messages and self.messages[-1]["role"] == "assistant" \
                 and "tool_calls" not in self.messages[-1] and content is None:
-            msg = self.messages.pop()  # thought turn followed by its call turn: one message
-            content = msg["content"]
-            train = msg.get("train", train)
+            prev = self.messages.pop()  # thought turn followed by its call turn: one message
+            content = prev["content"]
+            train = prev.get("train", train)
         if not calls and (content is None or not content.strip()):
             raise Reject("empty assistant turn")
         msg: dict[str, Any] = {"role": "assistant", "content": content}
@@ -356,9 +385,13 @@ class Builder:
                 self._pending.extend(c["id"] for c in calls)
                 return
             msg["tool_calls"] = calls
-            self._pending.extend(c["id"] for c in calls)
+            self._pending = [c["id"] for c in calls]  # earlier calls left unanswered stay unanswered
+        else:
+            self._pending = []
         if train is not None:
             msg["train"] = bool(train)
+        if prev is not None and "reasoning" in prev:
+            msg["reasoning"] = prev["reasoning"]
         self.messages.append(msg)
 
     def tool(self, content: Any, call_id: Any = None, name: Any = None) -> None:
@@ -386,11 +419,3 @@ class Builder:
         if need_assistant and not any(m["role"] == "assistant" for m in self.messages):
             raise Reject("no assistant turn")
         return self.messages
-
-
-def check_placeholders(texts: list[Any], allow: bool) -> None:
-    if allow:
-        return
-    for t in texts:
-        if isinstance(t, str) and re.search(r"\{\{\s*\w+\s*\}\}", t):
-            raise Reject("unfilled {{placeholder}}", re.search(r"\{\{\s*\w+\s*\}\}", t).group(0))

@@ -9,6 +9,7 @@ skipped by filter); the CLI turns "nothing converted" into exit 1.
 from __future__ import annotations
 
 import dataclasses
+import re
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
@@ -31,7 +32,7 @@ class ConvertConfig:
                            "(openai, sharegpt, alpaca-text)")
     rejects: Optional[str] = config.field(None, help="rejects JSONL (default: OUT with .rejects.jsonl beside it)")
     max_records: Optional[int] = config.field(None, help="stop after this many converted records")
-    allow_placeholders: bool = config.field(False, help="keep rows with unfilled {{placeholders}} (alpaca)")
+    allow_placeholders: bool = config.field(False, help="keep records with unfilled {{placeholders}} (template data)")
     # tool-invocation logs
     quality_threshold: float = config.field(0.90, help="tool-logs: minimum success rate kept")
     min_length: int = config.field(1, help="tool-logs: shortest tool sequence kept")
@@ -61,6 +62,25 @@ class ConvertConfig:
             raise ConfigError("--group-size must be at least 2")
         if not 0 <= self.quality_threshold <= 1:
             raise ConfigError("--quality-threshold must be between 0 and 1")
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*\w+\s*\}\}")
+
+
+def _placeholder(rec: dict) -> str | None:
+    """The first ``{{name}}`` left in a record's texts (template datasets such as identity.json)."""
+    stack = [v for k, v in rec.items() if k not in ("id", "metadata", "tools")]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            m = _PLACEHOLDER.search(v)
+            if m:
+                return m.group(0)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return None
 
 
 def default_rejects(out: str) -> str | None:
@@ -101,6 +121,9 @@ def run_convert(cfg: ConvertConfig, inp: str, out: str) -> dict:
                     check(rec)
                 except Exception as exc:  # fastjsonschema.JsonSchemaValueException
                     emit.reject(row, "fails the schema", getattr(exc, "message", str(exc)), record=rec)
+                    continue
+                if not cfg.allow_placeholders and (ph := _placeholder(rec)):
+                    emit.reject(row, "unfilled {{placeholder}}", ph, record=rec)
                     continue
                 errors = [i for i in check_record(rec, kind) if SEVERITY.get(i[0]) == ERROR]
                 if errors:  # the same semantic checks `trajtune validate` runs

@@ -52,7 +52,7 @@ def to_sharegpt(rec: dict) -> dict:
     pending: list[str] = []
     for m in rec["messages"]:
         role = m["role"]
-        extra = {"train": m["train"]} if "train" in m else {}
+        extra = {k: m[k] for k in ("train", "reasoning") if k in m}
         if role == "system":
             conv.append({"from": "system", "value": m["content"]})
         elif role == "user":

@@ -2,15 +2,18 @@
 
 ``messages`` with ``tool_calls`` whose ``arguments`` are JSON strings (double-encoded ones too),
 optional ``tools``, the legacy ``functions`` / ``function_call`` / ``role: function`` form, and
-per-message ``weight`` (0 becomes ``train: false``, 1 ``train: true``). Content given as a list
-of text parts is joined. Keys OpenAI does not define (e.g. ``parallel_tool_calls``) are dropped;
+per-message ``weight`` (0 becomes ``train: false``, 1 ``train: true``; LLaMA-Factory's
+``loss_weight`` likewise on assistant turns). Content given as a list of text parts is joined;
+``reasoning`` parts go to the message's ``reasoning`` key and ``tool_call`` parts become calls.
+Rows with images/videos/audios are rejected (text-only records); rows with a KTO ``label: false``
+are skipped (an undesirable answer must not be trained on as sft). Keys OpenAI does not define (e.g. ``parallel_tool_calls``) are dropped;
 ``id`` and ``metadata`` are kept, so trajtune -> openai -> trajtune gives the same records.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from trajtune.converters.common import Builder, Reject, parse_tools, per_row, record, source_id
+from trajtune.converters.common import Builder, Reject, Skip, loads_json, parse_tools, per_row, record, source_id, text_of
 
 NAME = "openai"
 KINDS = ("sft",)
@@ -26,9 +29,33 @@ def _train(m: dict) -> bool | None:
         if m["weight"] not in (0, 1):
             raise Reject("weight not 0 or 1", repr(m["weight"]))
         return bool(m["weight"])
+    if isinstance(m.get("loss_weight"), (int, float)) and not isinstance(m["loss_weight"], bool):
+        return m["loss_weight"] > 0  # LLaMA-Factory v1
     if isinstance(m.get("train"), bool):
         return m["train"]
     return None
+
+
+def _parts(content: Any) -> tuple[Any, str | None, list[dict]]:
+    """LLaMA-Factory v1 part lists: text parts are the content, ``reasoning`` parts go to the
+    message's ``reasoning`` key, ``tool_call`` parts (JSON of name and arguments) become calls."""
+    if not isinstance(content, list) or not any(isinstance(p, dict) and p.get("type") in ("reasoning", "tool_call")
+                                                for p in content):
+        return content, None, []
+    text, reasoning, calls = [], [], []
+    for p in content:
+        kind = p.get("type") if isinstance(p, dict) else None
+        if kind == "reasoning":
+            reasoning.append(text_of([{"type": "text", "value": p.get("value", p.get("text"))}]))
+        elif kind == "tool_call":
+            spec = loads_json(p.get("value", p.get("text")), "tool_call part")
+            for c in spec if isinstance(spec, list) else [spec]:
+                if not isinstance(c, dict):
+                    raise Reject("tool call without a function", repr(c)[:200])
+                calls.append(c)
+        else:
+            text.append(p)
+    return (text_of(text) if text else None), ("".join(reasoning) if reasoning else None), calls
 
 
 def build_messages(msgs: Any, b: Builder | None = None, need_assistant: bool = True) -> list[dict]:
@@ -45,7 +72,8 @@ def build_messages(msgs: Any, b: Builder | None = None, need_assistant: bool = T
         elif role == "user":
             b.user(m.get("content"))
         elif role == "assistant":
-            calls = []
+            content, reasoning, part_calls = _parts(m.get("content"))
+            calls = [b.call(c.get("name"), c.get("arguments"), c.get("id")) for c in part_calls]
             raw_calls = m.get("tool_calls")
             if raw_calls is not None and not isinstance(raw_calls, list):
                 raise Reject("tool_calls not a list")
@@ -59,7 +87,10 @@ def build_messages(msgs: Any, b: Builder | None = None, need_assistant: bool = T
                 call = b.call(fc.get("name"), fc.get("arguments"))
                 legacy_pending.append(call["id"])
                 calls.append(call)
-            b.assistant(m.get("content"), calls or None, _train(m))
+            b.assistant(content, calls or None, _train(m))
+            reasoning = reasoning if reasoning is not None else m.get("reasoning")
+            if isinstance(reasoning, str) and reasoning.strip():
+                b.messages[-1]["reasoning"] = reasoning
         elif role == "tool":
             b.tool(m.get("content"), m.get("tool_call_id"), m.get("name"))
         elif role == "function":
@@ -70,6 +101,11 @@ def build_messages(msgs: Any, b: Builder | None = None, need_assistant: bool = T
 
 
 def convert_obj(obj: dict, source: str = NAME) -> dict:
+    for media in ("images", "videos", "audios"):
+        if obj.get(media):
+            raise Reject("multimodal row", f"has {media}")
+    if obj.get("label") is False:
+        raise Skip("label false (undesirable answer)")
     tools = parse_tools(obj.get("tools") if obj.get("tools") is not None else obj.get("functions"))
     messages = build_messages(obj.get("messages"))
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else None

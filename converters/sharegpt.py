@@ -56,6 +56,7 @@ def build(turns: Any, b: Builder | None = None, *, text_calls=None, need_assista
                 b.assistant(content, calls or None, train)
             else:
                 b.assistant(value, None, train)
+            _reasoning(b, t)
         elif role in CALL:
             spec = loads_json(value, "function_call")
             specs = spec if isinstance(spec, list) else [spec]
@@ -67,11 +68,17 @@ def build(turns: Any, b: Builder | None = None, *, text_calls=None, need_assista
             if not calls:
                 raise Reject("function_call not an object", "empty list")
             b.assistant(None, calls, train, merge=True)
+            _reasoning(b, t)
         elif role in RESULT:
             b.tool(value, t.get("tool_call_id"), t.get("name"))
         else:
             raise Reject("unknown role", repr(role))
     return b.finish(need_assistant=need_assistant)
+
+
+def _reasoning(b: Builder, turn: dict) -> None:
+    if isinstance(turn.get("reasoning"), str) and turn["reasoning"].strip():
+        b.messages[-1]["reasoning"] = turn["reasoning"]
 
 
 def _reply(v: Any) -> list[dict]:

@@ -64,7 +64,7 @@ class _Rec:
 
 
 class _Raise(Emitter):
-    def reject(self, row, reason, detail="", record=None):  # noqa: D102 - split needs valid records
+    def reject(self, row, reason, detail="", record=None, raw=None):  # noqa: D102 - split needs valid records
         raise DataError(f"{reason}" + (f" ({detail})" if detail else ""), path=row.path if row else None,
                         line=row.lineno if row else None, hint="run `trajtune validate` on the input")
 

@@ -8,7 +8,8 @@ from trajtune import config
 from trajtune.converters.convert import ConvertConfig, run_convert
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "convert"
-SOURCES = ["sharegpt.json", "openai.jsonl", "hermes.jsonl", "tool_logs.jsonl", "traces.jsonl", "alpaca.json"]
+SOURCES = ["sharegpt.json", "openai.jsonl", "hermes.jsonl", "tool_logs.jsonl", "traces.jsonl", "alpaca.json",
+           "llamafactory_v1.jsonl"]
 
 
 def _run(inp, out, **opts):
@@ -63,3 +64,23 @@ def test_alpaca_text_export(tmp_path):
     _run(FIXTURES / "alpaca.json", out, to="alpaca-text")
     rec = orjson.loads(out.read_bytes().splitlines()[0])
     assert rec["text"] == "### Instruction:\nGive three tips for staying healthy.\n\n### Response:\n1. Eat well.\n2. Sleep.\n3. Move."
+
+
+def test_round_trip_keeps_reasoning_train_flags_custom_ids_and_tool_names(tmp_path):
+    rec = {"id": "x1", "metadata": {"source": "generate", "category": "ops"},
+           "tools": [{"type": "function", "function": {"name": "q", "parameters": {"type": "object", "properties": {}}}}],
+           "messages": [
+               {"role": "user", "content": "go"},
+               {"role": "assistant", "content": "Trying.", "tool_calls": [
+                   {"id": "a", "type": "function", "function": {"name": "q", "arguments": {"n": [1, {"deep": None}]}}},
+                   {"id": "b", "type": "function", "function": {"name": "q", "arguments": {}}}],
+                "train": False, "reasoning": "think"},
+               {"role": "tool", "content": "second", "tool_call_id": "b", "name": "q"},
+               {"role": "tool", "content": "first", "tool_call_id": "a"},
+               {"role": "assistant", "content": "Done.", "train": True}]}
+    src = tmp_path / "ours.jsonl"
+    src.write_bytes(orjson.dumps(rec) + b"\n")
+    for fmt in ("openai", "sharegpt"):
+        _run(src, tmp_path / f"{fmt}.jsonl", source_format="trajtune", to=fmt)
+        _run(tmp_path / f"{fmt}.jsonl", tmp_path / f"{fmt}-back.jsonl", source_format=fmt)
+        assert (tmp_path / f"{fmt}-back.jsonl").read_bytes() == src.read_bytes(), fmt

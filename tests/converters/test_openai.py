@@ -37,3 +37,25 @@ def test_bad_lines_are_rejected_with_line_numbers(convert):
     assert [(r["line"], r["reason"]) for r in rejects] == [
         (5, "not valid JSON"), (6, "arguments not valid JSON"), (7, "non-text content")]
     assert rejects[0]["input"].startswith('{"messages"')
+
+
+def test_llamafactory_v1_parts_loss_weights_and_python_type_names(convert):
+    summary, recs, rejects = convert("llamafactory_v1.jsonl", source_format="openai")
+    assert summary["converted"] == 1
+    msgs = recs[0]["messages"]
+    assert msgs[1] == {"role": "user", "content": "Movie details for Inception"}  # loss_weight only counts on assistant turns
+    assert msgs[2] == {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_movie", "arguments": {"title": "Inception"}}}],
+        "train": True, "reasoning": "I should call the tool."}
+    assert msgs[4] == {"role": "assistant", "content": "It came out in 2010.", "train": False}
+    assert recs[0]["tools"][0]["function"]["parameters"] == {
+        "type": "object", "properties": {"title": {"type": "string"}, "year": {"type": "integer"}}, "required": ["title"]}
+    assert summary["skipped"] == {"label false (undesirable answer)": 1}
+    assert [(r["line"], r["reason"]) for r in rejects] == [(3, "multimodal row"), (4, "unfilled {{placeholder}}")]
+    assert rejects[1]["record"]["messages"][1]["content"] == "I am {{name}}."
+
+
+def test_a_file_that_is_not_json_at_all_is_rejected_line_by_line(convert):
+    summary, recs, rejects = convert("python_repr.jsonl", source_format="openai")
+    assert recs == [] and summary["rejected"] == {"not valid JSON": 2}
+    assert rejects[1]["line"] == 2 and rejects[1]["input"].startswith("{'messages'")
