@@ -61,15 +61,15 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(summary))
         if summary.get("skipped"):
-            err_console.print(f"{summary['run_dir']} already finished; nothing to do")
-        elif summary["finished"]:
+            return  # the stage said so on stderr
+        if summary["finished"]:
             err_console.print(
                 f"done: {summary['stop_reason']} at step {summary['global_step']}; train loss {_fmt(summary['train_loss'])}, "
                 f"eval loss {_fmt(summary['eval_loss'])}; {summary['tokens_per_second']} tokens/s; "
-                f"model in {summary['final']}")
+                f"model in {summary['final']}", soft_wrap=True)
         else:
             err_console.print(f"stopped: {summary['stop_reason']} at step {summary['global_step']}; checkpoint saved in "
-                              f"{summary['run_dir']}; re-run the same command to resume")
+                              f"{summary['run_dir']}; re-run the same command to resume", soft_wrap=True)
             raise SystemExit(130)
 
 

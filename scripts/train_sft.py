@@ -77,6 +77,8 @@ class TrainSFTConfig:
     gradient_checkpointing: bool = field(False, help="recompute activations to save memory (slower)")
     group_by_length: bool = field(True, help="batch records of similar length (less padding)")
     logits_at_labels_only: bool = field(True, help="compute the vocabulary projection only where there is a label")
+    # scale-out (GPU clusters; launch with torchrun or accelerate launch)
+    deepspeed: Optional[str] = field(None, help="DeepSpeed JSON config (e.g. configs/deepspeed/zero3.json); FSDP comes from the accelerate config")
 
     def check(self) -> None:
         if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
@@ -300,6 +302,7 @@ def train_sft(cfg: TrainSFTConfig) -> dict:
             lr_scheduler=cfg.lr_scheduler, logging_steps=cfg.logging_steps, eval_steps=cfg.eval_steps, save_steps=cfg.save_steps,
             save_total_limit=cfg.save_total_limit, gradient_checkpointing=cfg.gradient_checkpointing),
         include_num_input_tokens_seen="non_padding",
+        **({"deepspeed": cfg.deepspeed} if cfg.deepspeed else {}),
     )
     stopper = training.make_graceful_stop()
     metrics = training.make_run_metrics()

@@ -86,9 +86,10 @@ def run_finished(run_dir: Path) -> bool:
 def resolve_run_dir(stage: str, cfg: Any, output_dir: str | None, resume: str) -> tuple[Path, bool]:
     """The run folder for this run, and whether it is a reused (resumable) one.
 
-    ``output_dir`` given: that folder. Otherwise, with ``resume != never``, the newest unfinished
+    ``output_dir`` given: that folder. Otherwise, with ``resume != never``, the newest
     ``runs/<stage>-*`` folder whose ``config.yaml`` equals this config (re-running the same command
-    continues it); else a new timestamped folder (concurrent runs never collide: a clash gets a suffix).
+    continues it, or finds it finished); else a new timestamped folder (concurrent runs never
+    collide: a clash gets a suffix).
     """
     if output_dir:
         p = Path(output_dir)
@@ -100,7 +101,7 @@ def resolve_run_dir(stage: str, cfg: Any, output_dir: str | None, resume: str) -
     if resume != "never" and base.is_dir():
         for cand in sorted(base.glob(f"{stage}-*"), reverse=True):
             saved = cand / CONFIG_NAME
-            if not saved.is_file() or run_finished(cand):
+            if not saved.is_file():
                 continue
             try:
                 import yaml

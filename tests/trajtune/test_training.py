@@ -142,7 +142,7 @@ def test_rerun_reuses_the_unfinished_run_folder_with_the_same_config(tmp_path, m
     fresh, _ = training.resolve_run_dir("train-sft", _Cfg(), None, "never")
     assert fresh not in (run, other)
     training.write_summary(run, {"finished": True})
-    assert training.resolve_run_dir("train-sft", _Cfg(), None, "auto")[0] != run  # finished runs are not reused
+    assert training.resolve_run_dir("train-sft", _Cfg(), None, "auto") == (run, True)  # the stage reports it finished
 
 
 def test_precision_can_be_forced_and_stop_reasons_read_well():
