@@ -155,57 +155,60 @@ def _run_cli(args, env=None):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model, tmp_path):
-    data = write_pairs(tmp_path / "pairs.jsonl", 32)
-    common = ["--model", str(tiny_model), "--data", str(data), "--max-steps", "8", "--batch-size", "4",
-              "--save-steps", "2", "--logging-steps", "1", "--precision", "fp32", "--learning-rate", "1e-3"]
-    whole = _run_cli([*common, "--output-dir", str(tmp_path / "whole")])
-    env = {**os.environ, "TRAJTUNE_TEST_STEP_SLEEP": "0.4"}
-    run = tmp_path / "killed"
-    proc = _run_cli([*common, "--output-dir", str(run)], env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run / "checkpoint-4" / "trainer_state.json").is_file():
+def _wait_for(pred, proc, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not pred():
         time.sleep(0.1)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert (run / "checkpoint-4").is_dir() and not (run / "final").exists()
-    last = max(int(p.name.split("-")[1]) for p in run.glob("checkpoint-*"))
-    (run / "checkpoint-99").mkdir()  # a save cut off mid-way: weights only, no trainer_state.json
-    (run / "checkpoint-99" / "adapter_model.safetensors").write_bytes(b"")
-    out, err = whole.communicate(timeout=300)
-    assert whole.returncode == 0, err[-2000:]
-    again = _run_cli([*common, "--output-dir", str(run)])
-    out2, err2 = again.communicate(timeout=300)
-    assert again.returncode == 0, err2[-2000:]
-    assert "skipping incomplete checkpoint" in err2 and f"resuming from {run / f'checkpoint-{last}'}" in err2
-    s_whole = json.loads((tmp_path / "whole" / "training_summary.json").read_text())
-    s_res = json.loads((run / "training_summary.json").read_text())
-    assert s_res["global_step"] == s_whole["global_step"] == 8
-    assert s_res["resumed_from"].endswith(f"checkpoint-{last}")
-    losses_whole = {h["step"]: h["loss"] for h in s_whole["loss_history"]}
-    losses_res = {h["step"]: h["loss"] for h in s_res["loss_history"]}
-    assert min(losses_res) == last + 1  # this process trained only the remaining steps
-    for step, loss in losses_res.items():
-        assert loss == pytest.approx(losses_whole[step], abs=1e-4)
+    return pred()
 
 
-def test_sigterm_saves_a_checkpoint_and_stops_cleanly(tiny_model, tmp_path):
+def _steps(run: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in run.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
+
+
+def test_sigterm_stop_then_sigkill_then_resume_matches_an_uninterrupted_run(tiny_model, tmp_path):
     data = write_pairs(tmp_path / "pairs.jsonl", 32)
     run = tmp_path / "run"
-    proc = _run_cli(["--model", str(tiny_model), "--data", str(data), "--max-steps", "50", "--batch-size", "4",
-                     "--save-steps", "100", "--precision", "fp32", "--output-dir", str(run)],
-                    env={**os.environ, "TRAJTUNE_TEST_STEP_SLEEP": "0.3"})
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((run / "tensorboard").glob("*")) if run.exists() else True:
-        time.sleep(0.2)
-        if time.time() > deadline:
-            break
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    summary = json.loads((run / "training_summary.json").read_text())
-    assert summary["finished"] is False and summary["stop_reason"].startswith("interrupted (SIGTERM)")
-    assert (run / f"checkpoint-{summary['global_step']}" / "trainer_state.json").is_file()
+    flags = ["--model", str(tiny_model), "--data", str(data), "--max-steps", "8", "--batch-size", "4", "--save-steps", "2",
+             "--logging-steps", "1", "--precision", "fp32", "--learning-rate", "1e-3", "--output-dir", str(run)]
+    slow = {**os.environ, "TRAJTUNE_TEST_STEP_SLEEP": "1.0"}
+    first = _run_cli(flags, env=slow)
+    # the uninterrupted run, in this process while the first one starts up
+    whole = train_dpo(cfglib.build(TrainDPOConfig, None, {
+        "model": str(tiny_model), "data": [str(data)], "max_steps": 8, "batch_size": 4, "save_steps": 2, "logging_steps": 1,
+        "precision": "fp32", "learning_rate": 1e-3, "output_dir": str(tmp_path / "whole")}))
+
+    # 1) SIGTERM: a checkpoint at the current step, a clean stop (exit 130), no final/
+    assert _wait_for(lambda: bool(_steps(run)), first)
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err[-2000:]
+    s1 = json.loads((run / "training_summary.json").read_text())
+    assert s1["finished"] is False and s1["stop_reason"] == "interrupted (SIGTERM)"
+    stopped = s1["global_step"]
+    assert 0 < stopped < 8 and (run / f"checkpoint-{stopped}" / "trainer_state.json").is_file()
     assert not (run / "final").exists()
+
+    # 2) the same command resumes; SIGKILL it after a later checkpoint
+    second = _run_cli(flags, env=slow)
+    assert _wait_for(lambda: max(_steps(run)) > stopped, second)
+    second.send_signal(signal.SIGKILL)
+    second.wait()
+    last = max(_steps(run))
+    assert stopped < last < 8 and not (run / "final").exists()
+    (run / "checkpoint-99").mkdir()  # a save cut off mid-way: weights, no trainer_state.json
+    (run / "checkpoint-99" / "adapter_model.safetensors").write_bytes(b"")
+
+    # 3) the same command again finishes the run from the newest complete checkpoint
+    third = _run_cli(flags)
+    _, err3 = third.communicate(timeout=300)
+    assert third.returncode == 0, err3[-2000:]
+    assert "skipping incomplete checkpoint" in err3 and f"resuming from {run / f'checkpoint-{last}'}" in err3
+    s3 = json.loads((run / "training_summary.json").read_text())
+    assert s3["finished"] and s3["global_step"] == whole["global_step"] == 8
+    assert s3["resumed_from"].endswith(f"checkpoint-{last}") and (run / "final" / "adapter_model.safetensors").is_file()
+    losses_whole = {h["step"]: h["loss"] for h in whole["loss_history"]}
+    losses_res = {h["step"]: h["loss"] for h in s3["loss_history"]}
+    assert sorted(losses_res) == sorted(losses_whole) == list(range(1, 9))
+    for step in range(last + 1, 9):  # trained after the resume: same loss as without interruption
+        assert losses_res[step] == pytest.approx(losses_whole[step], abs=1e-4), step
