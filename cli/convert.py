@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
         approved_only: Optional[bool] = typer.Option(None, "--approved-only/--all-spans", help="traces -> sft: only approved spans [approved-only]"),
         sessions: Optional[bool] = typer.Option(None, "--sessions", help="traces -> sft: one trajectory per session.id"),
         min_turns: Optional[int] = typer.Option(None, "--min-turns", help="traces --sessions: min turns [2]"),
+        force: bool = typer.Option(False, "--force", help="convert again even if OUT is up to date"),
         json_out: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
     ) -> None:
         import orjson
@@ -51,26 +52,30 @@ def register(app: typer.Typer) -> None:
             agent_types = [a.strip() for item in agent_types for a in item.split(",") if a.strip()]
         overrides = {k: v for k, v in locals().items() if k in {f for f in ConvertConfig.__dataclass_fields__}}
         cfg = config.build(ConvertConfig, config_file, overrides)
-        summary = run_convert(cfg, inp, out)
+        summary = run_convert(cfg, inp, out, force=force)
         _report(summary)
         if json_out:
             typer.echo(orjson.dumps(summary).decode())
         if summary["converted"] == 0:
             err_console.print("[bold red]Error:[/] nothing converted; see the reasons above"
-                              + (f" and {summary['rejects']}" if summary["rejects"] else ""))
+                              + (f" and {summary['rejects']}" if summary["rejects"] else ""), soft_wrap=True)
             # SystemExit, not typer.Exit: under run_app (standalone_mode=False) click turns
             # typer.Exit into a return value that is dropped (exit 0).
             raise SystemExit(1)
 
 
 def _report(s: dict) -> None:
-    err_console.print(f"[bold]{s['converted']}[/] records ({s['from']} -> {s['to']}) written to {s['output']}")
+    if s.get("up_to_date"):
+        err_console.print(f"{s['output']} is up to date ({s['converted']} records); --force converts again", soft_wrap=True)
+        return
+    err_console.print(f"[bold]{s['converted']}[/] records ({s['from']} -> {s['to']}) written to {s['output']}", soft_wrap=True)
     for title, counts in (("rejected", s["rejected"]), ("skipped", s["skipped"])):
         if counts:
             total = sum(counts.values())
             where = f" -> {s['rejects']}" if title == "rejected" and s["rejects"] else ""
-            err_console.print(f"{total} {title}{where}:")
+            err_console.print(f"{total} {title}{where}:", soft_wrap=True)
             for reason, n in counts.items():
                 err_console.print(f"  {n:>6}  {reason}", markup=False)
     if s["rejected"] and not s["rejects"]:
-        err_console.print("rejected inputs were not written (output is stdout); pass --rejects FILE to keep them")
+        err_console.print("rejected inputs were not written (output is stdout); pass --rejects FILE to keep them",
+                          soft_wrap=True)

@@ -91,7 +91,44 @@ def default_rejects(out: str) -> str | None:
     return str(p.with_name(stem + ".rejects.jsonl"))
 
 
-def run_convert(cfg: ConvertConfig, inp: str, out: str) -> dict:
+def config_path(out: str) -> Path:
+    """Where the resolved config of a conversion is saved: OUT.convert.yaml beside OUT."""
+    p = Path(out)
+    stem = p.name[:-6] if p.name.endswith(".jsonl") else p.name
+    return p.with_name(stem + ".convert.yaml")
+
+
+def _stamp(cfg: ConvertConfig, inp: str) -> str:
+    """What the output depends on besides the config: the input files' sizes and mtimes."""
+    parts = []
+    for f in (inp, cfg.annotations):
+        if f:
+            st = Path(f).stat()
+            parts.append(f"{Path(f).resolve()} {st.st_size} {st.st_mtime_ns}")
+    return "; ".join(parts)
+
+
+def _saved(cfg: ConvertConfig, inp: str, out: str, rejects: str | None) -> dict | None:
+    """The summary of the previous identical run when its outputs are still there, else None."""
+    side = config_path(out)
+    if not (Path(out).is_file() and side.is_file() and (rejects is None or Path(rejects).is_file())):
+        return None
+    text = side.read_text("utf-8")
+    head = [line for line in text.splitlines() if line.startswith("# ")]
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    import yaml
+
+    if yaml.safe_load(body) != config.to_dict(cfg) or f"# input: {_stamp(cfg, inp)}" not in head:
+        return None
+    for line in head:
+        if line.startswith("# summary: "):
+            return orjson.loads(line[len("# summary: "):])
+    return None
+
+
+def run_convert(cfg: ConvertConfig, inp: str, out: str, *, force: bool = False) -> dict:
+    """Convert ``inp`` to ``out``. A file-to-file run whose config and inputs are unchanged since
+    the last run (OUT.convert.yaml) is skipped unless ``force``; its summary says ``up_to_date``."""
     # 1) what to produce: a record kind, possibly exported to another format
     export = exports.EXPORTS.get(cfg.to)
     kind = "sft" if export else cfg.to
@@ -100,6 +137,11 @@ def run_convert(cfg: ConvertConfig, inp: str, out: str) -> dict:
         raise UsageError("--rejects must differ from the output file")
     if out != "-" and inp != "-" and Path(inp).resolve() == Path(out).resolve():
         raise UsageError("the output would overwrite the input", hint="write to another file")
+    files = inp != "-" and out != "-" and Path(inp).is_file()
+    if files and not force:
+        previous = _saved(cfg, inp, out, rejects_path)
+        if previous is not None:
+            return {**previous, "up_to_date": True}
 
     with (atomic_writer(rejects_path) if rejects_path else nullcontext()) as rej_fh, atomic_writer(out) as out_fh:
         emit = Emitter((lambda e: rej_fh.write(orjson.dumps(e) + b"\n")) if rejects_path else None)
@@ -140,8 +182,18 @@ def run_convert(cfg: ConvertConfig, inp: str, out: str) -> dict:
                 n += 1
         finally:
             source.close()
-    return {
+    summary = {
         "from": fmt, "to": cfg.to, "input": source.name, "output": out, "rejects": rejects_path,
         "converted": n, "rejected": dict(sorted(emit.rejected.items())),
-        "skipped": dict(sorted(emit.skipped.items())),
+        "skipped": dict(sorted(emit.skipped.items())), "up_to_date": False,
     }
+    # 4) save the resolved config beside the output (usable as --config) with what it was run on
+    if files:
+        import yaml
+
+        with atomic_writer(config_path(out), "w") as fh:
+            fh.write(f"# trajtune convert: resolved config of the run that wrote {Path(out).name}; "
+                     f"repeat it with --config {config_path(out).name}\n")
+            fh.write(f"# input: {_stamp(cfg, inp)}\n# summary: {orjson.dumps(summary).decode()}\n")
+            yaml.safe_dump(config.to_dict(cfg), fh, sort_keys=False)
+    return summary

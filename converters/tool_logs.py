@@ -1,6 +1,9 @@
 """Tool-invocation logs -> sft trajectories.
 
-One task per line: ``task_description``, ``tool_sequence`` (a list of tool names, or a string
+One task per line, or one invocation per line (``task_id`` + ``tool_name`` + ``parameters`` and
+optional ``result`` / ``step`` / ``timestamp``; task fields may sit on any of its lines): the
+invocations of a task are grouped by ``task_id`` keeping only offsets in memory, ordered by step
+(or time, or file order), and converted like a one-line task. A task line has: ``task_description``, ``tool_sequence`` (a list of tool names, or a string
 joined by ``,`` / ``->`` / ``>``), ``tool_parameters`` (one arguments object per tool, a list or a
 JSON string), ``expected_result`` (the final answer), ``success_label``, ``agent_name``,
 ``difficulty`` / ``difficulty_level`` (easy, medium, hard), ``success_rate``; optional
@@ -17,6 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from trajtune.jsonl import Row
 from trajtune.converters.common import Builder, Reject, Skip, loads_json, parse_tools, per_row, record, source_id
 
 NAME = "tool-logs"
@@ -24,8 +28,13 @@ KINDS = ("sft",)
 DIFFICULTIES = ("easy", "medium", "hard")
 
 
+def _is_invocation(obj: Any) -> bool:
+    return isinstance(obj, dict) and "task_id" in obj and ("tool_name" in obj or "tool" in obj) and "tool_sequence" not in obj
+
+
 def detect(obj: Any) -> bool:
-    return isinstance(obj, dict) and "tool_sequence" in obj and ("task_description" in obj or "tool_parameters" in obj)
+    return isinstance(obj, dict) and (_is_invocation(obj) or (
+        "tool_sequence" in obj and ("task_description" in obj or "tool_parameters" in obj)))
 
 
 def _sequence(v: Any) -> list[str]:
@@ -118,5 +127,43 @@ def convert_obj(obj: dict, cfg) -> dict:
     return record(source_id(obj, "toollog-", "task_id", "id"), NAME, {"messages": b.finish()}, meta, declared)
 
 
+TASK_FIELDS = ("task_description", "expected_result", "success_label", "agent_name", "difficulty",
+               "difficulty_level", "success_rate", "tools")
+
+
 def convert(source, kind, cfg, emit):
-    yield from per_row(source, emit, lambda o: convert_obj(o, cfg))
+    first = source.peek(1)
+    if not first or not _is_invocation(first[0]):
+        yield from per_row(source, emit, lambda o: convert_obj(o, cfg))
+        return
+    # pass 1: task_id -> [(order key, line, offset)]
+    tasks: dict[str, list[tuple]] = {}
+    for raw in source.raw_rows():
+        obj = raw.obj
+        if not _is_invocation(obj):
+            emit.reject(Row(source.name, raw.lineno, obj), "not a tool invocation", "needs task_id and tool_name")
+            continue
+        step = obj.get("step", obj.get("step_index"))
+        order = (0, float(step)) if isinstance(step, (int, float)) and not isinstance(step, bool) else \
+            (1, str(obj.get("timestamp") or ""))
+        tasks.setdefault(str(obj["task_id"]), []).append((order, raw.lineno, raw.offset))
+    # pass 2: rebuild each task from its invocations and convert it like a one-line task
+    for task_id, calls in tasks.items():
+        calls.sort(key=lambda c: (c[0], c[1]))
+        rows = [source.read_at(off, ln) for _, ln, off in calls]
+        task: dict[str, Any] = {"task_id": task_id, "tool_sequence": [], "tool_parameters": [], "tool_results": []}
+        for r in rows:
+            o = r.obj
+            task["tool_sequence"].append(o.get("tool_name", o.get("tool")))
+            task["tool_parameters"].append(o.get("parameters", o.get("tool_parameters", {})))
+            task["tool_results"].append(o.get("result", o.get("output", "")))
+            for k in TASK_FIELDS:
+                if o.get(k) not in (None, "") and k not in task:
+                    task[k] = o[k]
+        row = Row(rows[0].path, rows[0].lineno, task)
+        try:
+            yield row, convert_obj(task, cfg)
+        except Reject as r:
+            emit.reject(row, r.reason, r.detail)
+        except Skip as sk:
+            emit.skip(sk.reason)

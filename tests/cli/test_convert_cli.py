@@ -52,10 +52,30 @@ def test_json_summary_on_stdout(capsys, monkeypatch, tmp_path):
 
 def test_rerun_gives_byte_identical_output(capsys, monkeypatch, tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    for out in (a, b, a):
-        assert cli(capsys, monkeypatch, FIXTURES / "sharegpt.json", out)[0] == 0
-    assert a.read_bytes() == b.read_bytes()
+    assert cli(capsys, monkeypatch, FIXTURES / "sharegpt.json", a)[0] == 0
+    first = a.read_bytes()
+    assert cli(capsys, monkeypatch, "--force", FIXTURES / "sharegpt.json", a)[0] == 0
+    assert cli(capsys, monkeypatch, FIXTURES / "sharegpt.json", b)[0] == 0
+    assert a.read_bytes() == first == b.read_bytes()
     assert (tmp_path / "a.rejects.jsonl").read_bytes() == (tmp_path / "b.rejects.jsonl").read_bytes()
+
+
+def test_an_up_to_date_output_is_skipped_and_its_saved_config_repeats_the_run(capsys, monkeypatch, tmp_path):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_bytes((FIXTURES / "tool_logs.jsonl").read_bytes())
+    assert cli(capsys, monkeypatch, "--quality-threshold", "0.4", inp, out)[0] == 0
+    saved = tmp_path / "kept.yaml"
+    saved.write_text((tmp_path / "out.convert.yaml").read_text())
+    assert "quality_threshold: 0.4" in saved.read_text()
+    code, stdout, err = cli(capsys, monkeypatch, "--json", "--quality-threshold", "0.4", inp, out)
+    assert code == 0 and "is up to date (3 records)" in err and orjson.loads(stdout)["up_to_date"] is True
+    code, _, err = cli(capsys, monkeypatch, inp, out)  # another config: converts again
+    assert code == 0 and "2 records" in err
+    code, _, err = cli(capsys, monkeypatch, "--config", saved, inp, out)
+    assert code == 0 and "3 records" in err
+    inp.write_bytes(inp.read_bytes() + b"\n")  # input changed: converts again
+    code, _, err = cli(capsys, monkeypatch, "--config", saved, inp, out)
+    assert code == 0 and "3 records (tool-logs -> sft)" in err
 
 
 def test_nothing_converted_exits_1_and_says_why(capsys, monkeypatch, tmp_path):

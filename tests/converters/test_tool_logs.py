@@ -31,3 +31,14 @@ def test_thresholds_are_options(convert):
     summary, recs, _ = convert("tool_logs.jsonl", quality_threshold=0.4, max_length=6)
     assert [r["id"] for r in recs] == ["t1", "t2", "t9", "t10"]
     assert summary["skipped"] == {"success_label false": 1}
+
+
+def test_one_invocation_per_line_is_grouped_by_task_and_ordered_by_step(convert):
+    summary, recs, rejects = convert("tool_invocations.jsonl")
+    assert summary["from"] == "tool-logs" and [r["id"] for r in recs] == ["job-1", "job-2"]
+    job1 = recs[0]["messages"]
+    assert [m["tool_calls"][0]["function"]["name"] for m in job1 if m.get("tool_calls")] == ["get_weather", "convert_temp"]
+    assert [m["content"] for m in job1 if m["role"] == "tool"] == ['{"celsius":21}', "69.8"]
+    assert job1[0]["content"] == "Weather in Lyon in Fahrenheit" and job1[-1]["content"] == "69.8 F"
+    assert recs[0]["metadata"]["agent"] == "planner"
+    assert [(r["line"], r["reason"]) for r in rejects] == [(4, "task_description too short or empty")]
