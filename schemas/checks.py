@@ -157,11 +157,30 @@ def _json_path(parts, root: str = "$") -> str:
 # --------------------------------------------------------------------------- helpers
 # These run on every record: no string formatting unless something is wrong.
 
+_TABLES: dict[bytes, tuple[dict, list]] = {}
+
+
 def _tool_table(tools: list | None, where: str, issues: list[Issue]) -> dict[str, _ArgValidator | None]:
-    """name -> validator of its parameters (None when absent); reports duplicate names and bad schemas."""
-    table: dict[str, _ArgValidator | None] = {}
+    """name -> validator of its parameters (None when absent); reports duplicate names and bad schemas.
+
+    Most files repeat the same tool lists, so tables are cached by the list's JSON.
+    """
     if not tools:
-        return table
+        return {}
+    key = orjson.dumps(tools)
+    hit = _TABLES.get(key)
+    if hit is None:
+        if len(_TABLES) > 5000:
+            _TABLES.clear()
+        found: list[Issue] = []
+        hit = _TABLES[key] = (_build_tool_table(tools, where, found), found)
+    if hit[1]:
+        issues.extend(hit[1])
+    return hit[0]
+
+
+def _build_tool_table(tools: list, where: str, issues: list[Issue]) -> dict[str, _ArgValidator | None]:
+    table: dict[str, _ArgValidator | None] = {}
     for i, t in enumerate(tools):
         fn = t["function"]
         name = fn["name"]
