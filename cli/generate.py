@@ -81,6 +81,10 @@ def _run(kind: str, cls_name: str, out: Path, config: Optional[Path], flags: dic
     from trajtune.generators import offline
 
     cls = getattr(offline, cls_name)
+    if str(out) == "-":
+        from trajtune.errors import UsageError
+
+        raise UsageError("generate appends to a file (so a re-run resumes); give a path, not '-'")
     cfg = cfglib.build(cls, config, {**flags, "backend": backend})
     options = {k: v for k, v in options.items() if v is not None}
     with Progress(TextColumn(f"generate {kind}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
