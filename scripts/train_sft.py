@@ -43,6 +43,7 @@ class TrainSFTConfig:
     allow_unreviewed: bool = field(False, help="train on synthetic records still pending review")
     min_records: int = field(50, help="refuse to train on fewer records")
     eval_fraction: float = field(0.1, help="share of records held out by the automatic split")
+    auto_split: bool = field(True, help="without eval_data, hold out eval_fraction of the records (by prompt) when there are more than 100")
     seed: int = field(42, help="seed for splits, sampling, init")
     # rendering
     max_length: int = field(2048, help="max tokens per record")
@@ -262,7 +263,8 @@ def train_sft(cfg: TrainSFTConfig) -> dict:
 
     # 2) data: validated, review-gated, split by prompt, weighted (before any model is loaded)
     data = training.prepare_data(cfg.data, "sft", weights=cfg.weights, eval_data=cfg.eval_data, min_records=cfg.min_records,
-                                 allow_unreviewed=cfg.allow_unreviewed, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
+                                 allow_unreviewed=cfg.allow_unreviewed, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
+                                 auto_split_over=100 if cfg.auto_split else float("inf"))
     has_eval = bool(data.eval)
     training.check_eval_save_steps(has_eval, cfg.eval_steps, cfg.save_steps)
     precision = training.choose_precision(cfg.precision, cfg.device)
