@@ -1,4 +1,7 @@
 """Interaction logs -> sft, preference (by normalised query) and group records, with filters."""
+from pathlib import Path
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "convert"
 
 
 def test_sft_keeps_good_answers_and_counts_what_it_leaves_out(convert):
@@ -35,3 +38,31 @@ def test_groups_carry_quality_as_reward(convert):
     assert recs[0]["metadata"]["member_ids"] == ["i1", "i2", "i3"]
     summary, recs, _ = convert("interactions.jsonl", to="group")  # default size 4
     assert len(recs) == 1 and len(recs[0]["responses"]) == 4
+
+
+def test_grouping_holds_keys_and_offsets_not_records(tmp_path):
+    """A 16 MB log grouped into preferences peaks far below the file size (records are re-read)."""
+    import tracemalloc
+
+    import orjson
+
+    from trajtune import config
+    from trajtune.converters.convert import ConvertConfig, run_convert
+
+    big = tmp_path / "big.jsonl"
+    pad = "x" * 8000
+    with open(big, "wb") as fh:
+        for i in range(2000):
+            fh.write(orjson.dumps({"interaction_id": f"i{i}", "query": f"question {i // 2}", "answer": f"{i} {pad}",
+                                   "quality_scores": {"overall": 0.9 if i % 2 else 0.4}}) + b"\n")
+    assert big.stat().st_size > 16_000_000
+    cfg = config.build(ConvertConfig, None, {"to": "preference"})
+    run_convert(cfg, str(FIXTURES / "interactions.jsonl"), str(tmp_path / "warm.jsonl"))  # imports, compiled schemas
+    tracemalloc.start()
+    try:
+        summary = run_convert(cfg, str(big), str(tmp_path / "pref.jsonl"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert summary["converted"] == 1000
+    assert peak < 2_000_000, f"peak {peak / 1e6:.1f} MB"
