@@ -40,6 +40,9 @@ _review.register(app)
 from trajtune.cli import train_dpo as _train_dpo  # noqa: E402
 
 _train_dpo.register(app)
+from trajtune.cli import evaluate as _evaluate  # noqa: E402
+
+_evaluate.register(app)
 
 
 def main() -> None:
