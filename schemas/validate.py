@@ -20,6 +20,7 @@ import re
 import sys
 import zlib
 from array import array
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -328,6 +329,11 @@ class _Scan:
         if not errs:
             return False
         seen = set()
+        other = records.detect_kind(obj)
+        if other and other != self.kind:
+            self.add(lineno, "schema", f"this looks like a {other} record in a {self.kind} file; keep one kind per file "
+                     f"(or pass --kind)", "$")
+            return True
         for top in errs[:3]:
             e = best_match([top])  # descends into oneOf/anyOf to the most relevant branch
             where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path)
@@ -417,6 +423,7 @@ def _short(text: str, n: int = 300) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
+@lru_cache(maxsize=4)
 def _load_tokenizer(model: str):
     from transformers import AutoTokenizer
 
@@ -645,6 +652,8 @@ def validate(paths: list[str], cfg: ValidateConfig) -> list[FileResult]:
             _open(p).close()  # missing file or directory: a usage error, before any work
     if sum(1 for p in list(paths) + list(cfg.against) if p == "-") > 1:
         raise UsageError("'-' (stdin) can be given only once")
+    if cfg.tokenizer:
+        _load_tokenizer(cfg.tokenizer)  # fail early (exit 2) on a bad --tokenizer; workers inherit it
     against = load_against(cfg.against) if cfg.against else None
     return [validate_file(p, cfg, against=against) for p in paths]
 

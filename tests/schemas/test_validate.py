@@ -61,7 +61,7 @@ def test_require_valid_returns_records_or_raises_with_file_line_and_count(tmp_pa
 
 
 def test_require_valid_wrong_kind_is_a_schema_error(tmp_path):
-    with pytest.raises(DataError, match=r"sft.jsonl:1: \[schema\] \$: 'prompt' is a required property"):
+    with pytest.raises(DataError, match=r"sft.jsonl:1: \[schema\] this looks like a sft record in a preference file"):
         v.require_valid(str(EXAMPLES / "valid" / "sft.jsonl"), kind="preference")
 
 
@@ -93,13 +93,15 @@ def test_leakage_exact_and_normalised(tmp_path):
 # ----------------------------------------------------------------------------- never crash
 
 def _check_no_crash(tmp_path, data: bytes, **cfg):
+    """The whole stage (validate, print, report) returns exit 0 or 1 on any input."""
     p = tmp_path / "fuzz.jsonl"
     p.write_bytes(data)
-    res = v.validate_file(str(p), v.ValidateConfig(**cfg))
-    report = v.report_dict([res], v.ValidateConfig(**cfg))
-    orjson.dumps(report)  # the report always serialises
-    assert res.records >= 0 and res.valid <= res.records
-    return res
+    conf = v.ValidateConfig(report=str(tmp_path / "r.json"), format="github", **cfg)
+    code = v.run([str(p)], conf)
+    f = orjson.loads((tmp_path / "r.json").read_bytes())["files"][0]
+    assert code == (1 if f["errors"] else 0)
+    assert 0 <= f["valid"] <= f["records"]
+    return f
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -142,10 +144,21 @@ def test_mutated_valid_records_never_crash(tmp_path, data):
 
 def test_pathological_inputs_are_reported_not_raised(tmp_path):
     res = _check_no_crash(tmp_path, b"[" * 10_000 + b"]" * 10_000 + b"\n")
-    assert set(res.by_check) == {"too_deep"}
+    assert set(res["by_check"]) == {"too_deep"}
     res = _check_no_crash(tmp_path, b"")
-    assert res.by_check == {"empty_file": 1} and res.failed()
+    assert res["by_check"] == {"empty_file": {"severity": "error", "count": 1}}
     res = _check_no_crash(tmp_path, bytes(range(256)) * 4)
-    assert set(res.by_check) <= {"not_utf8", "not_json"} and res.errors >= 1
+    assert set(res["by_check"]) <= {"not_utf8", "not_json"} and res["errors"] >= 1
     res = _check_no_crash(tmp_path, b'{"id": "x", "messages": "' + b"y" * 3_000_000 + b'"}\n', max_line_mb=1)
-    assert [(p[0], p[1]) for p in res.problems] == [(1, "line_too_long")]
+    assert [(p["line"], p["check"]) for p in res["problems"]] == [(1, "line_too_long")]
+
+
+def test_a_record_of_another_kind_is_named_as_such(tmp_path):
+    p = tmp_path / "mixed.jsonl"
+    lines = (EXAMPLES / "valid" / "sft.jsonl").read_bytes().splitlines()[:3]
+    lines.append((EXAMPLES / "valid" / "preference.jsonl").read_bytes().splitlines()[0])
+    p.write_bytes(b"\n".join(lines) + b"\n")
+    res = v.validate_file(str(p), v.ValidateConfig())
+    assert res.kind == "sft"
+    assert res.problems == [(4, "schema", "this looks like a preference record in a sft file; keep one kind per file "
+                                          "(or pass --kind)", "$")]
