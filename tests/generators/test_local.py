@@ -128,3 +128,40 @@ def test_rejects_non_task_input_and_bad_settings(tmp_path, loaded, tiny_model):
         local.generate([sft], tmp_path / "x.jsonl", cfg(tiny_model), model=model, tokenizer=tok)
     with pytest.raises(ConfigError, match="at least 2"):
         local.generate(tasks(), tmp_path / "x.jsonl", cfg(tiny_model, samples=1), model=model, tokenizer=tok)
+
+
+# ------------------------------------------------------------------------------ through the CLI
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "trajtune.cli.app", *args], capture_output=True, text=True)
+
+
+def test_cli_hf_backend_groups_from_the_templates(tmp_path, tiny_model):
+    import json
+
+    out = tmp_path / "groups.jsonl"
+    p = _cli("generate", "preferences", "--backend", "hf", "--model", str(tiny_model), "-k", "3", "--set", "emit=group",
+             "--set", "keep_flat=true", "--set", "reply_limit=4", "--count", "3", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    assert (s["kind"], s["written"], s["samples"], s["responses"]) == ("group", 3, 3, 9)
+    rows = [r.obj for r in read_jsonl(out)]
+    for rec in rows:
+        validator("group")(rec)
+        assert len(rec["responses"]) == 3 and rec["metadata"]["review"] == "pending"
+        assert rec["metadata"]["template_id"]  # drawn from the training templates
+    assert "emit: group" in (tmp_path / "groups.hf.yaml").read_text()
+    v = _cli("validate", str(out))
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_cli_hf_preferences_all_ties_is_exit_1_with_the_reason(tmp_path, tiny_model):
+    # a random tiny model never makes a tool call: every sample gets the same reward
+    p = _cli("generate", "preferences", "--backend", "hf", "--model", str(tiny_model), "-k", "2",
+             "--set", "reply_limit=3", "--count", "1", str(tmp_path / "p.jsonl"))
+    assert p.returncode == 1
+    assert "every response got the same reward" in p.stderr and "raise -k or the temperature" in p.stderr

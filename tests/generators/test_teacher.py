@@ -234,3 +234,74 @@ def test_against_transformers_serve_with_a_tiny_model(tmp_path, catalog, tiny_mo
     rejects = [r.obj for r in read_jsonl(teacher.default_rejects_path(out))]
     assert sorted(r["task_id"] for r in rejects) == ["task-0", "task-1"]
     assert all(r["reason"] == "truncated" and "max_tokens=8" in r["detail"] for r in rejects)
+
+
+# ------------------------------------------------------------------------------ through the CLI
+
+
+def _cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "trajtune.cli.app", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+def test_cli_openai_backend_counts_retries_and_never_shows_the_key(tmp_path):
+    out = tmp_path / "train.jsonl"
+    with ScriptedServer() as srv:
+        srv.faults.extend(["429"])
+        p = _cli("generate", "trajectories", "--backend", "openai", "--base-url", srv.url, "--model", "scripted",
+                 "--api-key-env", "TT_CLI_KEY", "--concurrency", "3", "--timeout", "5", "--max-retries", "2",
+                 "--set", "backoff=0.01", "--count", "6", "--seed", "2", str(out), "--json", env={"TT_CLI_KEY": SECRET})
+        seen = {r["authorization"] for r in srv.requests}
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    assert (s["written"], s["total"], s["retries"]) == (6, 6, 1)
+    assert s["requests"] == 1 + sum(r.obj["metadata"]["steps"] for r in read_jsonl(out))
+    assert s["prompt_tokens"] > 0 and s["completion_tokens"] == 7 * (s["requests"] - 1)
+    assert seen == {f"Bearer {SECRET}"}
+    texts = [p.stdout, p.stderr] + [f.read_text() for f in tmp_path.iterdir()]
+    assert not any(SECRET in t for t in texts)
+    assert "api_key_env: TT_CLI_KEY" in (tmp_path / "train.teacher.yaml").read_text()
+    for rec in (r.obj for r in read_jsonl(out)):
+        assert rec["metadata"]["review"] == "pending" and rec["metadata"]["split"] if "split" in rec["metadata"] else True
+        assert rec["metadata"]["category"] and rec["metadata"]["template_id"]
+    v = _cli("validate", str(out))
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_cli_missing_key_variable_is_exit_2_with_the_fix(tmp_path):
+    p = _cli("generate", "trajectories", "--backend", "openai", "--base-url", "https://api.example.invalid/v1",
+             "--model", "m", "--api-key-env", "TT_NOT_SET_ANYWHERE", str(tmp_path / "o.jsonl"),
+             env={"TT_NOT_SET_ANYWHERE": ""})
+    assert p.returncode == 2
+    assert "Error: environment variable TT_NOT_SET_ANYWHERE is not set" in p.stderr
+    assert "--api-key-env" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_cli_sigkill_mid_run_then_rerun_completes_without_duplicates(tmp_path):
+    def slow_policy(body):
+        time.sleep(0.05)
+        return solve_policy(body)
+
+    out, ref = tmp_path / "t.jsonl", tmp_path / "ref.jsonl"
+    with ScriptedServer(slow_policy) as srv:
+        args = ["generate", "trajectories", "--backend", "openai", "--base-url", srv.url, "--model", "scripted",
+                "--concurrency", "2", "--count", "30", "--seed", "4"]
+        proc = subprocess.Popen([sys.executable, "-m", "trajtune.cli.app", *args, str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 3):
+            time.sleep(0.02)
+        os.kill(proc.pid, 9)
+        proc.wait()
+        partial = out.read_bytes().splitlines(keepends=True)
+        assert 3 <= len(partial) < 30, "the run should have been killed mid-way"
+        p = _cli(*args, str(out), "--json")
+        assert p.returncode == 0, p.stderr
+        s = json.loads(p.stdout)
+        assert s["existing"] in (len(partial), len(partial) - 1) and s["total"] == 30
+        r = _cli(*args, str(ref), "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["total"] == 30, r.stdout + r.stderr
+    ids = [json.loads(x)["id"] for x in out.read_bytes().splitlines()]
+    assert len(ids) == len(set(ids)) == 30
+    # the same tasks were solved as in an uninterrupted run (order may differ: concurrency)
+    assert set(ids) == {json.loads(x)["id"] for x in ref.read_bytes().splitlines()}, (p.stdout, r.stdout)
