@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import click
 from rich.console import Console
+
 
 from trajtune.errors import TrajtuneError
 
@@ -20,25 +20,15 @@ def fail(exc: TrajtuneError) -> "typer.Exit":  # noqa: F821
 
 
 def run_app(app: Any) -> None:
-    """Run the Typer app: domain errors -> 'Error: ...' + exit code; usage errors -> 2; no tracebacks."""
+    """Run the Typer app: domain errors -> 'Error: ...' + exit code; no tracebacks.
+
+    Typer's standalone mode already turns usage errors into exit 2 and `typer.Exit(n)` into n;
+    what reaches us is a stage's TrajtuneError (exit 1 or 2) or an interrupt.
+    """
     try:
-        app(standalone_mode=False)
+        app(prog_name="trajtune")
     except TrajtuneError as exc:
         raise fail(exc)
-    except click.exceptions.Abort:
-        err_console.print("Aborted.")
-        raise SystemExit(130)
-    except click.exceptions.ClickException as exc:  # usage errors
-        exc.show()
-        raise SystemExit(2)
-    except click.exceptions.Exit as exc:
-        raise SystemExit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("Interrupted.")
         raise SystemExit(130)
-    except BrokenPipeError:
-        try:
-            sys.stdout.close()
-        except Exception:
-            pass
-        raise SystemExit(0)

@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import click
 import pytest
 import typer
 import yaml
@@ -20,7 +19,7 @@ def _commands():
     out = []
 
     def walk(cmd, path):
-        if isinstance(cmd, click.Group):
+        if hasattr(cmd, "commands"):
             for name, sub in cmd.commands.items():
                 walk(sub, path + [name])
         else:
