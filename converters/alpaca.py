@@ -1,5 +1,6 @@
 """Alpaca rows -> sft: ``instruction`` (+ ``input``) as the user turn, ``output`` as the answer,
-optional ``system`` and ``history`` ([[user, assistant], ...]). JSON array or JSONL.
+optional ``system`` and ``history`` ([[user, assistant], ...]). JSON array or JSONL. Other keys
+go to ``metadata.extra``.
 
 Rows with unfilled ``{{placeholders}}`` (templates such as LLaMA-Factory's identity.json) are
 rejected by the convert driver unless ``--allow-placeholders``.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trajtune.converters.common import Builder, Reject, per_row, record, source_id
+from trajtune.converters.common import Builder, Reject, extras, per_row, record, source_id
 
 NAME = "alpaca"
 KINDS = ("sft",)
@@ -47,7 +48,8 @@ def convert_obj(obj: dict) -> dict:
     b.user(instruction + ("\n\n" + inp if inp.strip() else ""))
     b.assistant(output)
     meta = {k: obj[k] for k in ("category",) if isinstance(obj.get(k), str)}
-    return record(source_id(obj, "alpaca-"), NAME, {"messages": b.finish()}, meta)
+    return record(source_id(obj, "alpaca-"), NAME, {"messages": b.finish()}, meta,
+                  extra=extras(obj, ("id", "metadata", "instruction", "input", "output", "system", "history", "category")))
 
 
 def convert(source, kind, cfg, emit):

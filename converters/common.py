@@ -97,6 +97,8 @@ class Source:
                 raise UsageError(f"{p} is a directory, not a JSON/JSONL file")
             if not pp.is_file():
                 raise UsageError(f"{p}: no such file")
+            if p.endswith(".gz"):
+                return self._spool_gz(pp)
             with open(pp, "rb") as fh:
                 head = fh.read(4096).lstrip(BOM).lstrip()
             if not head.startswith(b"[") and not (head.startswith(b"{") and not self._is_jsonl(pp)):
@@ -125,6 +127,40 @@ class Source:
             else:
                 out.write(data)
         del data
+        return tmp
+
+    def _spool_gz(self, pp: Path) -> str:
+        """Decompress a .gz input to a temporary file (streamed), then read that like any file."""
+        import gzip
+        import shutil
+
+        fd, tmp = tempfile.mkstemp(prefix="trajtune-convert-", suffix=".jsonl")
+        self._tmp = tmp
+        try:
+            with gzip.open(pp, "rb") as src, os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"cannot decompress ({exc})", path=self.name) from None
+        with open(tmp, "rb") as fh:
+            head = fh.read(4096).lstrip(BOM).lstrip()
+        if head.startswith(b"["):  # a gzipped JSON array: spool it again as JSONL
+            inner, self._tmp = self._tmp, None
+            try:
+                return self._prepare_bytes(Path(inner).read_bytes(), json_array=True)
+            finally:
+                os.unlink(inner)
+        return tmp
+
+    def _prepare_bytes(self, data: bytes, json_array: bool) -> str:
+        fd, tmp = tempfile.mkstemp(prefix="trajtune-convert-", suffix=".jsonl")
+        self._tmp = tmp
+        with os.fdopen(fd, "wb") as out:
+            try:
+                arr = orjson.loads(data.lstrip(BOM))
+            except orjson.JSONDecodeError as exc:
+                raise DataError(f"not valid JSON ({exc})", path=self.name) from None
+            for obj in arr if isinstance(arr, list) else [arr]:
+                out.write(orjson.dumps(obj) + b"\n")
         return tmp
 
     @staticmethod
@@ -302,10 +338,19 @@ def text_of(content: Any) -> str | None:
     raise Reject("unsupported content", type(content).__name__)
 
 
-def record(rec_id: str, source: str, body: dict, metadata: dict | None = None, tools: list | None = None) -> dict:
+def extras(obj: dict, consumed: tuple[str, ...]) -> dict | None:
+    """Top-level keys a converter does not map: kept in ``metadata.extra`` so nothing is lost."""
+    out = {k: v for k, v in obj.items() if k not in consumed}
+    return out or None
+
+
+def record(rec_id: str, source: str, body: dict, metadata: dict | None = None, tools: list | None = None,
+           extra: dict | None = None) -> dict:
     """One output record in canonical key order: id, metadata, tools, then the kind's fields."""
     meta = dict(metadata or {})
     meta.setdefault("source", source)
+    if extra:
+        meta["extra"] = {**meta.get("extra", {}), **extra} if isinstance(meta.get("extra"), dict) else extra
     out: dict[str, Any] = {"id": rec_id, "metadata": meta}
     if tools is not None:
         out["tools"] = tools

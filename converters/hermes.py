@@ -19,7 +19,7 @@ import orjson
 
 from trajtune.chat import parse_tool_calls
 from trajtune.converters import sharegpt
-from trajtune.converters.common import Reject, parse_tools, per_row, record, source_id
+from trajtune.converters.common import Reject, extras, parse_tools, per_row, record, source_id
 
 NAME = "hermes"
 KINDS = ("sft",)
@@ -123,7 +123,8 @@ def convert_obj(obj: dict) -> dict:
     turns = [t for t in turns if not (t.get("from") == "system" and not str(t.get("value") or "").strip())]
     messages = sharegpt.build(_split_results(turns), text_calls=_text_calls)
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else None
-    return record(source_id(obj, "hermes-"), NAME, {"messages": messages}, meta, tools)
+    return record(source_id(obj, "hermes-"), NAME, {"messages": messages}, meta, tools,
+                  extras(obj, ("id", "metadata", "conversations", "messages", "text", "example", "tools")))
 
 
 def convert(source, kind, cfg, emit):

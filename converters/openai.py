@@ -6,14 +6,14 @@ per-message ``weight`` (0 becomes ``train: false``, 1 ``train: true``; LLaMA-Fac
 ``loss_weight`` likewise on assistant turns). Content given as a list of text parts is joined;
 ``reasoning`` parts go to the message's ``reasoning`` key and ``tool_call`` parts become calls.
 Rows with images/videos/audios are rejected (text-only records); rows with a KTO ``label: false``
-are skipped (an undesirable answer must not be trained on as sft). Keys OpenAI does not define (e.g. ``parallel_tool_calls``) are dropped;
+are skipped (an undesirable answer must not be trained on as sft). Other top-level keys (e.g. ``parallel_tool_calls``) go to ``metadata.extra``;
 ``id`` and ``metadata`` are kept, so trajtune -> openai -> trajtune gives the same records.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from trajtune.converters.common import Builder, Reject, Skip, loads_json, parse_tools, per_row, record, source_id, text_of
+from trajtune.converters.common import Builder, Reject, Skip, extras, loads_json, parse_tools, per_row, record, source_id, text_of
 
 NAME = "openai"
 KINDS = ("sft",)
@@ -109,7 +109,8 @@ def convert_obj(obj: dict, source: str = NAME) -> dict:
     tools = parse_tools(obj.get("tools") if obj.get("tools") is not None else obj.get("functions"))
     messages = build_messages(obj.get("messages"))
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else None
-    return record(source_id(obj, "openai-"), source, {"messages": messages}, meta, tools)
+    return record(source_id(obj, "openai-"), source, {"messages": messages}, meta, tools,
+                  extras(obj, ("id", "metadata", "messages", "tools", "functions")))
 
 
 def convert(source, kind, cfg, emit):

@@ -5,14 +5,15 @@
 and ``observation`` / ``tool`` (a tool result). ``tools`` may be a JSON string. A gpt turn
 followed by a function_call turn becomes one assistant message (thought + calls). Observations
 answer the pending calls in order. Extra turn keys written by ``--to sharegpt``
-(``id`` inside a call, ``tool_call_id``, ``name``, ``train``) are read back, so
-trajtune -> sharegpt -> trajtune gives the same records.
+(``id`` inside a call, ``tool_call_id``, ``name``, ``train``, ``reasoning``) are read back, so
+trajtune -> sharegpt -> trajtune gives the same records. Unmapped top-level keys go to
+``metadata.extra``.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from trajtune.converters.common import Builder, Reject, loads_json, parse_tools, per_row, record, source_id
+from trajtune.converters.common import Builder, Reject, extras, loads_json, parse_tools, per_row, record, source_id
 
 NAME = "sharegpt"
 KINDS = ("sft", "preference")
@@ -104,7 +105,8 @@ def convert_obj(obj: dict, kind: str, text_calls=None, source: str = NAME) -> di
         body = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
     else:
         body = {"messages": build(turns, text_calls=text_calls)}
-    return record(source_id(obj, source + "-"), source, body, meta, tools)
+    return record(source_id(obj, source + "-"), source, body, meta, tools,
+                  extras(obj, ("id", "metadata", "conversations", "tools", "system", "chosen", "rejected")))
 
 
 def convert(source, kind, cfg, emit):

@@ -8,7 +8,7 @@ def test_rows_become_user_and_assistant_turns_with_system_and_history(convert):
     assert first["metadata"] == {"source": "alpaca"} and first["id"].startswith("alpaca-")
     assert [m["role"] for m in second["messages"]] == ["system", "user", "assistant", "user", "assistant"]
     assert second["messages"][3]["content"] == "Translate to French.\n\nGood morning"
-    assert recs[2]["metadata"] == {"category": "trivia", "source": "alpaca"}
+    assert recs[2]["metadata"] == {"category": "trivia", "source": "alpaca", "extra": {"extra_field": {"ignored": True}}}
 
 
 def test_every_bad_row_is_rejected_with_its_line_and_reason(convert):

@@ -55,3 +55,15 @@ def test_source_spools_arrays_and_reports_bad_lines_with_their_number(tmp_path):
     assert [r.obj for r in rows] == [{"a": 1}, {"a": 2}]
     assert src.read_at(0, 1).obj == {"a": 1}
     src.close()
+
+
+def test_gzipped_jsonl_and_json_arrays_are_read(tmp_path):
+    import gzip
+
+    emit = Emitter()
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(b'{"a": 1}\n{"a": 2}\n'))
+    (tmp_path / "b.json.gz").write_bytes(gzip.compress(b'[{"b": 1}, {"b": 2}]'))
+    for name, key in (("a.jsonl.gz", "a"), ("b.json.gz", "b")):
+        src = Source(str(tmp_path / name), emit)
+        assert [r.obj[key] for r in src.rows()] == [1, 2]
+        src.close()

@@ -7,7 +7,7 @@ def test_string_and_double_encoded_arguments_become_objects(convert):
     assert recs[0]["messages"][2] == {"role": "assistant", "content": None, "tool_calls": [
         {"id": "call_id", "type": "function", "function": {"name": "takeoff", "arguments": {"altitude": 100}}}]}
     assert recs[1]["messages"][1]["tool_calls"][0]["function"]["arguments"] == {"altitude": 50}
-    assert "parallel_tool_calls" not in recs[0]
+    assert "parallel_tool_calls" not in recs[0] and recs[0]["metadata"]["extra"] == {"parallel_tool_calls": False}
 
 
 def test_weight_zero_becomes_train_false_and_text_parts_are_joined(convert):

@@ -20,6 +20,7 @@ def test_thought_then_parallel_calls_with_string_and_double_encoded_arguments(co
     assert msgs[2]["content"] == "Let me check both."
     assert [c["function"]["arguments"] for c in msgs[2]["tool_calls"]] == [{"city": "Oslo", "days": 2}, {"city": "Oslo"}]
     assert [(m["tool_call_id"], m["content"]) for m in msgs[3:5]] == [("call_1", "rain"), ("call_2", "14:00")]
+    assert recs[1]["metadata"] == {"source": "sharegpt", "extra": {"source_dataset": "extra key"}}
 
 
 def test_broken_conversations_are_rejected_with_reasons(convert):
