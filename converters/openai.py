@@ -8,6 +8,9 @@ per-message ``weight`` (0 becomes ``train: false``, 1 ``train: true``; LLaMA-Fac
 Rows with images/videos/audios are rejected (text-only records); rows with a KTO ``label: false``
 are skipped (an undesirable answer must not be trained on as sft). Other top-level keys (e.g. ``parallel_tool_calls``) go to ``metadata.extra``;
 ``id`` and ``metadata`` are kept, so trajtune -> openai -> trajtune gives the same records.
+
+``--to preference`` reads OpenAI preference fine-tuning rows (``input``, ``preferred_output``,
+``non_preferred_output``) and LLaMA-Factory v1 ``chosen_messages`` / ``rejected_messages``.
 """
 from __future__ import annotations
 
@@ -16,12 +19,18 @@ from typing import Any
 from trajtune.converters.common import Builder, Reject, Skip, extras, loads_json, parse_tools, per_row, record, source_id, text_of
 
 NAME = "openai"
-KINDS = ("sft",)
+KINDS = ("sft", "preference")
+
+
+def _is_preference(obj: dict) -> bool:
+    return ("preferred_output" in obj and isinstance(obj.get("input"), dict)) or "chosen_messages" in obj
 
 
 def detect(obj: Any) -> bool:
-    msgs = obj.get("messages") if isinstance(obj, dict) else None
-    return isinstance(msgs, list) and any(isinstance(m, dict) and "role" in m for m in msgs)
+    if not isinstance(obj, dict):
+        return False
+    msgs = obj.get("messages")
+    return _is_preference(obj) or (isinstance(msgs, list) and any(isinstance(m, dict) and "role" in m for m in msgs))
 
 
 def _train(m: dict) -> bool | None:
@@ -113,5 +122,44 @@ def convert_obj(obj: dict, source: str = NAME) -> dict:
                   extras(obj, ("id", "metadata", "messages", "tools", "functions")))
 
 
+def convert_preference(obj: dict) -> dict:
+    """OpenAI preference fine-tuning rows (input.messages, preferred_output, non_preferred_output)
+    or LLaMA-Factory v1 rows (chosen_messages / rejected_messages: whole conversations whose
+    common beginning is the prompt)."""
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else None
+    if isinstance(obj.get("input"), dict) and "preferred_output" in obj:
+        inp = obj["input"]
+        tools = parse_tools(inp.get("tools"))
+        prompt = build_messages(inp.get("messages"), need_assistant=False)
+        chosen, rejected = build_messages(obj.get("preferred_output")), build_messages(obj.get("non_preferred_output"))
+        used = ("id", "metadata", "input", "preferred_output", "non_preferred_output")
+    elif "chosen_messages" in obj:
+        tools = parse_tools(obj.get("tools"))
+        c, r = obj.get("chosen_messages"), obj.get("rejected_messages")
+        if not isinstance(c, list) or not isinstance(r, list):
+            raise Reject("no chosen/rejected answers")
+        n = 0
+        while n < min(len(c), len(r)) and c[n] == r[n]:
+            n += 1
+        while n > 0 and isinstance(c[n - 1], dict) and c[n - 1].get("role") == "assistant":
+            n -= 1  # the answers start at the first differing assistant turn
+        prompt = build_messages(c[:n], need_assistant=False)
+        chosen, rejected = build_messages(c[n:]), build_messages(r[n:])
+        used = ("id", "metadata", "chosen_messages", "rejected_messages", "tools")
+    else:
+        raise Reject("no chosen/rejected answers")
+    if chosen == rejected:
+        raise Reject("identical chosen and rejected")
+    body = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    return record(source_id(obj, "openai-pref-"), NAME, body, meta, tools, extras(obj, used))
+
+
 def convert(source, kind, cfg, emit):
-    yield from per_row(source, emit, convert_obj)
+    def one(obj: dict) -> dict:
+        if kind == "preference":
+            return convert_preference(obj)
+        if _is_preference(obj):
+            raise Reject("preference row", "convert it with --to preference")
+        return convert_obj(obj)
+
+    yield from per_row(source, emit, one)

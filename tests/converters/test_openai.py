@@ -59,3 +59,14 @@ def test_a_file_that_is_not_json_at_all_is_rejected_line_by_line(convert):
     summary, recs, rejects = convert("python_repr.jsonl", source_format="openai")
     assert recs == [] and summary["rejected"] == {"not valid JSON": 2}
     assert rejects[1]["line"] == 2 and rejects[1]["input"].startswith("{'messages'")
+
+
+def test_openai_and_llamafactory_v1_preference_rows(convert):
+    summary, recs, rejects = convert("openai_preference.jsonl", to="preference")
+    assert summary["from"] == "openai" and summary["converted"] == 2
+    assert recs[0]["prompt"] == [{"role": "user", "content": "Hello, can you tell me how cold San Francisco is today?"}]
+    assert recs[0]["chosen"][0]["content"].startswith("Today in San Francisco") and recs[0]["tools"] == []
+    assert recs[1]["prompt"] == [{"role": "system", "content": "Be accurate."}, {"role": "user", "content": "2+2?"}]
+    assert (recs[1]["chosen"], recs[1]["rejected"]) == ([{"role": "assistant", "content": "4", "train": True}],
+                                                       [{"role": "assistant", "content": "5", "train": True}])
+    assert [(r["line"], r["reason"]) for r in rejects] == [(3, "no chosen/rejected answers")]
