@@ -50,7 +50,8 @@ def register(app: typer.Typer) -> None:
             raise UsageError("--json and OUT '-' both use stdout", hint="write OUT to a file")
         if agent_types:
             agent_types = [a.strip() for item in agent_types for a in item.split(",") if a.strip()]
-        overrides = {k: v for k, v in locals().items() if k in {f for f in ConvertConfig.__dataclass_fields__}}
+        given = dict(locals())  # every option above whose name is a config field overrides it
+        overrides = {k: v for k, v in given.items() if k in ConvertConfig.__dataclass_fields__}
         cfg = config.build(ConvertConfig, config_file, overrides)
         summary = run_convert(cfg, inp, out, force=force)
         _report(summary)

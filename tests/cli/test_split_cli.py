@@ -53,3 +53,12 @@ def test_json_summary_and_bad_ratios(capsys, monkeypatch, tmp_path):
     assert code == 0 and sum(orjson.loads(out)["counts"].values()) == 40
     code, _, err = cli(capsys, monkeypatch, records(tmp_path), tmp_path / "o", "--ratios", "0.9,0.2")
     assert code == 2 and "--ratios needs three non-negative fractions" in err
+
+
+def test_split_reads_stdin(tmp_path):
+    data = records(tmp_path).read_bytes()
+    res = subprocess.run([sys.executable, "-m", "trajtune.cli.app", "split", "-", str(tmp_path / "o"), "--seed", "1"],
+                         input=data, capture_output=True)
+    assert res.returncode == 0, res.stderr
+    lines = sorted(x for n in ("train", "val", "test") for x in (tmp_path / "o" / f"{n}.jsonl").read_bytes().splitlines())
+    assert lines == sorted(data.splitlines())
