@@ -4,7 +4,8 @@
 
 Generates (or reuses) bench/out/sft_<N>.jsonl: N realistic sft records (multi-step tool
 trajectories, parallel calls, train:false steps, a catalog of tools with parameter schemas).
-Each measurement runs in a fresh process so its peak RSS (VmHWM) is its own. Prints records/s of
+Each measurement runs in a fresh process so its peak RSS (VmHWM) is its own; the fast ones run in
+interleaved rounds and keep their best (the machine may be shared). Prints records/s of
   validate (1 worker)      the engine in-process: parse, schema, semantic checks, duplicate digests
   validate (--workers N)   the same split by byte ranges across N processes
   naive jsonschema         json.loads + Draft202012Validator(schema).iter_errors per line
@@ -163,6 +164,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--naive-records", type=int, default=20_000,
                     help="time the (slow) naive loop on the first N records only; its rate does not depend on N")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the fast measurements; best kept")
     ap.add_argument("--_measure", help=argparse.SUPPRESS)
     ap.add_argument("--_path", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -173,10 +175,18 @@ def main(argv=None) -> int:
     size = path.stat().st_size
     print(f"file: {path} ({a.records:,} records, {size / 1e6:.0f} MB, {size / a.records:.0f} bytes/record); "
           f"{os.cpu_count()} CPUs visible", flush=True)
-    rows = [("validate (1 worker)", run_child("validate", path, 1)),
-            (f"validate (--workers {a.workers})", run_child("validate", path, a.workers)),
+    # the machine may be shared: interleave the fast measurements and keep each one's best round
+    best: dict[str, dict] = {}
+    for _ in range(a.rounds):
+        for key, what, workers in (("v1", "validate", 1), ("vn", "validate", a.workers), ("floor", "floor", 1)):
+            r = run_child(what, path, workers)
+            if key not in best or r["rate"] > best[key]["rate"]:
+                best[key] = r
+    rows = [("validate (1 worker)", best["v1"]),
+            (f"validate (--workers {a.workers})", best["vn"]),
             (f"naive jsonschema loop ({min(a.naive_records, a.records):,})", run_child("naive", path, 1, a.naive_records)),
-            ("parse floor (orjson.loads)", run_child("floor", path))]
+            ("parse floor (orjson.loads)", best["floor"])]
+    print(f"best of {a.rounds} interleaved rounds (naive: one round)")
     for name, r in rows:
         extra = f", workers peak {r['children_rss_mb']} MB" if r["children_rss_mb"] else ""
         print(f"{name:38s} {r['rate']:>10,.0f} records/s  {r['seconds']:7.1f} s  peak RSS {r['rss_mb']} MB{extra}")

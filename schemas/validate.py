@@ -303,9 +303,9 @@ class _Scan:
         if type(rid) is str:
             self.id_digests.append(_digest(rid.encode("utf-8", "surrogatepass")))
             self.id_lines.append(lineno)
-        if not self.fast(obj) and self._explain(lineno, orjson.loads(raw)):  # explain the record as written
-            return
         try:
+            if not self.fast(obj) and self._explain(lineno, orjson.loads(raw)):  # explain the record as written
+                return
             issues = check_record(obj, kind)
         except Exception as exc:  # a check must never crash validate; report it instead
             self.add(lineno, "schema", f"could not check this record ({type(exc).__name__}: {exc})")
