@@ -358,6 +358,28 @@ def record(rec_id: str, source: str, body: dict, metadata: dict | None = None, t
     return out
 
 
+def declare_called_tools(tools: list | None, *message_lists: list[dict]) -> tuple[list | None, list[str]]:
+    """Add a minimal declaration (name + the argument names seen) for every called tool the
+    source did not declare (logs and traces often omit or redact schemas). Returns the tools and
+    the names added, which converters record in ``metadata.inferred_tools``."""
+    known = {t["function"]["name"] for t in tools or []}
+    props: dict[str, dict] = {}
+    for msgs in message_lists:
+        for m in msgs:
+            for c in m.get("tool_calls") or []:
+                name = c["function"]["name"]
+                if name not in known:
+                    props.setdefault(name, {}).update({k: {} for k in c["function"]["arguments"]})
+    if not props:
+        return tools, []
+    for name in props:
+        if not TOOL_NAME.match(name):
+            raise Reject("invalid tool name", repr(name)[:200])
+    added = [{"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": p}}}
+             for n, p in props.items()]
+    return list(tools or []) + added, list(props)
+
+
 def source_id(obj: dict, prefix: str, *keys: str) -> str:
     from trajtune.records import content_id
 

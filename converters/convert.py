@@ -150,15 +150,21 @@ def run_convert(cfg: ConvertConfig, inp: str, out: str, *, force: bool = False) 
             # 2) which source format
             fmt = cfg.source_format
             if fmt == "auto":
-                fmt = registry.detect(source.peek(), source.name)
-            module = registry.get(fmt)
-            if kind not in module.KINDS:
+                head = source.peek()
+                if not head:  # not one JSON object: reject every line (nothing dropped silently)
+                    for _ in source.raw_rows():
+                        pass
+                    fmt = "unknown"
+                else:
+                    fmt = registry.detect(head, source.name)
+            module = registry.get(fmt) if fmt != "unknown" else None
+            if module is not None and kind not in module.KINDS:
                 raise UsageError(f"--from {fmt} gives {', '.join(module.KINDS)} records, not {kind}")
             # 3) convert, check each record against its schema, write
             check = validator(kind)
             seen: dict[str, int] = {}
             n = 0
-            for row, rec in module.convert(source, kind, cfg, emit):
+            for row, rec in module.convert(source, kind, cfg, emit) if module is not None else ():
                 try:
                     check(rec)
                 except Exception as exc:  # fastjsonschema.JsonSchemaValueException

@@ -21,7 +21,7 @@ import re
 from typing import Any
 
 from trajtune.jsonl import Row
-from trajtune.converters.common import Builder, Reject, Skip, loads_json, parse_tools, per_row, record, source_id
+from trajtune.converters.common import Builder, Reject, Skip, declare_called_tools, loads_json, parse_tools, per_row, record, source_id
 
 NAME = "tool-logs"
 KINDS = ("sft",)
@@ -105,14 +105,9 @@ def convert_obj(obj: dict, cfg) -> dict:
         b.assistant(None, [b.call(name, args)])
         b.tool(results[i] if results is not None else "")
     b.assistant(result)
+    messages = b.finish()
     # logs rarely carry tool schemas: declare each tool with the argument names it was called with
-    declared = parse_tools(obj.get("tools")) if obj.get("tools") else None
-    if declared is None:
-        props: dict[str, dict] = {}
-        for name, args in zip(tools, params):
-            props.setdefault(name, {}).update({k: {} for k in (args if isinstance(args, dict) else {})})
-        declared = [{"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": p}}}
-                    for n, p in props.items()]
+    declared, _ = declare_called_tools(parse_tools(obj.get("tools")), messages)
     meta: dict[str, Any] = {"source": NAME}
     if isinstance(obj.get("agent_name"), str):
         meta["agent"] = obj["agent_name"]
@@ -124,7 +119,7 @@ def convert_obj(obj: dict, cfg) -> dict:
         meta["success_rate"] = rate
     if results is None:
         meta["observations"] = "missing"
-    return record(source_id(obj, "toollog-", "task_id", "id"), NAME, {"messages": b.finish()}, meta, declared)
+    return record(source_id(obj, "toollog-", "task_id", "id"), NAME, {"messages": messages}, meta, declared)
 
 
 TASK_FIELDS = ("task_description", "expected_result", "success_label", "agent_name", "difficulty",

@@ -6,7 +6,9 @@ Spans may be JSON or JSONL: Phoenix/OTel exports (``span_kind``, ``context.span_
 Messages come from ``llm.input_messages.N.message.*`` / ``llm.output_messages.N.message.*``
 (``content`` or ``contents.M.message_content.text``; ``tool_calls.M.tool_call.*`` with
 arguments as JSON strings), tools from ``llm.tools.N.tool.json_schema``; spans without them
-fall back to ``input.value`` / ``output.value`` text.
+fall back to ``input.value`` / ``output.value`` text. Called tools whose schema the span lacks
+(or redacts as ``{}``) are declared by name and argument names, listed in
+``metadata.inferred_tools``.
 
 Annotations are rows with ``span_id`` and a ``label`` (or ``result: {label, score}``), in the
 input or in ``--annotations FILE``: approved/rejected for LLM spans (an annotation may carry its
@@ -32,7 +34,7 @@ from typing import Any, Iterator
 import orjson
 
 from trajtune.converters import openai
-from trajtune.converters.common import Emitter, Reject, Source, loads_json, parse_tools, record
+from trajtune.converters.common import Emitter, Reject, Source, declare_called_tools, loads_json, parse_tools, record
 from trajtune.jsonl import Row
 
 NAME = "traces"
@@ -254,9 +256,16 @@ def verdict(labels: list[str]) -> str | None:
 
 # --------------------------------------------------------------------------- conversions
 
+def _tools(span: Span, meta: dict, *message_lists: list[dict]) -> list | None:
+    tools, inferred = declare_called_tools(tools_of(span), *message_lists)
+    if inferred:
+        meta["inferred_tools"] = inferred
+    return tools
+
+
 def _sft_record(span: Span, inp: list[dict], out: list[dict], meta: dict, rid: str) -> dict:
     messages = openai.build_messages(inp + out)
-    return record(rid, NAME, {"messages": messages}, meta, tools_of(span))
+    return record(rid, NAME, {"messages": messages}, meta, _tools(span, meta, messages))
 
 
 def convert(source: Source, kind: str, cfg, emit: Emitter):
@@ -389,9 +398,9 @@ def _preferences(source: Source, ann: dict, emit: Emitter):
             continue
         cid, rjd = _span_id(chosen[0], chosen[2]), _span_id(rejected[0], rejected[2])
         rid = f"{cid}-vs-{rjd}" if cid != rjd else f"{cid}-pref"
-        yield row, record(rid, NAME, {"prompt": prompt, "chosen": c, "rejected": r},
-                          {"source": NAME, "chosen_span": chosen[0].span_id, "rejected_span": rejected[0].span_id},
-                          tools_of(chosen[0]))
+        meta = {"source": NAME, "chosen_span": chosen[0].span_id, "rejected_span": rejected[0].span_id}
+        yield row, record(rid, NAME, {"prompt": prompt, "chosen": c, "rejected": r}, meta,
+                          _tools(chosen[0], meta, prompt, c, r))
 
 
 def _sessions(source: Source, cfg, emit: Emitter):

@@ -86,6 +86,14 @@ def test_nothing_converted_exits_1_and_says_why(capsys, monkeypatch, tmp_path):
     assert "Error: nothing converted" in err and "output empty" in err
 
 
+def test_a_file_of_no_json_at_all_is_rejected_line_by_line_and_exits_1(capsys, monkeypatch, tmp_path):
+    bad = tmp_path / "repr.jsonl"
+    bad.write_text("{'messages': []}\n{'messages': []}\n")
+    code, _, err = cli(capsys, monkeypatch, bad, tmp_path / "o.jsonl")
+    assert code == 1 and "2 rejected" in err and "not valid JSON" in err
+    assert len((tmp_path / "o.rejects.jsonl").read_bytes().splitlines()) == 2
+
+
 def test_usage_errors_exit_2(capsys, monkeypatch, tmp_path):
     code, _, err = cli(capsys, monkeypatch, "--from", "sharegtp", FIXTURES / "sharegpt.json", tmp_path / "o.jsonl")
     assert code == 2 and "unknown format 'sharegtp'" in err and "did you mean 'sharegpt'" in err

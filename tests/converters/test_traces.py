@@ -62,3 +62,25 @@ def test_phoenix_exports_grouped_in_one_json_object_are_read(convert, tmp_path):
 
     s = run_convert(config.build(ConvertConfig, None, {"approved_only": False}), str(grouped), str(tmp_path / "o.jsonl"))
     assert s["from"] == "traces" and s["converted"] == 5
+
+
+def test_flat_attribute_maps_and_undeclared_tools_are_declared_by_name(tmp_path):
+    from trajtune import config
+    from trajtune.converters.convert import ConvertConfig, run_convert
+
+    span = {"openinference.span.kind": "LLM",
+            "llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": "Weather in Paris?",
+            "llm.output_messages.0.message.role": "assistant",
+            "llm.output_messages.0.message.tool_calls.0.tool_call.id": "1234",
+            "llm.output_messages.0.message.tool_calls.0.tool_call.function.name": "get_weather",
+            "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments": "{\"location\":\"Paris\"}",
+            "llm.tools.0.tool.json_schema": "{}"}
+    inp = tmp_path / "span.json"
+    inp.write_bytes(orjson.dumps(span, option=orjson.OPT_INDENT_2))
+    s = run_convert(config.build(ConvertConfig, None, {"approved_only": False}), str(inp), str(tmp_path / "o.jsonl"))
+    assert s["from"] == "traces" and s["converted"] == 1
+    rec = orjson.loads((tmp_path / "o.jsonl").read_bytes())
+    assert rec["tools"] == [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"location": {}}}}}]
+    assert rec["metadata"]["inferred_tools"] == ["get_weather"]
+    assert rec["messages"][1]["tool_calls"][0]["function"]["arguments"] == {"location": "Paris"}
