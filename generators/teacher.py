@@ -6,7 +6,9 @@ until it gives a final answer or the step limit is reached. Each finished trajec
 ``sft`` record (``metadata.review: pending``) after validation: the record schema, every call
 names an offered tool, its arguments satisfy the tool's JSON-Schema ``parameters``, every call
 is answered by exactly one tool result, and the trajectory ends with a final answer. Invalid
-trajectories go to the rejects file with the reason.
+trajectories go to the rejects file with the reason. When the task says what the first step
+should be (``expected``, as template tasks do), THE scorer's verdict on the teacher's first turn
+is kept in ``metadata.expected_match``; ``verify`` rejects mismatches as ``off_task``.
 
 Transport: the ``openai`` client (``max_retries=0``), ``concurrency`` episodes in parallel
 threads, a per-request ``timeout``, and tenacity retries with exponential backoff (honouring
@@ -40,7 +42,7 @@ DEFAULT_SYSTEM = ("You are a software engineering agent. Use the offered tools w
 
 # Reasons a trajectory is rejected (written to the rejects file).
 REJECT_REASONS = ("schema", "unknown_tool", "invalid_arguments", "unparsable_arguments", "unanswered_call",
-                  "no_final_answer", "empty_answer", "truncated", "step_limit", "bad_request")
+                  "no_final_answer", "empty_answer", "truncated", "step_limit", "bad_request", "off_task")
 # Reasons a task failed in transport (not written; a re-run retries them).
 FAIL_REASONS = ("rate_limited", "server_error", "timeout", "connection", "api_error")
 
@@ -59,6 +61,8 @@ class TeacherConfig:
     reply_limit: int = field(1024, help="max completion tokens per request (sent as max_tokens)")
     seed: int | None = field(None, help="seed sent to the endpoint (if it supports one)")
     system_prompt: str = field(DEFAULT_SYSTEM, help="system message when the task has none")
+    verify: bool = field(False, help="reject (off_task) a trajectory whose first step the scorer fails against "
+                                     "the task's expected calls; metadata.expected_match is recorded either way")
 
     def check(self) -> None:
         if not self.base_url:
@@ -347,7 +351,7 @@ def run_episode(client: Any, cfg: TeacherConfig, task: dict, simulate: Simulate,
     messages = task_prompt(task)
     if not messages or messages[0].get("role") != "system":
         messages.insert(0, {"role": "system", "content": cfg.system_prompt})
-    usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "prompt_len": len(messages)}
     n_calls = 0
     extra = {"seed": cfg.seed} if cfg.seed is not None else {}
     for _ in range(cfg.max_steps):
@@ -519,6 +523,13 @@ def _finish(fut: Future, rid: str, task: dict, cfg: TeacherConfig, app: Any, rej
                 prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"], review="pending")
     record = {"id": rid, "metadata": meta, "tools": list(task.get("tools") or []), "messages": messages}
     problems = check_trajectory(record) or validate_errors(record, "sft")
+    if not problems and isinstance(task.get("expected"), dict):
+        verdict = first_step_verdict(task, messages[usage["prompt_len"]])
+        meta["expected_match"] = verdict.passed
+        if not verdict.passed:
+            meta["expected_reason"] = verdict.reason
+            if cfg.verify:
+                problems = [("off_task", f"first step vs the task's expected calls: {verdict.reason}: {verdict.detail}")]
     if problems:
         reason, detail = problems[0]
         _reject(rej, rid, tid, reason, detail, messages, task, summary, key)
@@ -530,6 +541,14 @@ def _finish(fut: Future, rid: str, task: dict, cfg: TeacherConfig, app: Any, rej
         if v is not None:
             summary[bucket][str(v)] = summary[bucket].get(str(v), 0) + 1
     return "accepted"
+
+
+def first_step_verdict(task: dict, first: dict) -> Any:
+    """THE scorer's verdict on the teacher's first assistant turn against ``task['expected']``."""
+    from trajtune.chat import assistant_text
+    from trajtune.scoring import score
+
+    return score(task, assistant_text(first))
 
 
 def _reject(rej: Any, rid: str, tid: Any, reason: str, detail: str, messages: list | None, task: dict, summary: dict,

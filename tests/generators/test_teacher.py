@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers.openai_server import ScriptedServer, solve_policy
-from trajtune.errors import RunError
-from trajtune.generators import teacher
-from trajtune.generators.catalog import load_catalog
-from trajtune.jsonl import read_jsonl
-from trajtune.records import validator
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: helpers (pytest runs in importlib mode)
+from helpers.openai_server import ScriptedServer, solve_policy  # noqa: E402
+from trajtune.errors import RunError  # noqa: E402
+from trajtune.generators import teacher  # noqa: E402
+from trajtune.generators.catalog import load_catalog  # noqa: E402
+from trajtune.jsonl import read_jsonl  # noqa: E402
+from trajtune.records import validator  # noqa: E402
 
 SECRET = "sk-test-9f8e7d6c5b4a-never-print-me"
 
@@ -305,3 +306,21 @@ def test_cli_sigkill_mid_run_then_rerun_completes_without_duplicates(tmp_path):
     assert len(ids) == len(set(ids)) == 30
     # the same tasks were solved as in an uninterrupted run (order may differ: concurrency)
     assert set(ids) == {json.loads(x)["id"] for x in ref.read_bytes().splitlines()}, (p.stdout, r.stdout)
+
+
+def test_first_step_is_scored_against_expected_and_verify_rejects_off_task(tmp_path, catalog):
+    def task(tid, path):
+        return {"id": tid, "prompt": [{"role": "user", "content": f"read {path}"}], "tools": catalog.openai_tools(["read_file"]),
+                "expected": {"calls": [{"name": "read_file", "arguments": {"path": [path]}}], "order": "strict"}}
+
+    tasks = [task("right", "src/app.py"), task("wrong", "docs/README.md")]  # the policy always reads src/app.py
+    with ScriptedServer() as srv:
+        loose = teacher.generate(tasks, tmp_path / "a.jsonl", cfg_for(srv.url), simulate=teacher.catalog_simulator(catalog))
+        strict = teacher.generate(tasks, tmp_path / "b.jsonl", cfg_for(srv.url, verify=True),
+                                  simulate=teacher.catalog_simulator(catalog))
+    meta = {r.obj["metadata"]["task_id"]: r.obj["metadata"] for r in read_jsonl(tmp_path / "a.jsonl")}
+    assert loose["written"] == 2 and meta["right"]["expected_match"] is True
+    assert meta["wrong"]["expected_match"] is False and meta["wrong"]["expected_reason"] == "wrong_argument"
+    assert (strict["written"], strict["rejects"]) == (1, {"off_task": 1})
+    rej = next(read_jsonl(teacher.default_rejects_path(tmp_path / "b.jsonl"))).obj
+    assert rej["task_id"] == "wrong" and "docs/README.md" in rej["detail"]
