@@ -7,17 +7,31 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from dpo_pairs import make_pairs, write_pairs
+sys.path.insert(0, str(Path(__file__).parent))  # the pair builder beside this file (any pytest import mode)
+from dpo_pairs import make_pairs, write_pairs  # noqa: E402
 from trajtune import config as cfglib
 from trajtune.errors import DataError
 from trajtune.scripts.train_dpo import TrainDPOConfig, encode_pairs, encode_side, train_dpo
 
 ROOT = Path(__file__).resolve().parents[2]
+# One thread: on a shared 2-core machine two OpenMP threads per process wait on each other (6x slower here).
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def cfg_for(tiny_model, tmp_path, **kw) -> TrainDPOConfig:
@@ -152,7 +166,8 @@ def test_refuses_fewer_than_min_pairs(tiny_model, tmp_path):
 
 def _run_cli(args, env=None):
     return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train_dpo.py"), *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**(env or os.environ), **ONE_THREAD})
 
 
 def _wait_for(pred, proc, timeout=180):
@@ -166,45 +181,57 @@ def _steps(run: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in run.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
 
 
-def test_sigterm_stop_then_sigkill_then_resume_matches_an_uninterrupted_run(tiny_model, tmp_path):
+def _sigterm_self_once_training(delay: float) -> threading.Thread:
+    """Send this process SIGTERM once train-dpo has installed its handler (then it is never the default)."""
+    default = signal.getsignal(signal.SIGTERM)
+
+    def fire():
+        deadline = time.time() + 120
+        while time.time() < deadline and signal.getsignal(signal.SIGTERM) is default:
+            time.sleep(0.02)
+        time.sleep(delay)
+        if signal.getsignal(signal.SIGTERM) is not default:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    t = threading.Thread(target=fire, daemon=True)
+    t.start()
+    return t
+
+
+def test_sigterm_stop_then_sigkill_then_resume_matches_an_uninterrupted_run(tiny_model, tmp_path, monkeypatch, capsys):
     data = write_pairs(tmp_path / "pairs.jsonl", 32)
     run = tmp_path / "run"
-    flags = ["--model", str(tiny_model), "--data", str(data), "--max-steps", "8", "--batch-size", "4", "--save-steps", "2",
-             "--logging-steps", "1", "--precision", "fp32", "--learning-rate", "1e-3", "--output-dir", str(run)]
-    slow = {**os.environ, "TRAJTUNE_TEST_STEP_SLEEP": "1.0"}
-    first = _run_cli(flags, env=slow)
-    # the uninterrupted run, in this process while the first one starts up
-    whole = train_dpo(cfglib.build(TrainDPOConfig, None, {
-        "model": str(tiny_model), "data": [str(data)], "max_steps": 8, "batch_size": 4, "save_steps": 2, "logging_steps": 1,
-        "precision": "fp32", "learning_rate": 1e-3, "output_dir": str(tmp_path / "whole")}))
+    opts = {"model": str(tiny_model), "data": [str(data)], "max_steps": 8, "batch_size": 4, "save_steps": 2,
+            "logging_steps": 1, "precision": "fp32", "learning_rate": 1e-3, "output_dir": str(run)}
+    whole = train_dpo(cfglib.build(TrainDPOConfig, None, {**opts, "output_dir": str(tmp_path / "whole")}))
 
-    # 1) SIGTERM: a checkpoint at the current step, a clean stop (exit 130), no final/
-    assert _wait_for(lambda: bool(_steps(run)), first)
-    first.send_signal(signal.SIGTERM)
-    _, err = first.communicate(timeout=120)
-    assert first.returncode == 130, err[-2000:]
-    s1 = json.loads((run / "training_summary.json").read_text())
+    # 1) SIGTERM: a checkpoint at the current step, a clean stop, no final/
+    monkeypatch.setenv("TRAJTUNE_TEST_STEP_SLEEP", "0.3")
+    _sigterm_self_once_training(1.0)
+    s1 = train_dpo(cfglib.build(TrainDPOConfig, None, opts))
+    monkeypatch.delenv("TRAJTUNE_TEST_STEP_SLEEP")
     assert s1["finished"] is False and s1["stop_reason"] == "interrupted (SIGTERM)"
     stopped = s1["global_step"]
     assert 0 < stopped < 8 and (run / f"checkpoint-{stopped}" / "trainer_state.json").is_file()
     assert not (run / "final").exists()
 
-    # 2) the same command resumes; SIGKILL it after a later checkpoint
-    second = _run_cli(flags, env=slow)
-    assert _wait_for(lambda: max(_steps(run)) > stopped, second)
-    second.send_signal(signal.SIGKILL)
-    second.wait()
+    # 2) the same command in a real process resumes; SIGKILL it after a later checkpoint
+    flags = ["--model", str(tiny_model), "--data", str(data), "--max-steps", "8", "--batch-size", "4", "--save-steps", "2",
+             "--logging-steps", "1", "--precision", "fp32", "--learning-rate", "1e-3", "--output-dir", str(run)]
+    proc = _run_cli(flags, env={**os.environ, "TRAJTUNE_TEST_STEP_SLEEP": "0.5"})
+    assert _wait_for(lambda: max(_steps(run)) > stopped, proc), proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     last = max(_steps(run))
     assert stopped < last < 8 and not (run / "final").exists()
     (run / "checkpoint-99").mkdir()  # a save cut off mid-way: weights, no trainer_state.json
     (run / "checkpoint-99" / "adapter_model.safetensors").write_bytes(b"")
 
     # 3) the same command again finishes the run from the newest complete checkpoint
-    third = _run_cli(flags)
-    _, err3 = third.communicate(timeout=300)
-    assert third.returncode == 0, err3[-2000:]
-    assert "skipping incomplete checkpoint" in err3 and f"resuming from {run / f'checkpoint-{last}'}" in err3
-    s3 = json.loads((run / "training_summary.json").read_text())
+    capsys.readouterr()
+    s3 = train_dpo(cfglib.build(TrainDPOConfig, None, opts))
+    err = capsys.readouterr().err
+    assert "skipping incomplete checkpoint" in err and "resuming from" in err and f"checkpoint-{last}" in err
     assert s3["finished"] and s3["global_step"] == whole["global_step"] == 8
     assert s3["resumed_from"].endswith(f"checkpoint-{last}") and (run / "final" / "adapter_model.safetensors").is_file()
     losses_whole = {h["step"]: h["loss"] for h in whole["loss_history"]}
