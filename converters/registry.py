@@ -13,6 +13,7 @@ FORMATS = {
     "interactions": "trajtune.converters.interactions",
     "tool-logs": "trajtune.converters.tool_logs",
     "traces": "trajtune.converters.traces",
+    "atif": "trajtune.converters.atif",
     "critiques": "trajtune.converters.critiques",
     "hermes": "trajtune.converters.hermes",
     "sharegpt": "trajtune.converters.sharegpt",
