@@ -7,7 +7,7 @@ import typer
 
 from trajtune.cli.common import err_console
 
-HELP = ("Convert agent data (alpaca, sharegpt, openai, hermes, tool-logs, interactions, traces, atif, critiques, "
+HELP = ("Convert agent data (alpaca, sharegpt, openai, hermes, tool-logs, interactions, traces, atif, critiques, hh-rlhf, "
         "trajtune) into trajtune records, or export sft records to openai / sharegpt / alpaca-text.\n\n"
         "Every record is checked against its schema; rejected inputs go to a rejects JSONL with their line and "
         "reason. '-' reads stdin / writes stdout. Exit 1 when nothing converts.")

@@ -2,7 +2,7 @@
 and ``split`` (``trajtune split``).
 
 One module per source format (see ``registry.FORMATS``): alpaca, sharegpt, openai, hermes, atif,
-tool_logs, interactions, traces, critiques, ours (trajtune records); ``exports`` writes sft
+tool_logs, interactions, traces, critiques, hh_rlhf, ours (trajtune records); ``exports`` writes sft
 records as openai / sharegpt / alpaca-text; ``convert`` is the stage driver; ``common`` holds
 the input source, reject/skip accounting and the message builder every converter shares.
 """

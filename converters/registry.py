@@ -15,6 +15,7 @@ FORMATS = {
     "traces": "trajtune.converters.traces",
     "atif": "trajtune.converters.atif",
     "critiques": "trajtune.converters.critiques",
+    "hh-rlhf": "trajtune.converters.hh_rlhf",
     "hermes": "trajtune.converters.hermes",
     "sharegpt": "trajtune.converters.sharegpt",
     "openai": "trajtune.converters.openai",
