@@ -91,76 +91,61 @@ class Source:
         self.path = self._prepare(str(path))
 
     def _prepare(self, p: str) -> str:
-        if p != "-":
+        if p == "-":
+            path = self._spool(sys.stdin.buffer)  # streamed to disk: stdin is read once, in chunks
+        else:
             pp = Path(p)
             if pp.is_dir():
                 raise UsageError(f"{p} is a directory, not a JSON/JSONL file")
             if not pp.is_file():
                 raise UsageError(f"{p}: no such file")
             if p.endswith(".gz"):
-                return self._spool_gz(pp)
-            with open(pp, "rb") as fh:
-                head = fh.read(4096).lstrip(BOM).lstrip()
-            if not head.startswith(b"[") and not (head.startswith(b"{") and not self._is_jsonl(pp)):
-                return p
-            data = pp.read_bytes()
-        else:
-            data = sys.stdin.buffer.read()
-        if data.startswith(BOM):
-            data = data[3:]
-        stripped = data.lstrip()
-        fd, tmp = tempfile.mkstemp(prefix="trajtune-convert-", suffix=".jsonl")
-        self._tmp = tmp
-        with os.fdopen(fd, "wb") as out:
-            if stripped.startswith(b"["):
-                try:
-                    arr = orjson.loads(stripped)
-                except orjson.JSONDecodeError as exc:
-                    raise DataError(f"not valid JSON ({exc})", path=self.name) from None
-                for obj in arr:
-                    out.write(orjson.dumps(obj) + b"\n")
-            elif stripped.startswith(b"{") and p != "-":
-                try:  # one pretty-printed JSON object
-                    out.write(orjson.dumps(orjson.loads(stripped)) + b"\n")
-                except orjson.JSONDecodeError:  # not JSON at all: read it as JSONL, rejecting bad lines
-                    out.write(data)
-            else:
-                out.write(data)
-        del data
-        return tmp
+                import gzip
 
-    def _spool_gz(self, pp: Path) -> str:
-        """Decompress a .gz input to a temporary file (streamed), then read that like any file."""
-        import gzip
+                try:
+                    with gzip.open(pp, "rb") as src:
+                        path = self._spool(src)
+                except (OSError, EOFError) as exc:
+                    raise DataError(f"cannot decompress ({exc})", path=self.name) from None
+            else:
+                path = p
+        with open(path, "rb") as fh:
+            head = fh.read(4096).lstrip(BOM).lstrip()
+        if head.startswith(b"[") or (head.startswith(b"{") and not self._is_jsonl(Path(path))):
+            return self._respool_json(path)
+        return path
+
+    def _spool(self, src) -> str:
         import shutil
 
         fd, tmp = tempfile.mkstemp(prefix="trajtune-convert-", suffix=".jsonl")
         self._tmp = tmp
-        try:
-            with gzip.open(pp, "rb") as src, os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
-        except (OSError, EOFError) as exc:
-            raise DataError(f"cannot decompress ({exc})", path=self.name) from None
-        with open(tmp, "rb") as fh:
-            head = fh.read(4096).lstrip(BOM).lstrip()
-        if head.startswith(b"["):  # a gzipped JSON array: spool it again as JSONL
-            inner, self._tmp = self._tmp, None
-            try:
-                return self._prepare_bytes(Path(inner).read_bytes(), json_array=True)
-            finally:
-                os.unlink(inner)
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
         return tmp
 
-    def _prepare_bytes(self, data: bytes, json_array: bool) -> str:
+    def _respool_json(self, path: str) -> str:
+        """A JSON array (or one pretty-printed object) -> a temporary JSONL file, one element a
+        line. Arrays are parsed whole (JSON gives no other way); a file that is not JSON at all
+        is read as JSONL, so each bad line is rejected with its number."""
+        data = Path(path).read_bytes()
+        if data.startswith(BOM):
+            data = data[3:]
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            if data.lstrip().startswith(b"["):
+                raise DataError(f"not valid JSON ({exc})", path=self.name) from None
+            return path
+        del data
+        old = self._tmp
         fd, tmp = tempfile.mkstemp(prefix="trajtune-convert-", suffix=".jsonl")
         self._tmp = tmp
         with os.fdopen(fd, "wb") as out:
-            try:
-                arr = orjson.loads(data.lstrip(BOM))
-            except orjson.JSONDecodeError as exc:
-                raise DataError(f"not valid JSON ({exc})", path=self.name) from None
-            for obj in arr if isinstance(arr, list) else [arr]:
+            for obj in parsed if isinstance(parsed, list) else [parsed]:
                 out.write(orjson.dumps(obj) + b"\n")
+        if old:
+            os.unlink(old)
         return tmp
 
     @staticmethod
