@@ -88,7 +88,11 @@ class Source:
         self.name = display_name(path)
         self.emit = emit
         self._tmp: str | None = None
-        self.path = self._prepare(str(path))
+        try:
+            self.path = self._prepare(str(path))
+        except BaseException:
+            self.close()
+            raise
 
     def _prepare(self, p: str) -> str:
         if p == "-":
