@@ -147,7 +147,9 @@ def generate(tasks: Iterable[dict], out: str | Path, cfg: LocalConfig, *, count:
         exhausted = False
         while not exhausted and (need is None or summary["written"] < need):
             batch: list[tuple[str, dict]] = []
-            room = cfg.batch_size if need is None else min(cfg.batch_size, need - summary["written"])
+            # no more prompts than still needed, plus as many as were lost to ties so far
+            lost = summary["ties"] + (0 if cfg.keep_flat else summary["flat_groups"])
+            room = cfg.batch_size if need is None else min(cfg.batch_size, need - summary["written"] + lost)
             while len(batch) < room:
                 task = next(it, None)
                 if task is None:

@@ -159,9 +159,12 @@ def test_cli_hf_backend_groups_from_the_templates(tmp_path, tiny_model):
     assert v.returncode == 0, v.stdout + v.stderr
 
 
-def test_cli_hf_preferences_all_ties_is_exit_1_with_the_reason(tmp_path, tiny_model):
-    # a random tiny model never makes a tool call: every sample gets the same reward
-    p = _cli("generate", "preferences", "--backend", "hf", "--model", str(tiny_model), "-k", "2",
-             "--set", "reply_limit=3", "--count", "1", str(tmp_path / "p.jsonl"))
-    assert p.returncode == 1
-    assert "every response got the same reward" in p.stderr and "raise -k or the temperature" in p.stderr
+def test_all_ties_is_a_run_error_with_the_reason(tmp_path, tiny_model):
+    from trajtune.errors import RunError
+    from trajtune.generators.offline import PreferencesConfig
+
+    # a random tiny model never makes a tool call: every sample of a template task gets the same reward
+    with pytest.raises(RunError, match="every response got the same reward") as err:
+        local.generate_preferences(PreferencesConfig(count=1), tmp_path / "p.jsonl",
+                                   options={"model": str(tiny_model), "samples": 2, "reply_limit": 3})
+    assert "raise -k or the temperature" in str(err.value) and err.value.exit_code == 1
