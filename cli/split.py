@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
                  epilog="Example: trajtune split data/sft.jsonl data/splits --ratios 0.8,0.1,0.1 --stratify-by tool --balance")
     def split(
         inp: str = typer.Argument(..., metavar="IN", help="records JSONL ('-' = stdin)"),
-        out_dir: str = typer.Argument(..., metavar="OUT_DIR", help="folder for train/val/test.jsonl"),
+        out_dir: Optional[str] = typer.Argument(None, metavar="[OUT_DIR]",
+                                                help="folder for train/val/test.jsonl [IN's folder/<IN name>-split]"),
         ratios: Optional[str] = typer.Option(None, "--ratios", help="train,val,test fractions [0.7,0.15,0.15]"),
         seed: Optional[int] = typer.Option(None, "--seed", help="random seed [42]"),
         group_by: Optional[str] = typer.Option(None, "--group-by", help="prompt or metadata.KEY [prompt]"),
@@ -32,6 +33,15 @@ def register(app: typer.Typer) -> None:
         from trajtune import config
         from trajtune.converters.split import SplitConfig, run_split
 
+        if out_dir is None:
+            if inp == "-":
+                from trajtune.errors import UsageError
+
+                raise UsageError("reading stdin needs OUT_DIR", hint="trajtune split - data/splits")
+            from pathlib import Path
+
+            p = Path(inp)
+            out_dir = str(p.with_name((p.name[:-6] if p.name.endswith(".jsonl") else p.stem) + "-split"))
         overrides = {"ratios": ratios, "seed": seed, "group_by": group_by, "stratify_by": stratify_by,
                      "balance": balance, "balance_cap": balance_cap}
         cfg = config.build(SplitConfig, config_file, overrides)

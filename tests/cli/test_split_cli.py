@@ -62,3 +62,10 @@ def test_split_reads_stdin(tmp_path):
     assert res.returncode == 0, res.stderr
     lines = sorted(x for n in ("train", "val", "test") for x in (tmp_path / "o" / f"{n}.jsonl").read_bytes().splitlines())
     assert lines == sorted(data.splitlines())
+
+
+def test_out_dir_defaults_beside_the_input(capsys, monkeypatch, tmp_path):
+    code, _, err = cli(capsys, monkeypatch, records(tmp_path), "--seed", "3")
+    assert code == 0 and (tmp_path / "in-split" / "train.jsonl").is_file()
+    code, _, err = cli(capsys, monkeypatch, "-")
+    assert code == 2 and "reading stdin needs OUT_DIR" in err
