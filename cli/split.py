@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
                  epilog="Example: trajtune split data/sft.jsonl data/splits --ratios 0.8,0.1,0.1 --stratify-by tool --balance")
     def split(
         inp: str = typer.Argument(..., metavar="IN", help="records JSONL ('-' = stdin)"),
-        out_dir: Optional[str] = typer.Argument(None, metavar="[OUT_DIR]",
+        out_dir: Optional[str] = typer.Argument(None, metavar="OUT_DIR",
                                                 help="folder for train/val/test.jsonl [IN's folder/<IN name>-split]"),
         ratios: Optional[str] = typer.Option(None, "--ratios", help="train,val,test fractions [0.7,0.15,0.15]"),
         seed: Optional[int] = typer.Option(None, "--seed", help="random seed [42]"),
