@@ -5,6 +5,7 @@
   ``--group-by metadata.KEY``: prompt groups and key groups are merged, so no prompt is in two
   splits either way).
 * Stratified (``--stratify-by tool|metadata.KEY``): each stratum is split by the ratios on its own.
+* The resolved config is saved as ``OUT_DIR/split.yaml`` (usable as ``--config``).
 * ``--balance`` caps over-represented strata (tools or categories) at ``--balance-cap`` records
   (default: 1.5 x the median stratum size), dropping a seeded random sample.
 
@@ -211,6 +212,7 @@ def run_split(cfg: SplitConfig, inp: str, out_dir: str) -> dict:
                 for r in recs:
                     fh.seek(r.offset)
                     fhs[assign[r.lineno]].write(fh.readline().rstrip(b"\r\n") + b"\n")
+        config.save(cfg, out / "split.yaml")  # the resolved config: repeat with --config OUT_DIR/split.yaml
     finally:
         source.close()
     table = [{"split": "input", **before}]

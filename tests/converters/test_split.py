@@ -60,7 +60,8 @@ def test_ratios_and_no_normalised_prompt_in_two_splits(data, tmp_path):
 
 def test_same_seed_same_bytes_other_seed_other_split(data, tmp_path):
     split(data, tmp_path / "a", seed=7)
-    split(data, tmp_path / "b", seed=7)
+    again = config.build(SplitConfig, str(tmp_path / "a" / "split.yaml"))  # the saved config repeats the run
+    run_split(again, str(data), str(tmp_path / "b"))
     split(data, tmp_path / "c", seed=8)
     for n in ("train", "val", "test"):
         assert (tmp_path / "a" / f"{n}.jsonl").read_bytes() == (tmp_path / "b" / f"{n}.jsonl").read_bytes()
