@@ -84,3 +84,19 @@ def test_flat_attribute_maps_and_undeclared_tools_are_declared_by_name(tmp_path)
         "type": "object", "properties": {"location": {}}}}}]
     assert rec["metadata"]["inferred_tools"] == ["get_weather"]
     assert rec["messages"][1]["tool_calls"][0]["function"]["arguments"] == {"location": "Paris"}
+
+
+def test_one_span_with_an_approved_output_and_a_rejected_alternative(tmp_path):
+    from trajtune import config
+    from trajtune.converters.convert import ConvertConfig, run_convert
+
+    span = {"name": "chat", "context": {"trace_id": "t9", "span_id": "x1"}, "span_kind": "LLM",
+            "attributes": {"llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": "2+2?",
+                           "llm.output_messages.0.message.role": "assistant", "llm.output_messages.0.message.content": "4"}}
+    lines = [span, {"span_id": "x1", "label": "approved"}, {"span_id": "x1", "label": "rejected", "output": "5"}]
+    inp = tmp_path / "one.jsonl"
+    inp.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    s = run_convert(config.build(ConvertConfig, None, {"to": "preference"}), str(inp), str(tmp_path / "p.jsonl"))
+    rec = orjson.loads((tmp_path / "p.jsonl").read_bytes())
+    assert s["converted"] == 1 and rec["id"] == "t9-x1-pref"
+    assert (rec["chosen"][0]["content"], rec["rejected"][0]["content"]) == ("4", "5")
