@@ -250,6 +250,23 @@ def _trainer_class():
     return PretokenizedDPOTrainer
 
 
+def check_sources(cfg: TrainDPOConfig, model_path: str) -> None:
+    """--model must be a model (not an adapter); --adapter an adapter, ideally trained on --model."""
+    if (Path(model_path) / "adapter_config.json").is_file() and not (Path(model_path) / "config.json").is_file():
+        raise ConfigError(f"--model {cfg.model} is a LoRA adapter, not a model",
+                          hint="pass it as --adapter and its base model as --model (or merge it first: trajtune merge-lora)")
+    if not cfg.adapter:
+        return
+    try:
+        named = json.loads((Path(cfg.adapter) / "adapter_config.json").read_text("utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError):
+        raise ConfigError(f"--adapter {cfg.adapter}: not a LoRA adapter folder (no readable adapter_config.json)",
+                          hint="pass the final/ folder of a train-sft LoRA run") from None
+    if named and Path(named).exists() and Path(named).resolve() != Path(model_path).resolve():
+        training.warn(f"the adapter was trained on {named}, but --model is {model_path}; "
+                      "continuing it on a different base is rarely what you want")
+
+
 def load_policy(cfg: TrainDPOConfig, model_path: str, precision: "training.Precision") -> tuple[Any, str, Any]:
     """(model, method, peft_config). An SFT adapter comes back as a trainable PeftModel (trl keeps
     a frozen copy of it as the reference); a new LoRA comes back as its config for trl to attach,
@@ -339,6 +356,7 @@ def train_dpo(cfg: TrainDPOConfig) -> dict:
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames, not the user's concern
     model_path = resolve_model(cfg.model)
+    check_sources(cfg, model_path)
     tok_path = cfg.adapter if cfg.adapter and (Path(cfg.adapter) / "tokenizer_config.json").is_file() else model_path
     tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=cfg.trust_remote_code)
     if tokenizer.pad_token_id is None:

@@ -239,3 +239,23 @@ def test_sigterm_stop_then_sigkill_then_resume_matches_an_uninterrupted_run(tiny
     assert sorted(losses_res) == sorted(losses_whole) == list(range(1, 9))
     for step in range(last + 1, 9):  # trained after the resume: same loss as without interruption
         assert losses_res[step] == pytest.approx(losses_whole[step], abs=1e-4), step
+
+
+def test_lora_that_cannot_attach_stops_or_falls_back_to_full(tiny_model, tmp_path):
+    from trajtune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="LoRA could not attach"):
+        train_dpo(cfg_for(tiny_model, tmp_path, lora_target_modules=["no_such_layer"]))
+    s = train_dpo(cfg_for(tiny_model, tmp_path / "fb", lora_target_modules=["no_such_layer"], lora_fallback="full", max_steps=1))
+    assert s["method"] == "full" and (Path(s["final"]) / "model.safetensors").is_file()
+
+
+def test_an_adapter_passed_as_model_is_explained(tiny_model, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from trajtune.errors import ConfigError
+
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "ad")
+    with pytest.raises(ConfigError, match="is a LoRA adapter, not a model .*pass it as --adapter"):
+        train_dpo(cfg_for(tiny_model, tmp_path, model=str(tmp_path / "ad")))
