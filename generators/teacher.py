@@ -353,9 +353,11 @@ def run_episode(client: Any, cfg: TeacherConfig, task: dict, simulate: Simulate,
         messages.insert(0, {"role": "system", "content": cfg.system_prompt})
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "prompt_len": len(messages)}
     n_calls = 0
-    extra = {"seed": cfg.seed} if cfg.seed is not None else {}
+    extra: dict[str, Any] = {"seed": cfg.seed} if cfg.seed is not None else {}
+    if tools:
+        extra["tools"] = tools
     for _ in range(cfg.max_steps):
-        resp = _request(client, cfg, stats, key, model=cfg.model, messages=_to_api(messages), tools=tools or None,
+        resp = _request(client, cfg, stats, key, model=cfg.model, messages=_to_api(messages),
                         temperature=cfg.temperature, max_tokens=cfg.reply_limit, **extra)
         usage["requests"] += 1
         if resp.usage is not None:
@@ -390,7 +392,7 @@ def run_episode(client: Any, cfg: TeacherConfig, task: dict, simulate: Simulate,
             if errs:
                 raise _with(Rejected("invalid_arguments", f"{name}: {errs[0]}"), messages)
         for c in tool_calls:
-            messages.append({"role": "tool", "tool_call_id": c["id"],
+            messages.append({"role": "tool", "tool_call_id": c["id"], "name": c["function"]["name"],
                              "content": simulate(c["function"]["name"], c["function"]["arguments"])})
     raise _with(Rejected("step_limit", f"no final answer after {cfg.max_steps} teacher turns"), messages)
 

@@ -82,7 +82,8 @@ def test_solves_tasks_with_tool_calls_and_retries_429_and_500(tmp_path, catalog,
         call = rec["messages"][2]["tool_calls"][0]
         assert call["function"] == {"name": "read_file", "arguments": {"path": "src/app.py"}}
         # the observation comes from the catalog simulator and answers the call
-        assert rec["messages"][3] == {"role": "tool", "tool_call_id": call["id"], "content": "contents of src/app.py: 42 lines"}
+        assert rec["messages"][3] == {"role": "tool", "tool_call_id": call["id"], "name": "read_file",
+                                   "content": "contents of src/app.py: 42 lines"}
         assert rec["messages"][4]["content"].startswith("Done. The tool said: contents of src/app.py")
 
 
