@@ -61,6 +61,10 @@ def test_loss_mask_covers_completion_assistant_turns_only(tok):
     assert "print('hi')" in context and "print('hi')" not in trained
     assert "Read the file README.md" in context and "# Tools" in context
     assert "You are a coding agent." not in trained
+    # the context before the first trained token is exactly the prompt SFT and evaluate use
+    from trajtune.chat import render_prompt
+
+    assert tok.decode(ids[: mask.index(1)]) == render_prompt(tok, rec["prompt"], rec["tools"])
 
 
 def test_arguments_of_different_shapes_reach_the_model_as_written(tok):
