@@ -177,9 +177,11 @@ def add_completion_only_head(model) -> None:
     """Replace trl's fused LM head so only completion positions reach the vocabulary projection.
 
     trl 1.16 scores every position on devices without Triton (CPU); the prompt needs no logits.
-    The head runs in fp32 (outside autocast) on the selected positions, chunk by chunk, and is
-    recomputed in the backward pass (checkpointed), so the (tokens x vocab) logits never stay in
-    memory. Returns the same fields trl's DPOTrainer reads (log_probs, entropy, mean_logits, is_top1).
+    The head runs in fp32 (outside autocast, so log-probs keep full precision) on the selected
+    positions only; its logits also give the logged metrics (entropy, mean logit, top-1). Batches
+    with many completion tokens are projected in chunks that are recomputed in the backward pass
+    (checkpointed), so at most one chunk of (tokens x vocab) logits is held for it.
+    Returns the fields trl's DPOTrainer reads (log_probs, entropy, mean_logits, is_top1).
     """
     import types
 
@@ -188,12 +190,17 @@ def add_completion_only_head(model) -> None:
     from trl.trainer.utils import FusedCausalLMOutput
 
     fused_forward = model.forward  # trl's patched forward: falls through to the original when not fused
+    chunk = 1024
 
-    def head_chunk(h, w, tgt):
+    def head(h, w, tgt):
         with torch.autocast(h.device.type, enabled=False):
             logits = h.float() @ w.float().t()
             lse = torch.logsumexp(logits, dim=-1)
-            return logits.gather(-1, tgt[:, None]).squeeze(-1) - lse
+            logp = logits.gather(-1, tgt[:, None]).squeeze(-1) - lse
+            with torch.no_grad():
+                z, lz = logits.detach(), lse.detach()
+                stats = (lz - (torch.softmax(z, dim=-1) * z).sum(-1), z.mean(-1), z.argmax(-1) == tgt)
+        return logp, stats
 
     def _forward(self, *args, fused_lm_head=False, labels=None, **kwargs):
         if not fused_lm_head:
@@ -205,28 +212,26 @@ def add_completion_only_head(model) -> None:
         mask = labels != -100
         w = self.get_output_embeddings().weight
         h, tgt = hidden[mask], labels[mask]
-        logps, ents, means, top1 = [], [], [], []
-        for s in range(0, h.size(0), 512):
-            hc, tc = h[s: s + 512], tgt[s: s + 512]
-            if torch.is_grad_enabled() and hc.requires_grad:
-                logps.append(checkpoint(head_chunk, hc, w, tc, use_reentrant=False))
-            else:
-                logps.append(head_chunk(hc, w, tc))
-            with torch.no_grad(), torch.autocast(h.device.type, enabled=False):
-                logits = hc.detach().float() @ w.detach().float().t()
-                p = torch.log_softmax(logits, dim=-1)
-                ents.append(-(p.exp() * p).sum(-1))
-                means.append(logits.mean(-1))
-                top1.append(logits.argmax(-1) == tc)
-        def scatter(parts, dtype):
-            flat = torch.cat(parts) if parts else torch.zeros(0, dtype=dtype, device=hidden.device)
+        if h.size(0) <= chunk or not (torch.is_grad_enabled() and h.requires_grad):
+            logp, (ent, mean, top1) = head(h, w, tgt)
+        else:  # long completions: one chunk of logits at a time, recomputed in backward
+            parts, stats = [], []
+            for s in range(0, h.size(0), chunk):
+                with torch.no_grad():
+                    stats.append(head(h[s: s + chunk].detach(), w, tgt[s: s + chunk])[1])
+                parts.append(checkpoint(lambda a, b, c: head(a, b, c)[0], h[s: s + chunk], w, tgt[s: s + chunk],
+                                        use_reentrant=False))
+            logp = torch.cat(parts)
+            ent, mean, top1 = (torch.cat(x) for x in zip(*stats))
+
+        def scatter(flat):
             return torch.zeros(mask.shape, dtype=flat.dtype, device=hidden.device).masked_scatter(mask, flat)
-        log_probs = scatter(logps, torch.float32)
-        if not logps:  # keep the graph connected for an all-masked batch
+
+        log_probs = scatter(logp)
+        if h.size(0) == 0:  # keep the graph connected for an all-masked batch
             log_probs = log_probs + hidden.sum() * 0
         return FusedCausalLMOutput(loss=-log_probs.sum() / mask.sum().clamp(min=1), log_probs=log_probs,
-                                   entropy=scatter(ents, torch.float32), mean_logits=scatter(means, torch.float32),
-                                   is_top1=scatter(top1, torch.bool), label_mask=mask)
+                                   entropy=scatter(ent), mean_logits=scatter(mean), is_top1=scatter(top1), label_mask=mask)
 
     model.forward = types.MethodType(_forward, model)
 

@@ -114,6 +114,32 @@ def test_completion_only_head_matches_trl_fused_head(tiny_model):
     assert model(input_ids=ids).logits.shape == (4, 30, model.config.vocab_size)  # generation path untouched
 
 
+def test_completion_only_head_chunked_path_matches(tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from trajtune.scripts.train_dpo import add_completion_only_head
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    model.model.embed_tokens.weight.requires_grad_(False)  # frozen head (tied), as under LoRA
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
+    torch.manual_seed(0)
+    ids = torch.randint(3, model.config.vocab_size, (6, 400))  # 2,394 labelled positions: three chunks
+    labels = ids.clone()
+    labels[:, :1] = -100
+    ref = model(input_ids=ids, labels=labels, fused_lm_head=True)
+    ref.log_probs.sum().backward()
+    g_ref = model.model.layers[0].mlp.up_proj.weight.grad.clone()
+    model.zero_grad()
+    add_completion_only_head(model)
+    out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+    out.log_probs.sum().backward()
+    torch.testing.assert_close(out.log_probs, ref.log_probs, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out.entropy, ref.entropy, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(model.model.layers[0].mlp.up_proj.weight.grad, g_ref, atol=1e-4, rtol=1e-3)
+
+
 def test_lora_from_base_writes_adapter_and_reward_metrics(tiny_model, tmp_path):
     val = write_pairs(tmp_path / "val.jsonl", 6, prefix="v")
     s = train_dpo(cfg_for(tiny_model, tmp_path, eval_data=[str(val)]))
