@@ -384,6 +384,9 @@ def render_markdown(report: dict) -> str:
         lines.append(f"- **{role}**: `{m['model']}` ({m['backend'] or 'from predictions.jsonl'})")
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", "Pass rate: all tasks. Tool-name and argument accuracy: tasks expecting calls. Valid-JSON rate: replies "
+              "that attempted a call. No-call accuracy: tasks whose right answer is no call. Latency: a batch's "
+              "generation time divided by its size."]
     for role, m in report["models"].items():
         mm = m["metrics"]
         lines += ["", f"## {role}: failure reasons", ""]
