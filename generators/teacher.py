@@ -573,8 +573,7 @@ def generate_trajectories(gen_cfg: Any, out: str | Path, *, options: dict,
     from trajtune.generators import offline
 
     cfg = cfglib.build(TeacherConfig, None, options)
-    key = api_key(cfg)  # fail on a missing key before loading anything
-    del key
+    api_key(cfg)  # fail on a missing key before loading anything
     src = offline.load_sources(gen_cfg)
     tasks = offline.iter_tasks(_train_tasks_config(gen_cfg), sources=src, first_step_only=True)
     summary = generate(tasks, out, cfg, count=gen_cfg.count, simulate=catalog_simulator(src.catalog), progress=progress,
