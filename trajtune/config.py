@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -18,7 +19,8 @@ from trajtune.errors import ConfigError
 
 T = TypeVar("T")
 
-SECRET_HINTS = ("api_key", "token", "secret", "password")
+# keys whose values are secrets: api_key, hf_token, client_secret, password (not max_tokens)
+SECRET_KEY = re.compile(r"(^|_)(api_key|apikey|token|secret|password)$", re.I)
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str = "", default_factory: Any = dataclasses.MISSING):
@@ -158,7 +160,7 @@ def to_dict(cfg: Any) -> dict:
     """The resolved config as a plain dict, with secret-looking values redacted."""
     out = dataclasses.asdict(cfg)
     for k in list(out):
-        if any(h in k.lower() for h in SECRET_HINTS) and not k.lower().endswith("_env"):
+        if SECRET_KEY.search(k):
             out[k] = "***" if out[k] else out[k]
     return out
 

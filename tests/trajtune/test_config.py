@@ -58,3 +58,10 @@ def test_saved_config_redacts_secrets(tmp_path):
     config.save(cfg, tmp_path / "config.yaml")
     text = (tmp_path / "config.yaml").read_text()
     assert "sk-secret-123" not in text and "max_steps: 10" in text
+
+
+def test_only_secret_keys_are_redacted():
+    from trajtune.config import SECRET_KEY
+
+    assert [k for k in ("api_key", "hf_token", "client_secret", "password", "max_tokens", "max_new_tokens",
+                        "api_key_env", "tokenizer") if SECRET_KEY.search(k)] == ["api_key", "hf_token", "client_secret", "password"]
