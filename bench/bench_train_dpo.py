@@ -1,13 +1,14 @@
 """Speed of `train-dpo` beside a plain trl DPOTrainer script with default settings, same run.
 
-    python bench/bench_train_dpo.py                  # 8 steps each (keep it small on a shared machine)
-    python bench/bench_train_dpo.py --steps 20 --threads 1
+    python bench/bench_train_dpo.py                  # 4 steps x 2 pairs each (small: a shared machine)
+    python bench/bench_train_dpo.py --steps 20 --batch-size 4 --threads 1
 
 Data: `trajtune generate preferences` (offline, seeded) into bench/out/train_dpo/: exactly
 steps x batch training pairs (one epoch, so both trainers see the same pairs once and the
 reference pass covers only what is trained on) plus held-out pairs split by prompt. Both trainers
 get the same model, pairs, optimizer steps, batch (4 pairs a step), learning rate, beta and LoRA
-(r 16, alpha 32, dropout 0, all linear layers). Each runs in a fresh process, so peak RSS is its own:
+(r 16, alpha 32, dropout 0, all linear layers). The plain peer needs ~30 s of
+compute per step at 4 pairs x ~420 tokens on 2 idle cores, so keep --steps small on a shared machine. Each runs in a fresh process, so peak RSS is its own:
 
   plain trl   DPOTrainer(DPOConfig(bf16=False, use_cpu=True) + defaults) on the same pairs rendered
               to text by trajtune.chat (trl's defaults: gradient checkpointing on, reference
@@ -161,11 +162,11 @@ def make_data(n_train: int, n_eval: int, seed: int) -> tuple[Path, Path]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=8, help="optimizer steps per trainer (default 8)")
-    ap.add_argument("--batch-size", type=int, default=4, help="pairs per step (default 4)")
+    ap.add_argument("--steps", type=int, default=4, help="optimizer steps per trainer (default 4)")
+    ap.add_argument("--batch-size", type=int, default=2, help="pairs per step (default 2)")
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--beta", type=float, default=0.1)
-    ap.add_argument("--eval-pairs", type=int, default=24)
+    ap.add_argument("--eval-pairs", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = torch's default)")
     ap.add_argument("--model", default="default", help="model folder, .gguf or 'default' (SmolLM2-135M-Instruct)")
