@@ -6,9 +6,10 @@
 Data: `trajtune generate preferences` (offline, seeded) into bench/out/train_dpo/: exactly
 steps x batch training pairs (one epoch, so both trainers see the same pairs once and the
 reference pass covers only what is trained on) plus held-out pairs split by prompt. Both trainers
-get the same model, pairs, optimizer steps, batch (4 pairs a step), learning rate, beta and LoRA
-(r 16, alpha 32, dropout 0, all linear layers). The plain peer needs ~30 s of
-compute per step at 4 pairs x ~420 tokens on 2 idle cores, so keep --steps small on a shared machine. Each runs in a fresh process, so peak RSS is its own:
+get the same model, pairs, optimizer steps, batch (--batch-size pairs a step), learning rate, beta
+and LoRA (r 16, alpha 32, dropout 0, all linear layers). The plain peer is slow on a CPU (a
+checkpointed forward pass plus a reference forward every step), so keep --steps small on a shared
+machine. Each runs in a fresh process, so peak RSS is its own:
 
   plain trl   DPOTrainer(DPOConfig(bf16=False, use_cpu=True) + defaults) on the same pairs rendered
               to text by trajtune.chat (trl's defaults: gradient checkpointing on, reference
