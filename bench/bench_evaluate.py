@@ -111,6 +111,8 @@ def main() -> int:
     differ = [tid for tid in both if preds[tid]["output"] != loop[tid][0]]
     print(f"correctness: greedy outputs agree on {len(both) - len(differ)}/{len(both)} tasks where both finished "
           f"({len(tasks) - len(both)} hit the token limit in at least one)")
+    same_all = sum(preds[t["id"]]["output"] == loop[t["id"]][0] for t in tasks)
+    print(f"               identical outputs on {same_all}/{len(tasks)} tasks overall (truncated ones included)")
     for tid in differ[:5]:
         print(f"  differs: {tid}\n    evaluate: {preds[tid]['output'][:160]!r}\n    loop:     {loop[tid][0][:160]!r}")
     passed = sum(p["pass"] for p in preds.values())
