@@ -469,6 +469,8 @@ def trainer_arguments(*, run_dir: Path, precision: Precision, has_eval: bool, se
         save_strategy="steps", save_steps=save_steps, save_total_limit=save_total_limit,
         report_to="none", disable_tqdm=True, remove_unused_columns=False,
         activation_checkpointing=gradient_checkpointing, dataloader_num_workers=num_workers,
+        # non-reentrant checkpointing works with frozen embeddings (LoRA) without forcing input grads
+        activation_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
         use_cpu=precision.device == "cpu", bf16=precision.bf16, fp16=False,
         ddp_find_unused_parameters=False,
     )
@@ -535,6 +537,24 @@ def peak_memory_mb(device: str = "cpu") -> float:
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def free_memory_bytes(device: str = "cpu") -> int:
+    """Memory a run can still use: free CUDA memory, else MemAvailable from /proc/meminfo."""
+    try:
+        import torch
+
+        if device == "cuda" and torch.cuda.is_available():
+            return int(torch.cuda.mem_get_info()[0])
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 2**30
 
 
 def perplexity(loss: float | None) -> float | None:
