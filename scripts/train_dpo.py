@@ -488,44 +488,12 @@ def train_dpo(cfg: TrainDPOConfig) -> dict:
 # `python scripts/train_dpo.py --config FILE --key value ...`
 # ---------------------------------------------------------------------------------------------
 
-def parse_flags(argv: list[str]) -> tuple[str | None, dict]:
-    """``--config FILE`` plus ``--any-config-key VALUE`` (or ``--key=VALUE``; a bare ``--flag`` = true).
-    List keys take comma-separated values or repeat the flag."""
-    import dataclasses
-
-    fields = {f.name: f for f in dataclasses.fields(TrainDPOConfig)}
-    config_file = None
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--"):
-            raise ConfigError(f"unexpected argument {arg!r}", hint="flags look like --max-steps 20")
-        key, eq, val = arg[2:].partition("=")
-        key = key.replace("-", "_")
-        if not eq:
-            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                val = argv[i + 1]
-                i += 1
-            else:
-                val = "true"
-        i += 1
-        if key == "config":
-            config_file = val
-            continue
-        if key in fields and "list" in str(fields[key].type) and key in out:
-            out[key] = f"{out[key]},{val}"
-        else:
-            out[key] = val
-    return config_file, out
-
-
 def main(argv: list[str] | None = None) -> int:
-    from trajtune.config import build
+    from trajtune.config import build, parse_flags
     from trajtune.errors import TrajtuneError
 
     try:
-        config_file, overrides = parse_flags(list(sys.argv[1:] if argv is None else argv))
+        config_file, overrides = parse_flags(TrainDPOConfig, list(sys.argv[1:] if argv is None else argv))
         cfg = build(TrainDPOConfig, config_file, overrides)
         summary = train_dpo(cfg)
     except TrajtuneError as exc:

@@ -180,3 +180,36 @@ def describe(cls: type) -> list[tuple[str, Any, str]]:
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         rows.append((f.name, default, f.metadata.get("help", "")))
     return rows
+
+
+def parse_flags(cls: type, argv: list[str]) -> tuple[str | None, dict]:
+    """Flags of a stage script (`python scripts/<stage>.py --config FILE --any-key VALUE`).
+
+    ``--key=VALUE`` works too; a bare ``--flag`` means true; list keys take comma-separated
+    values or a repeated flag. Values are checked later by :func:`build`.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    config_file = None
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}", hint="flags look like --max-steps 20")
+        key, eq, val = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if not eq:
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                val = argv[i + 1]
+                i += 1
+            else:
+                val = "true"
+        i += 1
+        if key == "config":
+            config_file = val
+            continue
+        if key in fields and "list" in str(fields[key].type) and key in out:
+            out[key] = f"{out[key]},{val}"
+        else:
+            out[key] = val
+    return config_file, out
