@@ -308,13 +308,19 @@ def _canon(x: Any) -> bytes:
     return orjson.dumps(x, option=orjson.OPT_SORT_KEYS)
 
 
-def check_preference(obj: dict) -> list[Issue]:
-    issues: list[Issue] = []
+def _check_prompt(obj: dict, issues: list) -> tuple:
+    """Shared by preference, group and task records: the tool table, an empty prompt, and the
+    prompt's own dialogue. Returns (tools, prompt, calls still pending at the prompt's end)."""
     tools = _tool_table(obj.get("tools"), "$.tools", issues)
     prompt = obj["prompt"]
     if _prompt_blank(prompt):
         issues.append(("empty_prompt", "the prompt has no user text", "$.prompt"))
-    pending = _check_dialogue(prompt, "$.prompt", tools, issues)
+    return tools, prompt, _check_dialogue(prompt, "$.prompt", tools, issues)
+
+
+def check_preference(obj: dict) -> list[Issue]:
+    issues: list[Issue] = []
+    tools, prompt, pending = _check_prompt(obj, issues)
     # a call pending at the end of the prompt may be answered inside each continuation
     ids = _ids_in(prompt)
     for side in ("chosen", "rejected"):
@@ -326,11 +332,7 @@ def check_preference(obj: dict) -> list[Issue]:
 
 def check_group(obj: dict) -> list[Issue]:
     issues: list[Issue] = []
-    tools = _tool_table(obj.get("tools"), "$.tools", issues)
-    prompt = obj["prompt"]
-    if _prompt_blank(prompt):
-        issues.append(("empty_prompt", "the prompt has no user text", "$.prompt"))
-    pending = _check_dialogue(prompt, "$.prompt", tools, issues)
+    tools, prompt, pending = _check_prompt(obj, issues)
     ids = _ids_in(prompt)
     for i, r in enumerate(obj["responses"]):
         _check_dialogue(r["messages"], f"$.responses[{i}].messages", tools, issues, start_pending=pending,
@@ -352,11 +354,7 @@ def check_triplet(obj: dict) -> list[Issue]:
 
 def check_task(obj: dict) -> list[Issue]:
     issues: list[Issue] = []
-    tools = _tool_table(obj.get("tools"), "$.tools", issues)
-    prompt = obj["prompt"]
-    if _prompt_blank(prompt):
-        issues.append(("empty_prompt", "the prompt has no user text", "$.prompt"))
-    _check_dialogue(prompt, "$.prompt", tools, issues)
+    tools, prompt, _ = _check_prompt(obj, issues)
     exp = obj["expected"]
     if "answer" in exp:
         if exp.get("match") == "regex":
