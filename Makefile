@@ -29,26 +29,25 @@ DEMO  ?= runs/demo
 D     := $(DEMO)
 TIMES := $(D)/stage_times.tsv
 
-# `$(STAGE) NAME 'COMMAND'`: run one stage, record its wall time, and say which stage failed
-STAGE = @bash -c 'mkdir -p "$(D)"; echo ">>> $$0"; s=$$(date +%s); eval "$$1" || { rc=$$?; \
-	echo "make demo: stage $$0 failed (exit $$rc); fix it and re-run make demo to continue from there" >&2; exit 1; }; \
-	printf "%s\t%s\n" "$$0" $$(( $$(date +%s) - s )) >> "$(TIMES)"'
+# `$(STAGE) NAME 'COMMAND'`: run one stage, record its wall time and peak memory (RSS), and say
+# which stage failed (scripts/stage.py)
+STAGE = @$(BIN)/python -m trajtune.scripts.stage $(TIMES)
 
 .DELETE_ON_ERROR:
 .PHONY: demo demo-report demo-clean
 
 demo: install $(D)/eval/report.json demo-report
 
-# the before/after table (evaluate's report.md) and each stage's wall time (latest run of each)
+# the before/after table (evaluate's report.md), then each stage's wall time and peak memory
 demo-report:
-	@echo; cat $(D)/eval/report.md; echo; echo "Stage wall times (s):"; \
-	awk -F'\t' '{t[$$1]=$$2; if(!($$1 in o)){o[$$1]=++n; k[n]=$$1}} END{for(i=1;i<=n;i++){printf "  %-24s %6d\n", k[i], t[k[i]]; s+=t[k[i]]} printf "  %-24s %6d\n", "total", s}' $(TIMES)
+	@echo; cat $(D)/eval/report.md; echo; echo "Stage wall times and peak memory (latest run of each):"; \
+	$(BIN)/python -m trajtune.scripts.stage $(TIMES) --report
 
 $(D)/model.txt: | install
 	$(STAGE) fetch-model '$(BIN)/python -m trajtune.models $(MODEL) > $@.tmp && mv $@.tmp $@'
 
 $(D)/data/train_all.jsonl: $(D)/model.txt
-	$(STAGE) generate-trajectories '$(TT) generate trajectories --count $(TRAIN_COUNT) --seed $(SEED) $@.part && $(TT) review $@.part --approve-all && mv $@.part $@'
+	$(STAGE) generate-trajectories '$(TT) generate trajectories --count $(TRAIN_COUNT) --no-call-share $(NOCALL_SHARE) --seed $(SEED) $@.part && $(TT) review $@.part --approve-all && mv $@.part $@'
 
 $(D)/data/prefs.jsonl: $(D)/model.txt
 	$(STAGE) generate-preferences '$(TT) generate preferences --count $(PREF_COUNT) --seed $(SEED) $@.part && $(TT) review $@.part --approve-all && mv $@.part $@'

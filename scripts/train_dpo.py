@@ -86,6 +86,7 @@ class TrainDPOConfig:
     device: Literal["auto", "cpu", "cuda"] = field("auto", help="where to train")
     gradient_checkpointing: bool = field(False, help="recompute activations to save memory (slower; trl's default is on)")
     logits_at_labels_only: bool = field(True, help="run the vocabulary projection only on completion tokens (the prompt needs no logits)")
+    share_prompt: bool = field(True, help="run each pair's common prompt through the model once for chosen and rejected (needs logits_at_labels_only)")
 
     def check(self) -> None:
         if self.beta <= 0:
@@ -173,7 +174,51 @@ class PairCollator:
 
 # ------------------------------------------------------- completion-only LM head
 
-def add_completion_only_head(model) -> None:
+def shared_prefix_hidden(backbone, kwargs: dict):
+    """Last hidden states of a [chosen..., rejected...] batch, computing each pair's shared prompt once.
+
+    Row i (chosen) and row i+B (rejected) start with the same rendered prompt, often 80-90% of
+    their tokens (tool schemas). The backbone runs the common prefix once with a KV cache, repeats
+    the cache for the two rows and runs only the two suffixes on top of it; gradients flow back
+    through the cache into the prefix, so training sees the same function as the plain forward
+    (a test compares log-probs and gradients). Returns None when the batch is not in that shape
+    (odd rows, left padding, extra model inputs), and the caller runs the plain forward.
+    """
+    import torch
+
+    ids, att = kwargs.get("input_ids"), kwargs.get("attention_mask")
+    if ids is None or att is None or set(kwargs) - {"input_ids", "attention_mask", "use_cache"} or ids.size(0) % 2:
+        return None
+    lengths = att.sum(dim=1)
+    width = ids.size(1)
+    if not bool((att == (torch.arange(width, device=att.device)[None, :] < lengths[:, None]).to(att.dtype)).all()):
+        return None  # not right-padded
+    pairs = ids.size(0) // 2
+    rows: list = [None] * ids.size(0)
+    for i in range(pairs):
+        a, b = i, i + pairs
+        la, lb = int(lengths[a]), int(lengths[b])
+        n = min(la, lb) - 1  # keep at least one token of each row in the suffix pass
+        differ = (ids[a, :n] != ids[b, :n]).nonzero()
+        common = int(differ[0]) if differ.numel() else max(n, 0)
+        w = max(la, lb)
+        if common < 8:  # nothing worth sharing: plain forward of the two rows
+            out = backbone(input_ids=ids[[a, b], :w], attention_mask=att[[a, b], :w], use_cache=False).last_hidden_state
+            rows[a], rows[b] = out[0], out[1]
+            continue
+        pre = backbone(input_ids=ids[a:a + 1, :common], attention_mask=att[a:a + 1, :common], use_cache=True)
+        cache = pre.past_key_values
+        cache.batch_repeat_interleave(2)
+        positions = torch.arange(common, w, device=ids.device)[None, :].expand(2, -1)
+        suf = backbone(input_ids=ids[[a, b], common:w], attention_mask=att[[a, b], :w], past_key_values=cache,
+                       position_ids=positions, use_cache=True).last_hidden_state
+        prefix = pre.last_hidden_state[0]
+        rows[a] = torch.cat([prefix, suf[0]], dim=0)
+        rows[b] = torch.cat([prefix, suf[1]], dim=0)
+    return torch.stack([torch.nn.functional.pad(r, (0, 0, 0, width - r.size(0))) for r in rows])
+
+
+def add_completion_only_head(model, share_prompt: bool = True) -> None:
     """Replace trl's fused LM head so only completion positions reach the vocabulary projection.
 
     trl 1.16 scores every position on devices without Triton (CPU); the prompt needs no logits.
@@ -182,8 +227,14 @@ def add_completion_only_head(model) -> None:
     with many completion tokens are projected in chunks that are recomputed in the backward pass
     (checkpointed), so at most one chunk of (tokens x vocab) logits is held for it.
     Returns the fields trl's DPOTrainer reads (log_probs, entropy, mean_logits, is_top1).
+    With ``share_prompt`` each pair's common prompt runs through the backbone once
+    (:func:`shared_prefix_hidden`). Applying it twice is a no-op.
     """
     import types
+
+    if getattr(model, "_trajtune_head", False):
+        return
+    model._trajtune_head = True
 
     import torch
     from torch.utils.checkpoint import checkpoint
@@ -207,7 +258,12 @@ def add_completion_only_head(model) -> None:
             return fused_forward(*args, labels=labels, **kwargs)
         kwargs["use_cache"] = False
         kwargs.pop("num_items_in_batch", None)
-        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+        hidden = None
+        if share_prompt and not args:
+            hidden = shared_prefix_hidden(self.base_model, kwargs)
+        if hidden is None:
+            hidden = self.base_model(*args, **kwargs).last_hidden_state
+        hidden = hidden[:, :-1]
         labels = labels[:, 1:].to(hidden.device)
         mask = labels != -100
         w = self.get_output_embeddings().weight
@@ -244,8 +300,16 @@ def _trainer_class():
     class PretokenizedDPOTrainer(DPOTrainer):
         """DPOTrainer on pairs already rendered and tokenized by trajtune.chat."""
 
+        trajtune_head = None  # set to a function(model) that installs trajtune's LM head
+
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             return dataset
+
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            # the reference pass runs through the same head as training (completion-only, shared prompt)
+            if self.trajtune_head is not None:
+                self.trajtune_head(self.model)
+            return super()._precompute_ref_logps(dataset, name, batch_size)
 
         def _set_signature_columns_if_needed(self):
             if self._signature_columns is None:
@@ -404,9 +468,16 @@ def train_dpo(cfg: TrainDPOConfig) -> dict:
     if os.environ.get("TRAJTUNE_TEST_STEP_SLEEP"):  # test hook: slow steps down so a test can kill mid-run
         callbacks.append(_sleep_callback(float(os.environ["TRAJTUNE_TEST_STEP_SLEEP"])))
     os.environ.setdefault("TQDM_DISABLE", "1")  # trl's reference pass progress bar
+    def install_head(m) -> None:
+        from peft import PeftModel
+
+        add_completion_only_head(m.get_base_model() if isinstance(m, PeftModel) else m, share_prompt=cfg.share_prompt)
+
+    Trainer = _trainer_class()
+    Trainer.trajtune_head = staticmethod(install_head) if cfg.logits_at_labels_only else None
     t_ref = training.Timer()
     try:
-        trainer = _trainer_class()(model=model, args=args, data_collator=PairCollator(tokenizer.pad_token_id),
+        trainer = Trainer(model=model, args=args, data_collator=PairCollator(tokenizer.pad_token_id),
                                    train_dataset=Dataset.from_list(train_rows),
                                    eval_dataset=Dataset.from_list(eval_rows) if has_eval else None,
                                    processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
@@ -415,9 +486,7 @@ def train_dpo(cfg: TrainDPOConfig) -> dict:
     reference_time = t_ref.elapsed()  # includes the one reference pass when precomputed
     trainer.remove_callback(PrinterCallback)  # stdout is for --json; progress goes to stderr
     if cfg.logits_at_labels_only:
-        from peft import PeftModel
-
-        add_completion_only_head(trainer.model.get_base_model() if isinstance(trainer.model, PeftModel) else trainer.model)
+        install_head(trainer.model)
     params = training.count_parameters(trainer.model)
 
     # 5) train (SIGINT/SIGTERM -> checkpoint + clean stop)

@@ -140,6 +140,48 @@ def test_completion_only_head_chunked_path_matches(tiny_model):
     torch.testing.assert_close(model.model.layers[0].mlp.up_proj.weight.grad, g_ref, atol=1e-4, rtol=1e-3)
 
 
+def test_shared_prompt_forward_matches_the_plain_forward(tiny_model):
+    """Each pair's prompt runs once (KV cache repeated for chosen and rejected): same log-probs and
+    same gradients as running both full rows, with right padding and pairs of unequal lengths."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from trajtune.scripts.train_dpo import add_completion_only_head, shared_prefix_hidden
+
+    torch.manual_seed(0)
+    vocab = 200
+    rows, prompt_lens = [], [20, 33]
+    for p_len, (c_len, r_len) in zip(prompt_lens, [(7, 12), (9, 4)]):
+        prompt = torch.randint(3, vocab, (p_len,))
+        rows.append((prompt, torch.randint(3, vocab, (c_len,)), torch.randint(3, vocab, (r_len,))))
+    seqs = [torch.cat([p, c]) for p, c, _ in rows] + [torch.cat([p, r]) for p, _, r in rows]
+    width = max(len(x) for x in seqs)
+    ids = torch.zeros((4, width), dtype=torch.long)
+    att = torch.zeros((4, width), dtype=torch.long)
+    labels = torch.full((4, width), -100)
+    for i, x in enumerate(seqs):
+        ids[i, :len(x)], att[i, :len(x)] = x, 1
+        p_len = prompt_lens[i % 2]
+        labels[i, p_len:len(x)] = x[p_len:]
+    results = []
+    for share in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+        add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
+        add_completion_only_head(model, share_prompt=share)
+        out = model(input_ids=ids, attention_mask=att, labels=labels, fused_lm_head=True, use_cache=False)
+        out.log_probs.sum().backward()
+        results.append((out.log_probs.detach(), model.model.layers[0].self_attn.q_proj.weight.grad.clone()))
+    (lp_plain, g_plain), (lp_shared, g_shared) = results
+    assert (lp_plain != 0).sum() == (labels[:, 1:] != -100).sum()
+    torch.testing.assert_close(lp_shared, lp_plain, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(g_shared, g_plain, atol=1e-4, rtol=1e-3)
+    # batches not in the [chosen..., rejected...] right-padded shape fall back to the plain forward
+    assert shared_prefix_hidden(model.model, {"input_ids": ids[:3], "attention_mask": att[:3]}) is None
+    left = att.flip(1)
+    assert shared_prefix_hidden(model.model, {"input_ids": ids, "attention_mask": left}) is None
+
+
 def test_lora_from_base_writes_adapter_and_reward_metrics(tiny_model, tmp_path):
     val = write_pairs(tmp_path / "val.jsonl", 6, prefix="v")
     s = train_dpo(cfg_for(tiny_model, tmp_path, eval_data=[str(val)]))

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import sft_records
+sys.path.insert(0, str(Path(__file__).parent))  # the record builder beside this file (any pytest import mode, any order)
+import sft_records  # noqa: E402
 from trajtune import training
 from trajtune.config import build
 from trajtune.errors import ConfigError
@@ -143,6 +144,38 @@ def test_train_with_validation_stops_early_restores_best_and_writes_the_run_fold
     # running the same thing again does not train again
     again = train_sft(_cfg(tiny_model, data, out, max_steps=30, eval_steps=1, save_steps=1, patience=2, learning_rate=0.0))
     assert again["skipped"] is True
+
+
+def test_micro_batches_give_the_same_step_as_one_batch(tiny_model, data60, tmp_path):
+    """batch_size 4 run as 4 micro-batches of 1 (gradient accumulation) must be the same optimizer
+    step as one batch of 4: same token-weighted loss, same gradient norm, less memory."""
+    runs = {}
+    for micro in (4, 1):
+        runs[micro] = train_sft(_cfg(tiny_model, data60, tmp_path / f"m{micro}", max_steps=1, micro_batch_size=micro,
+                                     precision="fp32", lora_dropout=0.0))  # no random dropout masks
+    one, split = runs[4], runs[1]
+    assert one["batch"] == {"records_per_step": 4, "micro_batch_size": 4, "gradient_accumulation_steps": 1,
+                            "gradient_checkpointing": False}
+    assert split["batch"]["micro_batch_size"] == 1 and split["batch"]["gradient_accumulation_steps"] == 4
+    assert split["tokens_seen"] == one["tokens_seen"]
+    # token-weighted over the whole step: within fp32 noise (0.04% here); weighting each micro-batch's
+    # mean equally would be ~1% off on these records, and not dividing by the accumulation 4x
+    assert split["grad_norm"] == pytest.approx(one["grad_norm"], rel=2e-3)
+    assert split["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
+    with pytest.raises(ConfigError, match="micro_batch_size must divide batch_size"):
+        _cfg(tiny_model, data60, tmp_path / "bad", micro_batch_size=3)
+
+
+def test_auto_micro_batch_is_the_largest_divisor_that_fits_a_quarter_of_free_memory():
+    from trajtune.scripts.train_sft import choose_micro_batch
+
+    gib = 2**30
+    assert choose_micro_batch(8, "auto", per_record_bytes=1 * gib, free_bytes=64 * gib) == 8
+    assert choose_micro_batch(8, "auto", per_record_bytes=1 * gib, free_bytes=20 * gib) == 4
+    assert choose_micro_batch(8, "auto", per_record_bytes=1 * gib, free_bytes=9 * gib) == 2
+    assert choose_micro_batch(6, "auto", per_record_bytes=1 * gib, free_bytes=20 * gib) == 3
+    assert choose_micro_batch(8, "auto", per_record_bytes=10 * gib, free_bytes=20 * gib) == 1
+    assert choose_micro_batch(8, 2, per_record_bytes=10 * gib, free_bytes=20 * gib) == 2
 
 
 def test_lora_that_cannot_attach_stops_or_falls_back_to_full_loudly(tiny_model, data60, tmp_path, capsys):
