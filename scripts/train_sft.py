@@ -200,12 +200,18 @@ def _trainer_class():
             lengths = [len(f["input_ids"]) for f in ds]
             return LengthGrouped(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps, self.args.seed)
 
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # our compute_loss normalises by the label tokens of the whole step: tell the Trainer, so it
+            # counts them (num_items_in_batch) and does not divide by the accumulation steps again.
+            # (A PEFT-wrapped model reports False here, and the loss would be a mean of micro-batch means.)
+            self.model_accepts_loss_kwargs = True
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss, out = label_loss(model, inputs, self.logits_at_labels_only)
             if num_items_in_batch is not None:
                 # a token-weighted mean over the whole optimizer step (all micro-batches, all processes):
                 # splitting a batch into micro-batches then gives the same gradient as one big batch.
-                # The Trainer sees num_items_in_batch and does not divide by the accumulation steps again.
                 n = (inputs["labels"][:, 1:] != -100).sum()
                 loss = loss * n / num_items_in_batch
                 if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
@@ -370,7 +376,6 @@ def train_sft(cfg: TrainSFTConfig) -> dict:
     trainer = Trainer(model=model, args=args, train_dataset=train_ex, eval_dataset=eval_ex or None,
                       data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer, callbacks=callbacks)
     training.quiet_trainer(trainer)
-    trainer.model_accepts_loss_kwargs = False  # our loss is a per-batch mean; Trainer scales it for accumulation
 
     # 5) train (SIGINT/SIGTERM -> checkpoint + clean stop)
     tokens_before = 0
