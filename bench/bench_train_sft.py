@@ -12,7 +12,8 @@ its own:
   plain trl    SFTTrainer(SFTConfig(bf16=False, use_cpu=True) + defaults) on the same conversations
                rendered to text by trajtune.chat (trl's defaults: gradient checkpointing on, loss on
                every token, padded batches in random order, logits for every position)
-  train-sft    the real stage function (scripts/train_sft.py) with its shipped defaults
+  train-sft    the real stage function (scripts/train_sft.py) with its shipped defaults (the same
+               8 records a step, split into micro-batches by micro_batch_size: auto, token-weighted)
 
 tokens/s = non-padding input tokens the trainer consumed / seconds inside trainer.train()
 (train-sft's figure includes its end-of-run checkpoint). The validation loss is measured the same
@@ -108,6 +109,7 @@ def worker_ours(args) -> dict:
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(args.model_path), s["final"])
     return {"name": "trajtune train-sft", "steps": s["global_step"], "tokens": s["tokens_seen"], "train_s": s["train_time_s"],
             "tokens_per_s": s["tokens_per_second"], "peak_rss_mb": s["peak_memory_mb"], "precision": s["precision"],
+            "batch": s.get("batch"),
             "eval_loss": eval_loss(model, tok, read(Path(args.eval)))}
 
 
@@ -171,7 +173,12 @@ def main() -> int:
     print(f"speed ratio train-sft / plain trl: {ours['tokens_per_s'] / trl_r['tokens_per_s']:.2f}x (target >= 2.5x)")
     print(f"eval loss (fp32, assistant tokens): train-sft {ours['eval_loss']:.4f} vs plain trl {trl_r['eval_loss']:.4f} "
           f"({'no worse' if ours['eval_loss'] <= trl_r['eval_loss'] + 1e-4 else 'WORSE'})")
-    print(f"peak memory: train-sft {ours['peak_rss_mb']:.0f} MB vs plain trl {trl_r['peak_rss_mb']:.0f} MB")
+    b = ours.get("batch") or {}
+    print(f"peak memory: train-sft {ours['peak_rss_mb']:.0f} MB vs plain trl {trl_r['peak_rss_mb']:.0f} MB "
+          f"({'no higher' if ours['peak_rss_mb'] <= trl_r['peak_rss_mb'] else 'HIGHER'}; train-sft micro-batches of "
+          f"{b.get('micro_batch_size')} x {b.get('gradient_accumulation_steps')}, checkpointing "
+          f"{'on' if b.get('gradient_checkpointing') else 'off'}; trl checkpointing "
+          f"{'on' if trl_r.get('gradient_checkpointing') else 'off'})")
     print("JSON " + json.dumps({"trl": trl_r, "train_sft": ours}))
     return 0
 

@@ -187,7 +187,10 @@ def shared_prefix_hidden(backbone, kwargs: dict):
     import torch
 
     ids, att = kwargs.get("input_ids"), kwargs.get("attention_mask")
-    if ids is None or att is None or set(kwargs) - {"input_ids", "attention_mask", "use_cache"} or ids.size(0) % 2:
+    # PEFT passes its optional inputs explicitly (inputs_embeds=None, output_attentions=None, ...)
+    harmless = {"input_ids", "attention_mask", "use_cache", "return_dict"}
+    extra = [k for k, v in kwargs.items() if k not in harmless and v is not None and v is not False]
+    if ids is None or att is None or extra or ids.size(0) % 2:
         return None
     lengths = att.sum(dim=1)
     width = ids.size(1)

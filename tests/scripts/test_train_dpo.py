@@ -164,22 +164,41 @@ def test_shared_prompt_forward_matches_the_plain_forward(tiny_model):
         ids[i, :len(x)], att[i, :len(x)] = x, 1
         p_len = prompt_lens[i % 2]
         labels[i, p_len:len(x)] = x[p_len:]
+    from trajtune import training
+    from trajtune.scripts import train_dpo
+
+    calls = []
+    real = train_dpo.shared_prefix_hidden
+    train_dpo.shared_prefix_hidden = lambda *a, **k: calls.append(real(*a, **k)) or calls[-1]
     results = []
-    for share in (False, True):
-        model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-        add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
-        add_completion_only_head(model, share_prompt=share)
-        out = model(input_ids=ids, attention_mask=att, labels=labels, fused_lm_head=True, use_cache=False)
-        out.log_probs.sum().backward()
-        results.append((out.log_probs.detach(), model.model.layers[0].self_attn.q_proj.weight.grad.clone()))
+    try:
+        for share in (False, True):
+            torch.manual_seed(1)
+            model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+            for p in model.parameters():
+                p.requires_grad_(False)
+            # through PEFT, as in training (PEFT passes extra None inputs the shared path must accept)
+            model, _ = training.attach_lora(model, r=4, alpha=8, dropout=0.0, target_modules=["all-linear"], fallback="none")
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    torch.nn.init.normal_(p, std=0.1)
+            add_fused_lm_head(model.get_base_model(), outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
+            add_completion_only_head(model.get_base_model(), share_prompt=share)
+            out = model(input_ids=ids, attention_mask=att, labels=labels, fused_lm_head=True, use_cache=False)
+            out.log_probs.sum().backward()
+            grads = torch.cat([p.grad.flatten() for n, p in model.named_parameters() if p.grad is not None])
+            results.append((out.log_probs.detach(), grads))
+    finally:
+        train_dpo.shared_prefix_hidden = real
+    assert len(calls) == 1 and calls[0] is not None  # the shared path really ran (once, for share=True)
     (lp_plain, g_plain), (lp_shared, g_shared) = results
     assert (lp_plain != 0).sum() == (labels[:, 1:] != -100).sum()
     torch.testing.assert_close(lp_shared, lp_plain, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(g_shared, g_plain, atol=1e-4, rtol=1e-3)
     # batches not in the [chosen..., rejected...] right-padded shape fall back to the plain forward
-    assert shared_prefix_hidden(model.model, {"input_ids": ids[:3], "attention_mask": att[:3]}) is None
-    left = att.flip(1)
-    assert shared_prefix_hidden(model.model, {"input_ids": ids, "attention_mask": left}) is None
+    backbone = model.get_base_model().model
+    assert shared_prefix_hidden(backbone, {"input_ids": ids[:3], "attention_mask": att[:3]}) is None
+    assert shared_prefix_hidden(backbone, {"input_ids": ids, "attention_mask": att.flip(1)}) is None
 
 
 def test_lora_from_base_writes_adapter_and_reward_metrics(tiny_model, tmp_path):
