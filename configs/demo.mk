@@ -15,15 +15,15 @@ TRAIN_COUNT ?= 400
 # share of those whose right answer is a plain reply (no tool call); the eval tasks hold ~15%
 NOCALL_SHARE ?= 0.2
 # generate: preference pairs (correct next step over a realistic failure)
-PREF_COUNT ?= 48
+PREF_COUNT ?= 40
 # generate: held-out eval tasks (phrasings and templates never trained on, plus no-call requests)
-TASK_COUNT ?= 100
+TASK_COUNT ?= 80
 
 # train-sft (LoRA), then train-dpo on top of the SFT adapter
 SFT_CONFIG ?= configs/train_sft/smollm2-135m.yaml
 SFT_STEPS ?= 30
 DPO_CONFIG ?= configs/train_dpo/smollm2-135m.yaml
-DPO_STEPS ?= 6
+DPO_STEPS ?= 5
 
 # evaluate: max new tokens per task
 EVAL_MAX_NEW ?= 96
