@@ -211,6 +211,8 @@ def shared_prefix_hidden(backbone, kwargs: dict):
             continue
         pre = backbone(input_ids=ids[a:a + 1, :common], attention_mask=att[a:a + 1, :common], use_cache=True)
         cache = pre.past_key_values
+        if cache is None:  # the model refused a cache (gradient checkpointing): the plain forward
+            return None
         cache.batch_repeat_interleave(2)
         positions = torch.arange(common, w, device=ids.device)[None, :].expand(2, -1)
         suf = backbone(input_ids=ids[[a, b], common:w], attention_mask=att[[a, b], :w], past_key_values=cache,
@@ -471,6 +473,7 @@ def train_dpo(cfg: TrainDPOConfig) -> dict:
     if os.environ.get("TRAJTUNE_TEST_STEP_SLEEP"):  # test hook: slow steps down so a test can kill mid-run
         callbacks.append(_sleep_callback(float(os.environ["TRAJTUNE_TEST_STEP_SLEEP"])))
     os.environ.setdefault("TQDM_DISABLE", "1")  # trl's reference pass progress bar
+
     def install_head(m) -> None:
         from peft import PeftModel
 
@@ -481,9 +484,9 @@ def train_dpo(cfg: TrainDPOConfig) -> dict:
     t_ref = training.Timer()
     try:
         trainer = Trainer(model=model, args=args, data_collator=PairCollator(tokenizer.pad_token_id),
-                                   train_dataset=Dataset.from_list(train_rows),
-                                   eval_dataset=Dataset.from_list(eval_rows) if has_eval else None,
-                                   processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+                          train_dataset=Dataset.from_list(train_rows),
+                          eval_dataset=Dataset.from_list(eval_rows) if has_eval else None,
+                          processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
     except ValueError as exc:
         raise ConfigError(f"trl refused this setup: {str(exc).splitlines()[0][:300]}") from None
     reference_time = t_ref.elapsed()  # includes the one reference pass when precomputed

@@ -199,6 +199,11 @@ def test_shared_prompt_forward_matches_the_plain_forward(tiny_model):
     backbone = model.get_base_model().model
     assert shared_prefix_hidden(backbone, {"input_ids": ids[:3], "attention_mask": att[:3]}) is None
     assert shared_prefix_hidden(backbone, {"input_ids": ids, "attention_mask": att.flip(1)}) is None
+    # with gradient checkpointing the model keeps no KV cache in training: the plain forward, no crash
+    model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    out = shared_prefix_hidden(backbone, {"input_ids": ids, "attention_mask": att})
+    assert out is None or out.shape == (4, width, model.config.hidden_size)
 
 
 def test_lora_from_base_writes_adapter_and_reward_metrics(tiny_model, tmp_path):
