@@ -5,7 +5,7 @@
 Runs the command with ``bash -c``; on success appends ``NAME<TAB>seconds<TAB>peak_MB`` to
 TIMES.tsv, where peak_MB is the largest resident set of any process the stage ran (the kernel's
 ``ru_maxrss`` over the waited-for children). On failure prints which stage failed and how to
-continue, and exits 1. ``report`` prints the table (the latest run of each stage):
+continue, and exits 1. ``--report`` prints the table (the latest run of each stage):
 
     python -m trajtune.scripts.stage TIMES.tsv --report
 """
