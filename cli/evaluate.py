@@ -13,7 +13,8 @@ from trajtune.cli.common import err_console, out_console
 def register(app: typer.Typer) -> None:
     @app.command(
         "evaluate",
-        help="Evaluate a model on task records: prompts rendered exactly as in training, batched greedy generation, "
+        help="Evaluate a model on task records: prompts rendered exactly as in training, batched greedy generation "
+        "(shared prompt prefixes computed once, no padding, finished sequences replaced at once), "
         "each reply scored (tool names, type-aware arguments, order, no-call, answers). Writes predictions.jsonl "
         "(appended as it goes; re-running skips done tasks), report.json and report.md, and prints the table. "
         "With --baseline both models answer the same tasks and the report adds the improvement in points, an "
@@ -28,7 +29,8 @@ def register(app: typer.Typer) -> None:
         adapter: List[Path] = typer.Option(None, "--adapter", help="LoRA adapter applied to --model; repeat for a chain"),
         baseline: Optional[str] = typer.Option(None, "--baseline", help="'base' (--model without adapter) or another model to compare with"),
         max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="generation limit per task (default 256)"),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="prompts generated together (default 16)"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="sequences decoded together (default 64; fewer when their KV cache would not fit in a quarter of free memory)"),
+        engine: Optional[str] = typer.Option(None, "--engine", help="transformers backend: slots (shared prefixes, no padding, continuous batching), generate (model.generate, padded batches) or auto (default)"),
         stop: List[str] = typer.Option(None, "--stop", help="extra stop string (the end-of-turn token always stops); repeatable"),
         ready_threshold: Optional[float] = typer.Option(None, "--ready-threshold", help="pass rate that means 'ready for RL' (default 0.85)"),
         backend: Optional[str] = typer.Option(None, "--backend", help="auto (vLLM when installed with a GPU), transformers or vllm"),
@@ -43,7 +45,7 @@ def register(app: typer.Typer) -> None:
             "tasks": str(tasks) if tasks else None, "output": str(output) if output else None, "model": model,
             "adapter": [str(a) for a in adapter] if adapter else None, "baseline": baseline,
             "max_new_tokens": max_new_tokens, "batch_size": batch_size, "stop": list(stop) if stop else None,
-            "ready_threshold": ready_threshold, "backend": backend, "limit": limit})
+            "ready_threshold": ready_threshold, "backend": backend, "engine": engine, "limit": limit})
         with err_console.status("evaluating") as status:
             report = evaluate(cfg, progress=lambda m: (status.update(m), err_console.print(m, markup=False)))
         if as_json:

@@ -33,7 +33,8 @@ class EvaluateConfig:
     adapter: list[str] = field(default_factory=list, help="LoRA adapter folder(s) applied to --model (a chain in training order)")
     baseline: str | None = field(None, help="'base' (the --model without adapters) or another model folder/adapter to compare against")
     max_new_tokens: int = field(256, help="generation limit per task; a reply cut here is scored as truncated if incomplete")
-    batch_size: int = field(16, help="prompts generated together (length-sorted, left-padded)")
+    batch_size: int = field(64, help="sequences decoded together (fewer when their KV cache would not fit in a quarter of free memory)")
+    engine: Literal["auto", "slots", "generate"] = field("auto", help="transformers backend: 'slots' (shared prompt prefixes, no padding, continuous batching; see trajtune/generation.py), 'generate' (model.generate on length-sorted left-padded batches); auto: slots where the model supports it")
     stop: list[str] = field(default_factory=list, help="extra stop strings (the end-of-turn token always stops)")
     ready_threshold: float = field(0.85, help="tuned pass rate at which the report says 'ready for RL'")
     backend: Literal["auto", "transformers", "vllm"] = field("auto", help="auto: vLLM when installed and a GPU is present")
@@ -149,11 +150,13 @@ def cut_reply(tok, gen_ids: list[int], stop_ids: list[int], stop_strings: list[s
 
 
 class TransformersBackend:
-    """Batched greedy generation with left padding; position ids follow the attention mask."""
+    """Greedy generation with transformers: the slot engine (trajtune.generation) where the model
+    supports it, else ``model.generate`` on length-sorted, left-padded batches."""
 
     name = "transformers"
 
     def __init__(self, spec: ModelSpec, cfg: EvaluateConfig):
+        from trajtune.generation import supported
         from trajtune.scripts.merge_lora import load_model, load_tokenizer, pick_device
 
         self.device = pick_device()
@@ -166,8 +169,38 @@ class TransformersBackend:
         gc.do_sample, gc.temperature, gc.top_p, gc.top_k = False, None, None, None
         self.stop_ids = stop_token_ids(self.tok, self.model)
         self.cfg = cfg
+        ok, why = supported(self.model)
+        if cfg.engine == "slots" and not ok:
+            raise UsageError(f"--engine slots does not support this model: {why}", hint="use --engine generate")
+        self.engine = "slots" if ok and cfg.engine != "generate" else "generate"
+        self.engine_note = "" if ok or cfg.engine == "generate" else why
+        self.stats: dict = {}
+
+    def run(self, prompts: list[str], ids: list[list[int]], done: Callable[[int, str, int, bool, float], None]) -> None:
+        """Generate for every prompt; ``done(index, text, generated tokens, truncated, seconds)`` as each finishes."""
+        if self.engine == "generate":
+            return _run_in_batches(self, prompts, ids, done)
+        from trajtune.generation import Engine, kv_bytes_per_token
+        from trajtune.training import free_memory_bytes
+
+        cfg = self.cfg
+        stop_check = None
+        if cfg.stop:
+            stop_check = lambda gen: any(s in self.tok.decode(gen, skip_special_tokens=False) for s in cfg.stop)  # noqa: E731
+        # the KV buffer of all rows must fit in a quarter of the free memory
+        per_row = (max(len(i) for i in ids) + cfg.max_new_tokens + 1) * kv_bytes_per_token(self.model)
+        rows = max(1, min(cfg.batch_size, free_memory_bytes(self.device) // 4 // max(per_row, 1)))
+        engine = Engine(self.model, self.stop_ids, cfg.max_new_tokens, batch_size=rows, stop_check=stop_check)
+
+        def on_result(r) -> None:
+            text, n_tokens, truncated = cut_reply(self.tok, r.ids, self.stop_ids, cfg.stop, cfg.max_new_tokens)
+            done(r.index, text, n_tokens, truncated, r.seconds)
+
+        engine.run(ids, on_result)
+        self.stats = {"rows": rows, **engine.stats.as_dict()}
 
     def generate(self, prompts: list[str]) -> list[tuple[str, int, bool]]:
+        """model.generate on one left-padded batch (the 'generate' engine)."""
         import torch
 
         enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
@@ -180,6 +213,19 @@ class TransformersBackend:
 
     def close(self) -> None:
         del self.model
+
+
+def _run_in_batches(backend, prompts: list[str], ids: list[list[int]], done) -> None:
+    """Length-sorted batches (longest first, so memory problems show at once) through backend.generate."""
+    order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
+    bs = backend.cfg.batch_size
+    for b in range(0, len(order), bs):
+        batch = order[b: b + bs]
+        t0 = time.perf_counter()
+        outs = backend.generate([prompts[i] for i in batch])
+        per_task = (time.perf_counter() - t0) / len(batch)
+        for i, (text, n_tokens, truncated) in zip(batch, outs):
+            done(i, text, n_tokens, truncated, per_task)
 
 
 class VLLMBackend:
@@ -206,6 +252,10 @@ class VLLMBackend:
         self.params = SamplingParams(temperature=0.0, max_tokens=cfg.max_new_tokens, stop_token_ids=self.stop_ids,
                                      stop=cfg.stop or None, skip_special_tokens=False)
         self.cfg = cfg
+        self.engine, self.engine_note, self.stats = "vllm", "", {}
+
+    def run(self, prompts: list[str], ids: list[list[int]], done) -> None:
+        _run_in_batches(self, prompts, ids, done)
 
     def generate(self, prompts: list[str]) -> list[tuple[str, int, bool]]:
         from vllm.inputs import TokensPrompt
@@ -254,31 +304,32 @@ def run_model(spec: ModelSpec, tasks: list[dict], cfg: EvaluateConfig, appender,
         return info
     say(f"{spec.role}: loading {spec.label}")
     backend = make_backend(spec, cfg)
-    info["backend"] = backend.name
-    prompts = {t["id"]: render_prompt(backend.tok, t["prompt"], t.get("tools")) for t in todo}
-    lengths = {tid: len(backend.tok(p, add_special_tokens=False)["input_ids"]) for tid, p in prompts.items()}
-    # length-sorted batches: little padding, and the longest first so memory problems show at once
-    order = sorted(todo, key=lambda t: -lengths[t["id"]])
+    info["backend"], info["engine"] = backend.name, backend.engine
+    if backend.engine_note:
+        say(f"{spec.role}: model.generate instead of the slot engine ({backend.engine_note})")
+    prompts = [render_prompt(backend.tok, t["prompt"], t.get("tools")) for t in todo]
+    ids = [backend.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     t_start = time.perf_counter()
-    done = 0
-    for b in range(0, len(order), cfg.batch_size):
-        batch = order[b: b + cfg.batch_size]
-        t0 = time.perf_counter()
-        outs = backend.generate([prompts[t["id"]] for t in batch])
-        per_task = (time.perf_counter() - t0) / len(batch)
-        for t, (text, n_tokens, truncated) in zip(batch, outs):
-            s = score(t, text, truncated)
-            appender.write({
-                "id": f"{spec.key}:{t['id']}", "task_id": t["id"], "model": spec.role, "model_key": spec.key,
-                "model_path": spec.label, "output": text, "calls": s.calls, "pass": s.passed, "reason": s.reason,
-                "detail": s.detail, "kind": s.kind, "valid_json": s.valid_json, "tool_name_correct": s.tool_name_correct,
-                "argument_accuracy": s.argument_accuracy, "hallucinated": s.hallucinated, "reward": s.reward,
-                "truncated": truncated, "generated_tokens": n_tokens, "prompt_tokens": lengths[t["id"]],
-                "latency_s": round(per_task, 4),
-            })
-        done += len(batch)
-        say(f"{spec.role}: {done}/{len(todo)} tasks")
+    count = [0]
+
+    def done(i: int, text: str, n_tokens: int, truncated: bool, seconds: float) -> None:
+        t = todo[i]
+        s = score(t, text, truncated)
+        appender.write({
+            "id": f"{spec.key}:{t['id']}", "task_id": t["id"], "model": spec.role, "model_key": spec.key,
+            "model_path": spec.label, "output": text, "calls": s.calls, "pass": s.passed, "reason": s.reason,
+            "detail": s.detail, "kind": s.kind, "valid_json": s.valid_json, "tool_name_correct": s.tool_name_correct,
+            "argument_accuracy": s.argument_accuracy, "hallucinated": s.hallucinated, "reward": s.reward,
+            "truncated": truncated, "generated_tokens": n_tokens, "prompt_tokens": len(ids[i]),
+            "latency_s": round(seconds, 4),
+        })
+        count[0] += 1
+        say(f"{spec.role}: {count[0]}/{len(todo)} tasks")
+
+    backend.run(prompts, ids, done)
     info["seconds"] = round(time.perf_counter() - t_start, 3)
+    if backend.stats:
+        info["engine_stats"] = backend.stats
     backend.close()
     return info
 
