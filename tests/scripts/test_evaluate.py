@@ -92,14 +92,68 @@ def test_tuned_vs_baseline_paired_report(base64, tuned, tmp_path):
     assert (tmp_path / "config.yaml").is_file()
 
 
-def test_batched_generation_equals_one_at_a_time(tuned, tmp_path):
-    one = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path / "b1", model=tuned, batch_size=1))
-    many = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path / "b8", model=tuned, batch_size=8))
+def test_slot_engine_equals_generate_one_at_a_time(tuned, tmp_path):
+    one = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path / "b1", model=tuned, batch_size=1, engine="generate"))
+    many = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path / "s3", model=tuned, batch_size=3))  # refills slots
+    assert one["models"]["model"]["engine"] == "generate" and many["models"]["model"]["engine"] == "slots"
+    st = many["models"]["model"]["engine_stats"]
+    assert st["rows"] == 3 and st["prompts"] == 8 and st["prefix_share"] > 0.3  # the tool header is shared
     a = {x["task_id"]: x["output"] for x in preds(tmp_path / "b1")}
-    b = {x["task_id"]: x["output"] for x in preds(tmp_path / "b8")}
-    assert len({x["prompt_tokens"] for x in preds(tmp_path / "b8")}) > 1  # different lengths: padding matters
+    b = {x["task_id"]: x["output"] for x in preds(tmp_path / "s3")}
+    assert len({x["prompt_tokens"] for x in preds(tmp_path / "s3")}) > 1  # different lengths
     assert a == b
     assert one["models"]["model"]["metrics"]["pass_rate"] == many["models"]["model"]["metrics"]["pass_rate"]
+    lat = [x["latency_s"] for x in preds(tmp_path / "s3")]
+    assert all(x > 0 for x in lat) and sum(lat) <= many["models"]["model"]["seconds"] + 0.01
+
+
+@pytest.fixture(scope="module")
+def noisy(tiny_model, tmp_path_factory):
+    """The tiny model with large random weights: replies vary from token to token."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    out = tmp_path_factory.mktemp("noisy")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
+    return out
+
+
+def test_stop_strings_same_in_both_engines(noisy, tmp_path):
+    kw = dict(tasks=TOOL_TASKS, model=noisy, max_new_tokens=24)
+    evaluate(cfg(output=tmp_path / "free", engine="generate", **kw))
+    free = {x["task_id"]: x["output"] for x in preds(tmp_path / "free")}
+    longest = max(free.values(), key=len)
+    assert len(longest) >= 12, free
+    stop = longest[len(longest) // 2: len(longest) // 2 + 3]  # a string the model writes mid-reply
+    assert stop.strip() == stop and stop  # no whitespace: it cannot be completed by the prompt's last newline
+    evaluate(cfg(output=tmp_path / "g", engine="generate", stop=[stop], **kw))
+    evaluate(cfg(output=tmp_path / "s", engine="slots", stop=[stop], **kw))
+    a = {x["task_id"]: x["output"] for x in preds(tmp_path / "g")}
+    b = {x["task_id"]: x["output"] for x in preds(tmp_path / "s")}
+    assert a == b and all(stop not in o for o in b.values())
+    assert all(free[k].startswith(b[k]) for k in b) and any(len(b[k]) < len(free[k]) for k in b)
+
+
+def test_unsupported_model_falls_back_to_generate(tiny_model, tmp_path):
+    import shutil
+
+    from transformers import GenerationConfig
+
+    m = tmp_path / "penalised"
+    shutil.copytree(tiny_model, m)
+    gc = GenerationConfig.from_pretrained(m)
+    gc.repetition_penalty = 1.2
+    gc.save_pretrained(m)
+    rep = evaluate(cfg(tasks=LEARNABLE, output=tmp_path / "o", model=m))
+    assert rep["models"]["model"]["engine"] == "generate" and rep["models"]["model"]["metrics"]["tasks"] == 8
+    with pytest.raises(UsageError, match="repetition_penalty"):
+        evaluate(cfg(tasks=LEARNABLE, output=tmp_path / "o2", model=m, engine="slots"))
 
 
 def test_metrics_reasons_and_breakdowns_on_tool_tasks(tiny_model, tmp_path):
