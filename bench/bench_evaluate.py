@@ -1,21 +1,24 @@
 """Speed of `trajtune evaluate` beside a plain per-task `model.generate` loop, same tasks, model, run.
 
-    python bench/bench_evaluate.py                 # 16 tasks, default model, 96 new tokens
-    python bench/bench_evaluate.py --tasks 48 --max-new-tokens 128 --batch-size 16
+    python bench/bench_evaluate.py                 # 64 tasks, default model, 96 new tokens, 64 slots
+    python bench/bench_evaluate.py --tasks 16 --batch-size 16 --generate-engine
 
 Tasks come from `trajtune generate tasks --split eval` (bench/out/eval_tasks_<N>.jsonl, made once);
 if that command is unavailable, from data/examples/valid/task.jsonl repeated. Both paths render
 prompts with trajtune.chat.render_prompt, generate greedily up to the same limit, stop at the same
 end-of-turn tokens and cut replies with the same code, so they produce the same outputs; only the
 way they batch differs. Prints
-  evaluate        the real stage (scripts.evaluate.evaluate): length-sorted left-padded batches
+  evaluate        the real stage (scripts.evaluate.evaluate) with its default engine: shared prompt
+                  prefixes computed once, no padding, continuous batching (trajtune/generation.py)
   per-task loop   one model.generate call per task, no padding
+  (--generate-engine) evaluate --engine generate: model.generate on length-sorted left-padded batches
 as generated tokens/s (generation time only; model loading excluded from both), the ratio
 (target >= 5x) and the correctness check: greedy outputs agree on every task where both finished.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -72,10 +75,11 @@ def per_task_loop(model_path: str, tasks: list[dict], max_new_tokens: int) -> tu
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tasks", type=int, default=16, help="number of tasks (default 16: small, the machine is shared)")
+    ap.add_argument("--tasks", type=int, default=64, help="number of tasks (default 64)")
     ap.add_argument("--model", default="default")
     ap.add_argument("--max-new-tokens", type=int, default=96)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--generate-engine", action="store_true", help="also time evaluate --engine generate (padded batches)")
     a = ap.parse_args()
 
     from trajtune.config import build
@@ -95,8 +99,16 @@ def main() -> int:
                                            "limit": a.tasks, "backend": "transformers"})
         rep = evaluate(cfg)
         ev_secs = rep["models"]["model"]["seconds"]
+        stats = rep["models"]["model"].get("engine_stats") or {}
         preds = {json.loads(l)["task_id"]: json.loads(l) for l in (work / "predictions.jsonl").read_text().splitlines()}
         ev_tokens = sum(p["generated_tokens"] for p in preds.values())
+        gen_rate = None
+        if a.generate_engine:
+            cfg_g = build(EvaluateConfig, None, {**dataclasses.asdict(cfg), "output": str(work / "generate"), "engine": "generate"})
+            rep_g = evaluate(cfg_g)
+            gpreds = [json.loads(l) for l in (work / "generate" / "predictions.jsonl").read_text().splitlines()]
+            gen_rate = sum(p["generated_tokens"] for p in gpreds) / rep_g["models"]["model"]["seconds"]
+            gen_same = sum(p["output"] == preds[p["task_id"]]["output"] for p in gpreds)
         # 2) the peer
         loop, loop_secs = per_task_loop(model, tasks, a.max_new_tokens)
         loop_tokens = sum(n for _, n, _ in loop.values())
@@ -106,6 +118,13 @@ def main() -> int:
     ev_rate, loop_rate = ev_tokens / ev_secs, loop_tokens / loop_secs
     print(f"{'evaluate (batch %d)' % a.batch_size:24s} {ev_tokens:6d} tokens {ev_secs:8.1f} s {ev_rate:8.1f} tok/s")
     print(f"{'per-task loop':24s} {loop_tokens:6d} tokens {loop_secs:8.1f} s {loop_rate:8.1f} tok/s")
+    if gen_rate is not None:
+        print(f"{'evaluate --engine generate':24s} {gen_rate:8.1f} tok/s ({gen_rate / loop_rate:.2f}x the loop; "
+              f"outputs identical to the default engine on {gen_same}/{len(gpreds)} tasks)")
+    if stats:
+        print(f"engine: {stats['rows']} slots, {stats['prompt_tokens']} prompt tokens of which {stats['prefilled_tokens']} "
+              f"ran through the model (shared prefixes {100 * stats['prefix_share']:.1f}%), {stats['steps']} decode steps; "
+              f"prefill {stats['prefill_s']:.1f} s, decode {stats['decode_s']:.1f} s")
     print(f"ratio evaluate / per-task loop: {ev_rate / loop_rate:.2f}x (target >= 5x)")
     both = [t["id"] for t in tasks if not preds[t["id"]]["truncated"] and not loop[t["id"]][2]]
     differ = [tid for tid in both if preds[tid]["output"] != loop[tid][0]]

@@ -95,8 +95,8 @@ class _SlotState:
     """Positions shared by the layers of one slot cache during one forward pass."""
 
     def __init__(self):
-        self.rows = None  # LongTensor [n, q]: row index of every new token
-        self.cols = None  # LongTensor [n, q]: column (position) where it is written
+        self.rows = None  # LongTensor [n, 1]: the row of every new token
+        self.cols = None  # LongTensor [n, 1]: the column (position) where it is written
         self.n = 0
         self.kv_len = 0
 
@@ -121,7 +121,7 @@ def _make_slot_cache(num_layers: int, state: _SlotState, capacity: tuple[int, in
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
-            # [n, H, q, D] -> written at (row, :, col) for every (row, col) of the new tokens
+            # [n, H, 1, D] -> written in place at (row, :, col); nothing else is copied
             self.keys[state.rows, :, state.cols] = key_states.transpose(1, 2)
             self.values[state.rows, :, state.cols] = value_states.transpose(1, 2)
             return self.keys[: state.n, :, : state.kv_len], self.values[: state.n, :, : state.kv_len]
@@ -171,10 +171,14 @@ class Engine:
     def run(self, prompts: list[list[int]], on_result: Callable[[Result], None] | None = None) -> list[Result]:
         import torch
 
+        from collections import deque
+
         n_prompts = len(prompts)
         results: list[Result | None] = [None] * n_prompts
         if not n_prompts:
             return []
+        if any(not p for p in prompts):
+            raise ValueError("an empty prompt: every prompt needs at least one token")
         model, dev = self.model, self.model.device
         text_cfg = model.config.get_text_config(decoder=True)
         num_layers = text_cfg.num_hidden_layers
@@ -188,7 +192,7 @@ class Engine:
         st.prompt_tokens += sum(len(p) for p in prompts)
 
         order = sorted(range(n_prompts), key=lambda i: prompts[i])  # lexicographic: neighbours share prefixes
-        queue = list(order)
+        queue = deque(order)
         prev_ids: list[int] = []
         prev_kv = None
         # per running row
@@ -230,7 +234,7 @@ class Engine:
             while queue or row_index:
                 # 1) fill free slots with newly prefilled prompts
                 while queue and len(row_index) < cap_b:
-                    i = queue.pop(0)
+                    i = queue.popleft()
                     ids = prompts[i]
                     t0 = time.perf_counter()
                     lcp = 0
