@@ -2,9 +2,11 @@
 
 Steps: read and validate the tasks -> for each model (the tuned one, then the baseline) render
 every prompt with the shared renderer (``trajtune.chat.render_prompt``, exactly as in training),
-generate greedily in length-sorted, left-padded batches, cut each reply at its end-of-turn
-token, score it with ``trajtune.scoring.score`` and append it to ``predictions.jsonl`` (fsync'd,
-keyed by model + task id, so a re-run skips what is done) -> metrics and breakdowns from the
+generate greedily (the slot engine of ``trajtune.generation``: shared prompt prefixes computed once,
+no padding, continuous batching; or ``model.generate`` on length-sorted, left-padded batches where a
+model needs it), cut each reply at its end-of-turn token, score it with ``trajtune.scoring.score``
+and append it to ``predictions.jsonl`` as it finishes (fsync'd, keyed by model + task id, so a
+re-run skips what is done) -> metrics and breakdowns from the
 predictions file -> paired comparison (exact McNemar test on the discordant pairs) ->
 ``report.json`` and ``report.md``.
 
@@ -436,8 +438,9 @@ def render_markdown(report: dict) -> str:
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += ["", "Pass rate: all tasks. Tool-name and argument accuracy: tasks expecting calls. Valid-JSON rate: replies "
-              "that attempted a call. No-call accuracy: tasks whose right answer is no call. Latency: a batch's "
-              "generation time divided by its size."]
+              "that attempted a call. No-call accuracy: tasks whose right answer is no call. Latency: a task's "
+              "share of the generation time (its own prefill plus its share of each decode step it ran in; with "
+              "--engine generate, its batch's time divided by the batch size), so latencies add up to the run's time."]
     for role, m in report["models"].items():
         mm = m["metrics"]
         lines += ["", f"## {role}: failure reasons", ""]
