@@ -79,6 +79,7 @@ def main() -> int:
     ap.add_argument("--model", default="default")
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--tasks-file", help="use this task JSONL instead of generating tasks")
     ap.add_argument("--generate-engine", action="store_true", help="also time evaluate --engine generate (padded batches)")
     a = ap.parse_args()
 
@@ -86,10 +87,10 @@ def main() -> int:
     from trajtune.models import resolve_model
     from trajtune.scripts.evaluate import EvaluateConfig, evaluate, load_tasks
 
-    task_file = make_tasks(a.tasks)
+    task_file = Path(a.tasks_file).resolve() if a.tasks_file else make_tasks(a.tasks)
     tasks = load_tasks(str(task_file), a.tasks)
     model = resolve_model(a.model)
-    print(f"{len(tasks)} tasks from {task_file.relative_to(ROOT)}; model {model}; max_new_tokens {a.max_new_tokens}")
+    print(f"{len(tasks)} tasks from {task_file}; model {model}; max_new_tokens {a.max_new_tokens}")
 
     work = Path(tempfile.mkdtemp(prefix="bench-eval-"))
     try:

@@ -1,0 +1,34 @@
+"""bench/bench_evaluate.py keeps working: both paths run, the ratio and the correctness check print.
+
+No speed is asserted (speed is the benchmark's job, not a test's); the tiny model has large random
+weights so greedy outputs are far from ties and must agree between the engine and the loop."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_prints_ratio_and_agreement(tiny_model, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    model.save_pretrained(tmp_path / "m")
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "m")
+    tasks = ROOT / "tests" / "fixtures" / "evaluate" / "tasks.jsonl"
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_evaluate.py"), "--model", str(tmp_path / "m"),
+                          "--tasks-file", str(tasks), "--tasks", "8", "--max-new-tokens", "16", "--batch-size", "3",
+                          "--generate-engine"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr[-2000:]
+    out = res.stdout
+    assert re.search(r"evaluate \(batch 3\)\s+\d+ tokens\s+[\d.]+ s\s+[\d.]+ tok/s", out), out
+    assert re.search(r"per-task loop\s+\d+ tokens", out) and "evaluate --engine generate" in out
+    assert re.search(r"engine: 3 slots, \d+ prompt tokens of which \d+ ran through the model", out)
+    assert re.search(r"ratio evaluate / per-task loop: [\d.]+x \(target >= 5x\)", out)
+    assert "identical outputs on 8/8 tasks overall" in out and "outputs identical to the default engine on 8/8" in out
