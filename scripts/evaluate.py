@@ -326,7 +326,8 @@ def run_model(spec: ModelSpec, tasks: list[dict], cfg: EvaluateConfig, appender,
             "latency_s": round(seconds, 4),
         })
         count[0] += 1
-        say(f"{spec.role}: {count[0]}/{len(todo)} tasks")
+        if count[0] == len(todo) or count[0] % max(1, len(todo) // 10) == 0:  # tasks finish one by one: ~10 lines
+            say(f"{spec.role}: {count[0]}/{len(todo)} tasks")
 
     backend.run(prompts, ids, done)
     info["seconds"] = round(time.perf_counter() - t_start, 3)
