@@ -169,6 +169,7 @@ class TransformersBackend:
                                 trust_remote_code=cfg.trust_remote_code)
         gc = self.model.generation_config
         gc.do_sample, gc.temperature, gc.top_p, gc.top_k = False, None, None, None
+        gc.num_beams = 1  # evaluate is greedy, whatever the model's generation config suggests
         self.stop_ids = stop_token_ids(self.tok, self.model)
         self.cfg = cfg
         ok, why = supported(self.model)

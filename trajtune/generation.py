@@ -34,6 +34,7 @@ _PROCESSOR_FIELDS = {
     "min_length": 0, "min_new_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
     "suppress_tokens": None, "begin_suppress_tokens": None, "sequence_bias": None, "guidance_scale": None,
     "exponential_decay_length_penalty": None, "renormalize_logits": False, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+    "num_beams": 1, "watermarking_config": None,
 }
 
 
