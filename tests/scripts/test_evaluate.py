@@ -205,3 +205,20 @@ def test_bad_inputs(tiny_model, tmp_path):
         evaluate(cfg(tasks=LEARNABLE, output=tmp_path / "o", model=tiny_model, baseline="base"))
     with pytest.raises(UsageError, match="task file not found"):
         evaluate(cfg(tasks=tmp_path / "missing.jsonl", output=tmp_path / "o", model=tiny_model))
+
+
+def test_slots_shrink_to_fit_free_memory(tiny_model, tmp_path, monkeypatch):
+    """The KV buffer of all rows must fit in a quarter of the free memory: fewer rows, same outputs."""
+    import trajtune.training
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(tiny_model)
+    per_token = c.num_hidden_layers * 2 * c.num_key_value_heads * (c.hidden_size // c.num_attention_heads) * 4
+    full = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path / "full", model=tiny_model, batch_size=8))
+    longest = max(x["prompt_tokens"] for x in preds(tmp_path / "full"))
+    per_row = (longest + 12 + 1) * per_token  # max_new_tokens 12 (cfg's default here)
+    monkeypatch.setattr(trajtune.training, "free_memory_bytes", lambda device="cpu": 4 * 2 * per_row + 3)
+    small = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path / "small", model=tiny_model, batch_size=8))
+    assert full["models"]["model"]["engine_stats"]["rows"] == 8 and small["models"]["model"]["engine_stats"]["rows"] == 2
+    assert {x["task_id"]: x["output"] for x in preds(tmp_path / "full")} == \
+        {x["task_id"]: x["output"] for x in preds(tmp_path / "small")}
