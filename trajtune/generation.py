@@ -14,13 +14,14 @@ This engine:
    length; a token is written in place at that row's length, and a 4D boolean mask lets each row
    see only its own tokens. Nothing is padded or copied per step. A finished row is replaced at
    once by the next prefilled prompt (continuous batching), so the batch stays full.
+
 Output is the greedy output of ``model.generate`` up to float rounding of different matmul shapes,
 as with any batching; the benchmark (``bench/bench_evaluate.py``) checks it task by task.
 
 The result of every prompt is exactly what :func:`trajtune.scripts.evaluate.cut_reply` makes of
 the generated ids, as for ``model.generate``. :func:`supported` says whether a model can use the
-engine (decoder-only, full attention in every layer, no logits processors in its generation
-config); otherwise the caller falls back to ``model.generate``.
+engine (decoder-only, SDPA attention, full attention in every layer, no logits processors in its
+generation config); otherwise the caller falls back to ``model.generate``.
 """
 from __future__ import annotations
 
@@ -57,14 +58,15 @@ def supported(model) -> tuple[bool, str]:
         value = getattr(gc, name, neutral) if gc is not None else neutral
         if value is not None and value != neutral:
             return False, f"generation config sets {name}={value!r}"
-    if getattr(cfg, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
-        return False, f"attention implementation {cfg._attn_implementation!r}"
+    impl = getattr(cfg, "_attn_implementation", None)
+    if impl != "sdpa":  # the boolean 4D mask is passed as-is: SDPA reads it, eager would add it to the scores
+        return False, f"attention implementation {impl!r} (only sdpa is supported)"
     return True, ""
 
 
 @dataclass
 class Result:
-    index: int  # position in the prompts given to generate()
+    index: int  # position in the prompts given to Engine.run()
     ids: list[int]  # generated ids, the stop token included when one was produced
     seconds: float  # this sequence's share of the wall time: its prefill + its share of each step it ran in
 

@@ -109,3 +109,11 @@ def test_supported_and_kv_size(model_tok, tiny_model):
     penalised.generation_config.repetition_penalty = 1.3
     ok, why = supported(penalised)
     assert not ok and "repetition_penalty" in why
+
+
+def test_eager_attention_is_not_supported(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    eager = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="eager")
+    ok, why = supported(eager)
+    assert not ok and "eager" in why
