@@ -56,3 +56,25 @@ def build_tiny_model(out_dir: str | Path, *, layers: int = 2, hidden: int = 32, 
                                                pad_token_id=tok.pad_token_id)
     model.save_pretrained(out)
     return out
+
+
+def scramble(model, *, std: float = 0.5, seed: int = 1):
+    """Large random weights in place: a random model's greedy replies then vary from token to token
+    and sit far from ties (at its init scale every reply repeats one token)."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
+    return model
+
+
+def build_noisy_model(src: str | Path, out_dir: str | Path, *, std: float = 0.5, seed: int = 1) -> Path:
+    """A copy of the tiny model at ``src`` with :func:`scramble`d weights, saved with its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = Path(out_dir)
+    scramble(AutoModelForCausalLM.from_pretrained(src), std=std, seed=seed).save_pretrained(out)
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    return out

@@ -11,16 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_prints_ratio_and_agreement(tiny_model, tmp_path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trajtune.testing import build_noisy_model
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.5)
-    model.save_pretrained(tmp_path / "m")
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "m")
+    build_noisy_model(tiny_model, tmp_path / "m")
     tasks = ROOT / "tests" / "fixtures" / "evaluate" / "tasks.jsonl"
     res = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_evaluate.py"), "--model", str(tmp_path / "m"),
                           "--tasks-file", str(tasks), "--tasks", "8", "--max-new-tokens", "16", "--batch-size", "3",

@@ -110,18 +110,9 @@ def test_slot_engine_equals_generate_one_at_a_time(tuned, tmp_path):
 @pytest.fixture(scope="module")
 def noisy(tiny_model, tmp_path_factory):
     """The tiny model with large random weights: replies vary from token to token."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trajtune.testing import build_noisy_model
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.5)
-    out = tmp_path_factory.mktemp("noisy")
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
-    return out
+    return build_noisy_model(tiny_model, tmp_path_factory.mktemp("noisy"))
 
 
 def test_stop_strings_same_in_both_engines(noisy, tmp_path):
