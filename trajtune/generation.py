@@ -1,9 +1,10 @@
 """Greedy generation for many prompts at once, without padding: the engine behind ``evaluate``.
 
-A plain ``model.generate`` over a left-padded batch wastes work twice on a CPU: the prefill runs
-over the padding (tool schemas make prompts 270-620 tokens long; a batch of 16 demo prompts was
-55% padding and its prefill took 21.5 s against 10.6 s for the same prompts one at a time), and
-every step copies the whole KV cache (``torch.cat``) and keeps finished rows in the batch.
+A plain ``model.generate`` over a left-padded batch wastes work: the prefill runs over the
+padding (tool schemas make prompts hundreds of tokens long), every step copies the whole KV cache
+(``torch.cat``), and finished rows stay in the batch. ``bench/profile_generation.py`` prints
+where the time goes on the default model.
+
 This engine:
 
 1. **Shares prompt prefixes.** Prompts are sorted by their token ids, so each one's longest common
@@ -26,6 +27,7 @@ generation config); otherwise the caller falls back to ``model.generate``.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -88,12 +90,6 @@ class Stats:
         return d
 
 
-def _cache_base():
-    from transformers.cache_utils import Cache, CacheLayerMixin
-
-    return Cache, CacheLayerMixin
-
-
 class _SlotState:
     """Positions shared by the layers of one slot cache during one forward pass."""
 
@@ -105,7 +101,7 @@ class _SlotState:
 
 
 def _make_slot_cache(num_layers: int, state: _SlotState, capacity: tuple[int, int]):
-    Cache, CacheLayerMixin = _cache_base()
+    from transformers.cache_utils import Cache, CacheLayerMixin
 
     class SlotLayer(CacheLayerMixin):
         is_sliding = False
@@ -152,7 +148,7 @@ class Engine:
     model: Any
     stop_ids: Sequence[int]
     max_new_tokens: int
-    batch_size: int = 32
+    batch_size: int = 64
     stop_check: Callable[[list[int]], bool] | None = None  # extra stop test on the generated ids (stop strings)
     stats: Stats = field(default_factory=Stats)
 
@@ -173,8 +169,6 @@ class Engine:
 
     def run(self, prompts: list[list[int]], on_result: Callable[[Result], None] | None = None) -> list[Result]:
         import torch
-
-        from collections import deque
 
         n_prompts = len(prompts)
         results: list[Result | None] = [None] * n_prompts
@@ -201,8 +195,7 @@ class Engine:
         # per running row
         row_index: list[int] = []  # prompt index
         row_len: list[int] = []  # tokens in the cache for this row
-        row_next: list[int] = []  # the pending token (generated, not yet in the cache)
-        row_gen: list[list[int]] = []
+        row_gen: list[list[int]] = []  # generated ids; the last one is not in the cache yet
         row_secs: list[float] = []
 
         def finish(r: int) -> None:
@@ -217,21 +210,18 @@ class Engine:
                 for layer in cache.layers:
                     layer.keys[r, :, :n] = layer.keys[last, :, :n]
                     layer.values[r, :, :n] = layer.values[last, :, :n]
-                for lst in (row_index, row_len, row_next, row_gen, row_secs):
+                for lst in (row_index, row_len, row_gen, row_secs):
                     lst[r] = lst[last]
-            for lst in (row_index, row_len, row_next, row_gen, row_secs):
+            for lst in (row_index, row_len, row_gen, row_secs):
                 lst.pop()
 
-        def emit(r: int, tokens: list[int]) -> bool:
-            """Append generated tokens to row r; True when the row is done."""
-            for t in tokens:
-                row_gen[r].append(t)
-                st.generated += 1
-                if t in stop or len(row_gen[r]) >= self.max_new_tokens:
-                    return True
-                if self.stop_check is not None and self.stop_check(row_gen[r]):
-                    return True
-            return False
+        def emit(r: int, t: int) -> bool:
+            """Append a generated token to row r; True when the row is done."""
+            row_gen[r].append(t)
+            st.generated += 1
+            if t in stop or len(row_gen[r]) >= self.max_new_tokens:
+                return True
+            return self.stop_check is not None and self.stop_check(row_gen[r])
 
         with torch.inference_mode():
             while queue or row_index:
@@ -255,13 +245,12 @@ class Engine:
                         layer.values[r, :, : len(ids)] = v[0]
                     dt = time.perf_counter() - t0
                     st.prefill_s += dt
-                    row_index.append(i), row_len.append(len(ids)), row_next.append(first)
-                    row_gen.append([]), row_secs.append(dt)
-                    if emit(r, [first]):
+                    row_index.append(i), row_len.append(len(ids)), row_gen.append([]), row_secs.append(dt)
+                    if emit(r, first):
                         finish(r)
                 if not row_index:
                     continue
-                # 2) one decode step for every running row: its pending token goes in at column row_len
+                # 2) one decode step for every running row: its last token goes in at column row_len
                 t0 = time.perf_counter()
                 n = len(row_index)
                 cols = torch.tensor(row_len, device=dev)[:, None]  # [n, 1]
@@ -269,15 +258,15 @@ class Engine:
                 state.rows, state.cols = torch.arange(n, device=dev)[:, None], cols
                 # row r sees its own cache and its new token: columns 0 .. row_len[r]
                 mask = torch.arange(state.kv_len, device=dev)[None, :] <= cols
-                out = model(input_ids=torch.tensor(row_next, device=dev)[:, None], position_ids=cols,
+                last = torch.tensor([g[-1] for g in row_gen], device=dev)[:, None]
+                out = model(input_ids=last, position_ids=cols,
                             attention_mask=mask[:, None, None, :], cache=cache, use_cache=True)
                 pred = out.logits[:, -1].argmax(-1).tolist()
                 st.steps += 1
                 done = []
                 for r in range(n):
-                    row_len[r] += 1  # the pending token is now in the cache
-                    row_next[r] = pred[r]
-                    if emit(r, [pred[r]]):
+                    row_len[r] += 1  # its last token is now in the cache
+                    if emit(r, pred[r]):
                         done.append(r)
                 dt = time.perf_counter() - t0
                 st.decode_s += dt
