@@ -34,6 +34,21 @@ class Reject(Exception):
         self.detail = detail
 
 
+# What a converter's code may raise on a malformed row it did not foresee (a number where a list
+# belongs, a missing key): the row becomes a counted reject, never the end of the run.
+# (not Skip, which is a filter's verdict, and not KeyboardInterrupt or MemoryError)
+ROW_ERRORS = (Reject, TypeError, ValueError, LookupError, AttributeError, ArithmeticError, RecursionError,
+              AssertionError)
+
+
+def as_reject(exc: BaseException) -> "Reject":
+    """``exc`` as a Reject: itself, or 'malformed row' with the exception named (bounded text)."""
+    if isinstance(exc, Reject):
+        return exc
+    text = " ".join(str(exc).split())
+    return Reject("malformed row", f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__)
+
+
 class Skip(Exception):
     """One input is valid but left out by a filter (counted under 'skipped')."""
 
@@ -101,8 +116,11 @@ class Source:
             pp = Path(p)
             if pp.is_dir():
                 raise UsageError(f"{p} is a directory, not a JSON/JSONL file")
+            from trajtune.paths import check_input
+
+            check_input(pp)  # missing, a device, a FIFO or a socket: refused before reading
             if not pp.is_file():
-                raise UsageError(f"{p}: no such file")
+                raise UsageError(f"{p} is not a regular file")
             if p.endswith(".gz"):
                 import gzip
 
@@ -218,7 +236,8 @@ def per_row(source: Source, emit: Emitter, fn: Callable[[dict], dict | list[dict
     for row in source.rows():
         try:
             out = fn(row.obj)
-        except Reject as r:
+        except ROW_ERRORS as r_:
+            r = as_reject(r_)
             emit.reject(row, r.reason, r.detail)
             continue
         except Skip as s:

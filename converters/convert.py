@@ -18,9 +18,10 @@ import orjson
 
 from trajtune import config
 from trajtune.converters import exports, registry
-from trajtune.converters.common import Emitter, Source
+from trajtune.converters.common import ROW_ERRORS, Emitter, Source, as_reject
 from trajtune.errors import ConfigError, UsageError
 from trajtune.jsonl import atomic_writer
+from trajtune.paths import guard
 from trajtune.records import KINDS, validator
 from trajtune.schemas.checks import ERROR, SEVERITY, check_record
 
@@ -113,12 +114,17 @@ def _saved(cfg: ConvertConfig, inp: str, out: str, rejects: str | None) -> dict 
     side = config_path(out)
     if not (Path(out).is_file() and side.is_file() and (rejects is None or Path(rejects).is_file())):
         return None
-    text = side.read_text("utf-8")
+    try:
+        text = side.read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
     head = [line for line in text.splitlines() if line.startswith("# ")]
     body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
-    import yaml
-
-    if yaml.safe_load(body) != config.to_dict(cfg) or f"# input: {_stamp(cfg, inp)}" not in head:
+    try:
+        saved = config.safe_yaml(body, str(side))
+    except ConfigError:
+        return None  # an unreadable sidecar only means: convert again
+    if saved != config.to_dict(cfg) or f"# input: {_stamp(cfg, inp)}" not in head:
         return None
     for line in head:
         if line.startswith("# summary: "):
@@ -133,10 +139,9 @@ def run_convert(cfg: ConvertConfig, inp: str, out: str, *, force: bool = False) 
     export = exports.EXPORTS.get(cfg.to)
     kind = "sft" if export else cfg.to
     rejects_path = cfg.rejects or default_rejects(out)
-    if rejects_path and out != "-" and Path(rejects_path).resolve() == Path(out).resolve():
-        raise UsageError("--rejects must differ from the output file")
-    if out != "-" and inp != "-" and Path(inp).resolve() == Path(out).resolve():
-        raise UsageError("the output would overwrite the input", hint="write to another file")
+    # no output may be an input (symlinks and hard links included), checked before any work
+    guard({"IN": inp, "--annotations": cfg.annotations},
+          files={"OUT": out, "--rejects": rejects_path, "the saved config": None if out == "-" else config_path(out)})
     files = inp != "-" and out != "-" and Path(inp).is_file()
     if files and not force:
         previous = _saved(cfg, inp, out, rejects_path)
@@ -173,7 +178,12 @@ def run_convert(cfg: ConvertConfig, inp: str, out: str, *, force: bool = False) 
                 if not cfg.allow_placeholders and (ph := _placeholder(rec)):
                     emit.reject(row, "unfilled {{placeholder}}", ph, record=rec)
                     continue
-                errors = [i for i in check_record(rec, kind) if SEVERITY.get(i[0]) == ERROR]
+                try:
+                    errors = [i for i in check_record(rec, kind) if SEVERITY.get(i[0]) == ERROR]
+                except ROW_ERRORS as exc:  # a record the checks cannot read is rejected, not fatal
+                    r = as_reject(exc)
+                    emit.reject(row, r.reason, r.detail, record=rec)
+                    continue
                 if errors:  # the same semantic checks `trajtune validate` runs
                     emit.reject(row, f"fails check {errors[0][0]}", f"{errors[0][1]} (at {errors[0][2]})", record=rec)
                     continue

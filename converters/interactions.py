@@ -20,7 +20,7 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from trajtune.converters.common import Reject, Skip, record, source_id
+from trajtune.converters.common import ROW_ERRORS, Reject, Skip, as_reject, record, source_id
 from trajtune.records import normalize_text
 
 NAME = "interactions"
@@ -98,7 +98,8 @@ def convert(source, kind, cfg, emit):
                 q = check(row.obj, cfg, cutoff)
                 if q < cfg.min_quality:
                     raise Skip("quality below min_quality")
-            except Reject as r:
+            except ROW_ERRORS as r_:
+                r = as_reject(r_)
                 emit.reject(row, r.reason, r.detail)
                 continue
             except Skip as s:
@@ -116,7 +117,8 @@ def convert(source, kind, cfg, emit):
         row = Row(source.name, raw.lineno, raw.obj)
         try:
             q = check(raw.obj, cfg, cutoff)
-        except Reject as r:
+        except ROW_ERRORS as r_:
+            r = as_reject(r_)
             emit.reject(row, r.reason, r.detail)
             continue
         except Skip as s:

@@ -42,7 +42,11 @@ def detect(objs: list[Any], path: str) -> str:
     votes: dict[str, int] = {}
     for obj in objs:
         for name in FORMATS:
-            if get(name).detect(obj):
+            try:
+                hit = get(name).detect(obj)
+            except Exception:  # a malformed row is no vote (its converter rejects it later)
+                hit = False
+            if hit:
                 votes[name] = votes.get(name, 0) + 1
                 break  # first (most specific) match wins for this object
     if not votes:

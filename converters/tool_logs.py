@@ -21,7 +21,8 @@ import re
 from typing import Any
 
 from trajtune.jsonl import Row
-from trajtune.converters.common import Builder, Reject, Skip, declare_called_tools, loads_json, parse_tools, per_row, record, source_id
+from trajtune.converters.common import (ROW_ERRORS, Builder, Reject, Skip, as_reject, declare_called_tools, loads_json,
+                                        parse_tools, per_row, record, source_id)
 
 NAME = "tool-logs"
 KINDS = ("sft",)
@@ -158,7 +159,8 @@ def convert(source, kind, cfg, emit):
         row = Row(rows[0].path, rows[0].lineno, task)
         try:
             yield row, convert_obj(task, cfg)
-        except Reject as r:
+        except ROW_ERRORS as r_:
+            r = as_reject(r_)
             emit.reject(row, r.reason, r.detail)
         except Skip as sk:
             emit.skip(sk.reason)

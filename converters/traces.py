@@ -34,7 +34,8 @@ from typing import Any, Iterator
 import orjson
 
 from trajtune.converters import openai
-from trajtune.converters.common import Emitter, Reject, Source, declare_called_tools, loads_json, parse_tools, record
+from trajtune.converters.common import (ROW_ERRORS, Emitter, Reject, Source, as_reject, declare_called_tools, loads_json,
+                                        parse_tools, record)
 from trajtune.jsonl import Row
 
 NAME = "traces"
@@ -287,7 +288,8 @@ def convert(source: Source, kind: str, cfg, emit: Emitter):
                 continue
             try:
                 yield from ((row, r) for r in _triplets(span, ann.get(span.span_id or "", [])))
-            except Reject as r:
+            except ROW_ERRORS as r_:
+                r = as_reject(r_)
                 emit.reject(row, r.reason, r.detail)
             continue
         if span.kind != "LLM":
@@ -306,7 +308,8 @@ def convert(source: Source, kind: str, cfg, emit: Emitter):
             if span.attrs.get("session.id") is not None:
                 meta["session_id"] = span.attrs["session.id"]
             yield row, _sft_record(span, inp, out, meta, _span_id(span, obj))
-        except Reject as r:
+        except ROW_ERRORS as r_:
+            r = as_reject(r_)
             emit.reject(row, r.reason, r.detail)
 
 
@@ -359,7 +362,8 @@ def _preferences(source: Source, ann: dict, emit: Emitter):
             continue
         try:
             inp, _ = prompt_and_output(span)
-        except Reject as r:
+        except ROW_ERRORS as r_:
+            r = as_reject(r_)
             emit.reject(Row(source.name, lineno, obj), r.reason, r.detail)
             continue
         key = hashlib.sha1(orjson.dumps(inp, option=orjson.OPT_SORT_KEYS)).digest()
@@ -390,7 +394,8 @@ def _preferences(source: Source, ann: dict, emit: Emitter):
         try:
             prompt = openai.build_messages(chosen[1], need_assistant=False)
             c, r = openai.build_messages(chosen[2]), openai.build_messages(rejected[2])
-        except Reject as exc:
+        except ROW_ERRORS as exc_:
+            exc = as_reject(exc_)
             emit.reject(row, exc.reason, exc.detail)
             continue
         if c == r:
@@ -433,7 +438,8 @@ def _sessions(source: Source, cfg, emit: Emitter):
                 if user is None or answer is None:
                     raise Reject("session turn without input.value/output.value", f"span {span.span_id}")
                 messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-        except Reject as r:
+        except ROW_ERRORS as r_:
+            r = as_reject(r_)
             emit.reject(row, r.reason, r.detail)
             continue
         yield row, record(f"session-{sid}", NAME, {"messages": messages},

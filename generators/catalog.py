@@ -13,7 +13,7 @@ Catalog files are YAML (``data/tools/*.yaml``), one list of tools per file::
             error: "no such table: {table}"
         result: "{limit} rows from {table}: ..."   # str.format over arguments + defaults
 
-``Tool.simulate(arguments)`` checks the arguments against ``parameters`` (jsonschema) and
+``Tool.simulate(arguments)`` checks the arguments against ``parameters`` (offline, bounded: trajtune.jsonschemas) and
 returns an ``Error: ...`` observation for bad ones, as a real tool would; otherwise it fills the
 first matching case or the result template. Templates may use ``{arg}``, ``{arg!u}`` (upper),
 and ``{arg|len}`` (length of a list/str). Output is deterministic for the same arguments.
@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
 
+from trajtune.config import read_text, safe_yaml
 from trajtune.errors import ConfigError, DataError
+from trajtune.jsonschemas import arg_schema
 
 CATEGORIES = ("coding", "debugging", "refactoring", "devops", "data")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -57,12 +58,7 @@ class Tool:
         """Problems with ``arguments`` under this tool's parameters (empty when valid)."""
         if not isinstance(arguments, dict):
             return [f"arguments must be a JSON object, got {type(arguments).__name__}"]
-        v = _validator(self)
-        errs = []
-        for e in sorted(v.iter_errors(arguments), key=lambda e: list(e.path)):
-            where = ".".join(str(p) for p in e.path)
-            errs.append(f"{where}: {e.message}" if where else e.message)
-        return errs
+        return arg_schema(self.parameters).errors(arguments, limit=10)
 
     def simulate(self, arguments: Any) -> str:
         """A plausible observation for a call; ``Error: ...`` for bad arguments."""
@@ -107,15 +103,6 @@ def _fill(template: str, values: dict) -> str:
         return str(v)
 
     return _FIELD.sub(sub, template).strip()
-
-
-def _validator(tool: Tool):
-    v = tool.__dict__.get("_validator")
-    if v is None:
-        from jsonschema import Draft202012Validator
-
-        v = tool.__dict__["_validator"] = Draft202012Validator(tool.parameters)
-    return v
 
 
 @dataclass
@@ -177,19 +164,15 @@ def check_catalog(path: str | Path | None = None) -> tuple[Catalog, list[tuple[s
 
 
 def _load(path: str | Path | None) -> tuple[Catalog, list[tuple[str, int | None, str]]]:
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
     tools: dict[str, Tool] = {}
     problems: list[tuple[str, int | None, str]] = []
     files = _files(path)
     for f in files:
-        text = f.read_text("utf-8")
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            problems.append((str(f), mark.line + 1 if mark else None, f"invalid YAML: {getattr(exc, 'problem', exc)}"))
+            text = read_text(f, "tool catalog")
+            data = safe_yaml(text, str(f))
+        except ConfigError as exc:
+            problems.append((str(f), exc.line, exc.message))
             continue
         if isinstance(data, dict) and "tools" in data:
             data = data["tools"]
@@ -227,10 +210,9 @@ def _load(path: str | Path | None) -> tuple[Catalog, list[tuple[str, int | None,
                 bad("`parameters` must be a JSON Schema with type: object")
                 params = {"type": "object", "properties": {}}
             else:
-                try:
-                    Draft202012Validator.check_schema(params)
-                except SchemaError as exc:
-                    bad(f"`parameters` is not a valid JSON Schema: {exc.message}")
+                problem = arg_schema(params).schema_error
+                if problem:
+                    bad(f"`parameters` is not a usable JSON Schema: {problem}")
                 props = params.get("properties") or {}
                 for req in params.get("required") or []:
                     if req not in props:

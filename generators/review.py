@@ -96,7 +96,9 @@ def read_ids_file(path: str | Path) -> list[str]:
     if not p.is_file():
         raise UsageError(f"{p}: no such file", hint="--approve-ids takes a file with one id per line")
     ids: list[str] = []
-    for lineno, line in enumerate(p.read_text("utf-8").splitlines(), start=1):
+    from trajtune.config import read_text
+
+    for lineno, line in enumerate(read_text(p, "--approve-ids file").splitlines(), start=1):
         s = line.strip()
         if not s or s.startswith("#"):
             continue

@@ -15,8 +15,17 @@ threads, a per-request ``timeout``, and tenacity retries with exponential backof
 ``Retry-After``) on 429, 408/409, 5xx, timeouts and dropped connections. 401/403/404 stop the
 run: the key or the model name is wrong and every request would fail the same way.
 
-The API key is read from the environment variable named by ``api_key_env`` and only handed to
-the client: it is never printed, logged, saved in a record, a reject or the summary.
+Secrets. The API key is read from the environment variable named by ``api_key_env`` and only
+handed to the client: it is never printed, logged, saved in a record, a reject or the summary, and
+every string the server returns (content, tool-call names and arguments, error bodies) is scrubbed
+of it (``***``) before it is stored or shown. Credentials in ``base_url`` (``http://user:pass@host``)
+are used for the requests only: whatever is saved or printed shows :func:`redact_url`'s
+``http://***@host``.
+
+Malformed responses (a body that is not JSON, an HTML page with status 200, no ``choices``, a null
+``message`` or ``function``, ...) fail that one task (``malformed_response``), never the run; such
+failures are also logged in the rejects file (``failed: true``, with ``record_id`` instead of
+``id``, so a re-run tries the task again).
 
 Resume: records and rejects are appended with :class:`trajtune.jsonl.Appender`; a task whose
 record (or reject) id is already there is skipped, so re-running appends only what is missing.
@@ -27,9 +36,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlparse
@@ -43,8 +53,18 @@ DEFAULT_SYSTEM = ("You are a software engineering agent. Use the offered tools w
 # Reasons a trajectory is rejected (written to the rejects file).
 REJECT_REASONS = ("schema", "unknown_tool", "invalid_arguments", "unparsable_arguments", "unanswered_call",
                   "no_final_answer", "empty_answer", "truncated", "step_limit", "bad_request", "off_task")
-# Reasons a task failed in transport (not written; a re-run retries them).
-FAIL_REASONS = ("rate_limited", "server_error", "timeout", "connection", "api_error")
+# Reasons a task failed (a re-run retries them); transport failures are not written anywhere,
+# the LOGGED ones also go to the rejects file (without an ``id``) so their detail can be read.
+FAIL_REASONS = ("rate_limited", "server_error", "timeout", "connection", "api_error", "malformed_response",
+                "internal_error")
+LOGGED_FAILURES = ("malformed_response", "internal_error")
+NO_KEY = "not-needed"  # the placeholder key for loopback endpoints (not a secret)
+_USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its credentials (``user:pass@``) shown as ``***@``: for everything saved or printed."""
+    return _USERINFO.sub("***@", str(url))
 
 
 @dataclass
@@ -68,7 +88,7 @@ class TeacherConfig:
         if not self.base_url:
             raise ConfigError("--base-url is required with --backend openai", hint="e.g. --base-url http://127.0.0.1:8000/v1")
         if urlparse(self.base_url).scheme not in ("http", "https"):
-            raise ConfigError(f"--base-url must start with http:// or https://, got {self.base_url!r}")
+            raise ConfigError(f"--base-url must start with http:// or https://, got {redact_url(self.base_url)!r}")
         if not self.model:
             raise ConfigError("--model is required with --backend openai", hint="the model name the endpoint serves")
         if self.concurrency < 1:
@@ -88,7 +108,7 @@ def api_key(cfg: TeacherConfig) -> str:
         return key
     host = urlparse(cfg.base_url or "").hostname or ""
     if host in ("localhost", "127.0.0.1", "::1"):
-        return "not-needed"
+        return NO_KEY
     raise ConfigError(f"environment variable {cfg.api_key_env} is not set",
                       hint=f"export {cfg.api_key_env}=... or name another variable with --api-key-env")
 
@@ -150,15 +170,39 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
 
 
-def _redact(text: str, key: str) -> str:
-    text = str(text)
-    if key and len(key) >= 4:
+def _is_secret(key: str) -> bool:
+    return bool(key) and len(key) >= 4 and key != NO_KEY
+
+
+def _redact(text: Any, key: str, limit: int = 300) -> str:
+    """A detail or message for display: the key and URL credentials as ``***``, then cut to ``limit``."""
+    text = _USERINFO.sub("***@", str(text))
+    if _is_secret(key):
         text = text.replace(key, "***")
-    return text[:300]
+    return text[:limit]
 
 
-def _request(client: Any, cfg: TeacherConfig, stats: Stats, key: str, **kwargs: Any) -> Any:
-    """One chat completion with retries on transient errors; classified failures otherwise."""
+def _scrub(value: Any, key: str) -> Any:
+    """``value`` (server-derived: str, or dict/list of them, keys included) with the key as ``***``; not cut."""
+    if not _is_secret(key):
+        return value
+    if isinstance(value, str):
+        return value.replace(key, "***")
+    if isinstance(value, dict):
+        return {_scrub(k, key): _scrub(v, key) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, key) for v in value]
+    return value
+
+
+def _malformed(what: str, body: Any, key: str) -> Failed:
+    """A ``malformed_response`` failure: what is wrong, then the start of the body (redacted, ~200 chars)."""
+    shown = body if isinstance(body, str) else json.dumps(_scrub(body, key), ensure_ascii=False, default=str)
+    return Failed("malformed_response", _redact(f"{what}: {shown}", key, limit=200))
+
+
+def _request(client: Any, cfg: TeacherConfig, stats: Stats, key: str, **kwargs: Any) -> dict:
+    """One chat completion (the decoded body) with retries on transient errors; classified failures otherwise."""
     import openai
     from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt
 
@@ -167,20 +211,22 @@ def _request(client: Any, cfg: TeacherConfig, stats: Stats, key: str, **kwargs: 
         ra = _retry_after(state.outcome.exception())
         return max(base, min(ra, 60.0)) if ra is not None else base
 
-    def call() -> Any:
+    def call() -> str:
         stats.add(requests=1)
-        return client.chat.completions.create(**kwargs)
+        # the raw body: the client's lenient models would hide a malformed one until it is used
+        return client.chat.completions.with_raw_response.create(**kwargs).text
 
     retrying = Retrying(stop=stop_after_attempt(cfg.max_retries + 1), wait=wait, reraise=True,
                         retry=retry_if_exception(_retryable), before_sleep=lambda s: stats.add(retries=1))
+    url = redact_url(cfg.base_url or "")
     try:
-        return retrying(call)
+        text = retrying(call)
     except openai.AuthenticationError:
-        raise Fatal(f"{cfg.base_url} refused the API key (401): check the variable {cfg.api_key_env}") from None
+        raise Fatal(f"{url} refused the API key (401): check the variable {cfg.api_key_env}") from None
     except openai.PermissionDeniedError:
-        raise Fatal(f"{cfg.base_url} denied access (403) for model {cfg.model!r}") from None
+        raise Fatal(f"{url} denied access (403) for model {cfg.model!r}") from None
     except openai.NotFoundError:
-        raise Fatal(f"{cfg.base_url}: model {cfg.model!r} or the chat endpoint was not found (404); "
+        raise Fatal(f"{url}: model {cfg.model!r} or the chat endpoint was not found (404); "
                     "check --model and that --base-url ends in /v1") from None
     except openai.BadRequestError as exc:
         raise Rejected("bad_request", _redact(getattr(exc, "message", exc), key)) from None
@@ -189,12 +235,54 @@ def _request(client: Any, cfg: TeacherConfig, stats: Stats, key: str, **kwargs: 
     except openai.APITimeoutError:
         raise Failed("timeout", f"no response within {cfg.timeout:g} s after {cfg.max_retries} retries") from None
     except openai.APIConnectionError:
-        raise Failed("connection", f"cannot reach {cfg.base_url}") from None
+        raise Failed("connection", f"cannot reach {url}") from None
     except openai.APIStatusError as exc:
         reason = "server_error" if exc.status_code >= 500 else "api_error"
         raise Failed(reason, f"HTTP {exc.status_code} after retries") from None
-    except RetryError as exc:  # pragma: no cover - reraise=True makes this rare
-        raise Failed("api_error", _redact(exc, key)) from None
+    except openai.APIResponseValidationError as exc:
+        raise _malformed("the response does not parse", getattr(exc, "message", exc), key) from None
+    except (openai.APIError, RetryError) as exc:  # RetryError: rare with reraise=True
+        raise Failed("api_error", _redact(getattr(exc, "message", exc), key, limit=200)) from None
+    try:
+        body = json.loads(text)
+    except ValueError:  # a truncated body, an HTML error page served with 200, nothing at all
+        raise _malformed("the response is not JSON", text.strip() or "(empty body)", key) from None
+    if not isinstance(body, dict):
+        raise _malformed(f"the response is a JSON {type(body).__name__}, not an object", body, key)
+    return body
+
+
+def _usage(body: dict) -> tuple[int, int]:
+    """(prompt, completion) tokens a response reports; 0 for what is missing or not a count."""
+    u = body.get("usage")
+    u = u if isinstance(u, dict) else {}
+    return tuple(v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0  # type: ignore[return-value]
+                 for v in (u.get("prompt_tokens"), u.get("completion_tokens")))
+
+
+def _message(body: dict, key: str) -> tuple[dict, Any]:
+    """(message, finish_reason) of the first choice, its strings key-scrubbed and its shape checked:
+    ``content`` a string or null, ``tool_calls`` a list of ``{"function": {"name": str, ...}}``.
+    Raises Failed("malformed_response") otherwise."""
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices:
+        what = "the response has no choices" if not choices else f"choices is a {type(choices).__name__}, not a list"
+        raise _malformed(what, body, key)
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        raise _malformed("choices[0].message is not an object", body, key)
+    message = _scrub(message, key)
+    if not isinstance(message.get("content"), (str, type(None))):
+        raise _malformed("the message content is not a string", body, key)
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise _malformed("tool_calls is not a list", body, key)
+    for i, c in enumerate(calls):
+        fn = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _malformed(f"tool_calls[{i}] has no function name", body, key)
+    return message, choice.get("finish_reason")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,29 +317,29 @@ def _to_api(messages: list[dict]) -> list[dict]:
     return out
 
 
-def _calls_of(message: Any) -> tuple[str, list[tuple[str, Any]]]:
-    """(thought, [(name, arguments)]) from a response message. Structured ``tool_calls`` first;
-    otherwise ``<tool_call>`` blocks in the text (endpoints that do not parse calls)."""
+def _calls_of(message: dict, key: str) -> tuple[str, list[tuple[str, Any]]]:
+    """(thought, [(name, arguments)]) from a checked, scrubbed response message (:func:`_message`).
+    Structured ``tool_calls`` first; otherwise ``<tool_call>`` blocks in the text (endpoints that do
+    not parse calls). Decoded arguments are scrubbed again (a JSON escape can spell the key)."""
     from trajtune.chat import parse_tool_calls
 
-    content = message.content or ""
-    if message.tool_calls:
+    content = message.get("content") or ""
+    if message.get("tool_calls"):
         calls = []
-        for c in message.tool_calls:
-            fn = c.function
-            args = fn.arguments
+        for c in message["tool_calls"]:
+            name, args = c["function"]["name"], c["function"].get("arguments")
             if isinstance(args, str):
                 try:
                     args = json.loads(args) if args.strip() else {}
-                except json.JSONDecodeError:
-                    raise Rejected("unparsable_arguments", f"{fn.name}: arguments are not JSON: {args[:80]!r}") from None
-            calls.append((fn.name, args))
+                except ValueError:
+                    raise Rejected("unparsable_arguments", f"{name}: arguments are not JSON: {args[:80]!r}") from None
+            calls.append((name, _scrub(args, key)))
         return content.strip(), calls
     if "<tool_call>" in content:
         parsed = parse_tool_calls(content)
         if parsed.errors:
             raise Rejected("unparsable_arguments", f"<tool_call> block: {', '.join(parsed.errors)}")
-        return parsed.content, [(c["name"], c["arguments"]) for c in parsed.calls]
+        return _scrub(parsed.content, key), [(_scrub(c["name"], key), _scrub(c["arguments"], key)) for c in parsed.calls]
     return content.strip(), []
 
 
@@ -357,24 +445,23 @@ def run_episode(client: Any, cfg: TeacherConfig, task: dict, simulate: Simulate,
     if tools:
         extra["tools"] = tools
     for _ in range(cfg.max_steps):
-        resp = _request(client, cfg, stats, key, model=cfg.model, messages=_to_api(messages),
-                        temperature=cfg.temperature, max_tokens=cfg.reply_limit, **extra)
-        usage["requests"] += 1
-        if resp.usage is not None:
-            pt, ct = resp.usage.prompt_tokens or 0, resp.usage.completion_tokens or 0
-            usage["prompt_tokens"] += pt
-            usage["completion_tokens"] += ct
-            stats.add(prompt_tokens=pt, completion_tokens=ct)
-        if not resp.choices:
-            raise Failed("api_error", "the response has no choices")
-        choice = resp.choices[0]
         try:
-            thought, calls = _calls_of(choice.message)
-        except Rejected as exc:
-            exc.messages = messages  # type: ignore[attr-defined]
-            raise
+            body = _request(client, cfg, stats, key, model=cfg.model, messages=_to_api(messages),
+                            temperature=cfg.temperature, max_tokens=cfg.reply_limit, **extra)
+        except Failed as exc:
+            raise _with(exc, messages)
+        usage["requests"] += 1
+        pt, ct = _usage(body)
+        usage["prompt_tokens"] += pt
+        usage["completion_tokens"] += ct
+        stats.add(prompt_tokens=pt, completion_tokens=ct)
+        try:
+            message, finish_reason = _message(body, key)
+            thought, calls = _calls_of(message, key)
+        except (Rejected, Failed) as exc:
+            raise _with(exc, messages)
         if not calls:
-            if choice.finish_reason == "length":
+            if finish_reason == "length":
                 raise _with(Rejected("truncated", f"the reply hit max_tokens={cfg.reply_limit}"), messages)
             messages.append({"role": "assistant", "content": thought})
             return messages, usage
@@ -397,8 +484,8 @@ def run_episode(client: Any, cfg: TeacherConfig, task: dict, simulate: Simulate,
     raise _with(Rejected("step_limit", f"no final answer after {cfg.max_steps} teacher turns"), messages)
 
 
-def _with(exc: Rejected, messages: list[dict]) -> Rejected:
-    exc.messages = messages  # type: ignore[attr-defined]
+def _with(exc: Rejected | Failed, messages: list[dict]) -> Rejected | Failed:
+    exc.messages = messages  # type: ignore[union-attr]
     return exc
 
 
@@ -495,7 +582,7 @@ def generate(tasks: Iterable[dict], out: str | Path, cfg: TeacherConfig, *, coun
         summary["short"] = max(0, target - summary["total"])
     if summary["failed"] and not summary["written"] and not summary["existing"]:
         reasons = ", ".join(f"{k}: {v}" for k, v in summary["failures"].items())
-        raise RunError(f"every request to {cfg.base_url} failed ({reasons})",
+        raise RunError(f"every request to {redact_url(cfg.base_url or '')} failed ({reasons})",
                        hint="check that the server is up and --timeout/--max-retries suit it")
     return summary
 
@@ -513,13 +600,17 @@ def _finish(fut: Future, rid: str, task: dict, cfg: TeacherConfig, app: Any, rej
         messages, usage = fut.result()
     except Fatal as exc:
         return exc
-    except Failed as exc:
-        summary["failed"] += 1
-        summary["failures"][exc.reason] = summary["failures"].get(exc.reason, 0) + 1
-        return "failed"
     except Rejected as exc:
         _reject(rej, rid, tid, exc.reason, exc.detail, getattr(exc, "messages", None), task, summary, key)
         return "rejected"
+    except Exception as exc:  # noqa: BLE001 - whatever one task runs into (a bug too) fails that task, not the run
+        fail = exc if isinstance(exc, Failed) else Failed("internal_error",
+                                                          _redact(f"{type(exc).__name__}: {exc}", key, limit=200))
+        summary["failed"] += 1
+        summary["failures"][fail.reason] = summary["failures"].get(fail.reason, 0) + 1
+        if fail.reason in LOGGED_FAILURES:
+            _reject(rej, rid, tid, fail.reason, fail.detail, getattr(exc, "messages", None), task, None, key)
+        return "failed"
     meta = {k: v for k, v in meta_in.items() if k not in ("review", "split")}
     meta.update(source="teacher", teacher_model=cfg.model, task_id=tid, steps=usage["requests"],
                 prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"], review="pending")
@@ -553,13 +644,18 @@ def first_step_verdict(task: dict, first: dict) -> Any:
     return score(task, assistant_text(first))
 
 
-def _reject(rej: Any, rid: str, tid: Any, reason: str, detail: str, messages: list | None, task: dict, summary: dict,
-            key: str) -> None:
-    rej.write({"id": rid, "reason": reason, "detail": _redact(detail, key), "task_id": tid,
-               "metadata": {k: v for k, v in (task.get("metadata") or {}).items() if k != "review"},
-               "tools": list(task.get("tools") or []), "messages": messages or task_prompt(task)})
-    summary["rejected"] += 1
-    summary["rejects"][reason] = summary["rejects"].get(reason, 0) + 1
+def _reject(rej: Any, rid: str, tid: Any, reason: str, detail: str, messages: list | None, task: dict,
+            summary: dict | None, key: str) -> None:
+    """Write a reject (counted in ``summary``), or with ``summary=None`` log a failure: ``record_id``
+    instead of ``id`` so a re-run tries the task again."""
+    row = {"id": rid} if summary is not None else {"record_id": rid, "failed": True}
+    row.update({"reason": reason, "detail": _redact(detail, key), "task_id": tid,
+                "metadata": {k: v for k, v in (task.get("metadata") or {}).items() if k != "review"},
+                "tools": list(task.get("tools") or []), "messages": messages or task_prompt(task)})
+    rej.write(row)
+    if summary is not None:
+        summary["rejected"] += 1
+        summary["rejects"][reason] = summary["rejects"].get(reason, 0) + 1
 
 
 def generate_trajectories(gen_cfg: Any, out: str | Path, *, options: dict,
@@ -579,7 +675,7 @@ def generate_trajectories(gen_cfg: Any, out: str | Path, *, options: dict,
     summary = generate(tasks, out, cfg, count=gen_cfg.count, simulate=catalog_simulator(src.catalog), progress=progress,
                        max_tasks=max(gen_cfg.count, 1) * 4 + 8)
     summary["kind"] = "sft"
-    cfglib.save(cfg, _sidecar(out, "teacher"))
+    cfglib.save(replace(cfg, base_url=redact_url(cfg.base_url or "")), _sidecar(out, "teacher"))
     return summary
 
 

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from trajtune.errors import DataError
+from trajtune.config import read_text, safe_yaml
+from trajtune.errors import ConfigError, DataError
 from trajtune.generators.catalog import CATEGORIES, Catalog
 from trajtune.records import normalize_text
 
@@ -222,13 +222,11 @@ def load_templates(path: str | Path | None = None, catalog: Catalog | None = Non
     nocall: list[NoCall] = []
     files = _files(path)
     for f in files:
-        text = f.read_text("utf-8")
         try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise DataError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=str(f),
-                            line=mark.line + 1 if mark else None) from None
+            text = read_text(f, "template file")
+            data = safe_yaml(text, str(f)) or {}
+        except ConfigError as exc:
+            raise DataError(exc.message, path=exc.path, line=exc.line) from None
         if not isinstance(data, dict):
             raise DataError("a template file must be a mapping with pools:, templates: and/or nocall:", path=str(f))
         unknown = set(data) - {"pools", "templates", "nocall"}

@@ -7,15 +7,16 @@ A check function takes one record and returns a list of ``(check, message, json_
 passed its JSON Schema (types and required keys are known to be right).
 
 Tool arguments are checked against the tool's ``parameters`` JSON Schema. Validators are cached
-per distinct schema: a schema seen a few times is compiled with fastjsonschema (fast path), and
-jsonschema (Draft 2020-12) explains a failure in plain words.
+per distinct schema, compiled offline with a bounded regex engine (trajtune.jsonschemas): a tool
+schema's remote ``$ref`` is a ``tool_schema`` error, never a request.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
 
 import orjson
+
+from trajtune.jsonschemas import ArgSchema, arg_schema, regex_error
 
 Issue = tuple[str, str, str]  # (check, message, JSON path)
 
@@ -60,91 +61,17 @@ SEVERITY: dict[str, str] = {
 
 
 # --------------------------------------------------------------------------- tool schemas
+# Tool schemas come with the data: they are compiled offline and bounded (trajtune.jsonschemas).
 
 def fast_validator(schema: dict) -> Callable[[Any], bool] | None:
-    """A compiled ``is_valid`` for a JSON Schema: jsonschema-rs (offline: never fetches a remote
-    $ref), else fastjsonschema for schemas without $ref; None when neither can compile it."""
-    try:
-        import jsonschema_rs
-
-        return jsonschema_rs.Draft202012Validator(schema, offline=True).is_valid
-    except ImportError:
-        pass
-    except Exception:
-        return None
-    if b'"$ref"' in orjson.dumps(schema):
-        return None  # fastjsonschema would try to fetch it over the network
-    try:
-        import fastjsonschema
-
-        compiled = fastjsonschema.compile(schema, use_default=False)
-    except Exception:
-        return None
-
-    def is_valid(value: Any) -> bool:
-        try:
-            compiled(value)
-            return True
-        except Exception:
-            return False
-
-    return is_valid
+    """A compiled ``is_valid`` for one of our own record schemas (jsonschema-rs, offline)."""
+    v = arg_schema(schema)
+    return None if v.schema_error else v.is_valid
 
 
-class _ArgValidator:
-    """Validates arguments against one ``parameters`` schema: a compiled check first, and
-    jsonschema (Draft 2020-12, the reference) to explain a failure in plain words."""
-
-    __slots__ = ("schema", "fast", "slow", "schema_error")
-
-    def __init__(self, schema: dict):
-        from jsonschema import Draft202012Validator
-        from jsonschema.exceptions import SchemaError
-
-        self.schema = schema
-        self.fast = None
-        self.slow = None
-        self.schema_error: str | None = None
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError as exc:
-            self.schema_error = f"{exc.message} at {_json_path(exc.absolute_path)}"
-            return
-        self.slow = Draft202012Validator(schema)
-        self.fast = fast_validator(schema)
-
-    def errors(self, value: Any) -> list[str]:
-        """Plain messages for what is wrong with ``value`` ([] when valid)."""
-        if self.slow is None or (self.fast is not None and self.fast(value)):
-            return []
-        out = []
-        try:
-            errs = sorted(self.slow.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
-        except Exception as exc:  # e.g. a $ref that cannot be resolved offline
-            return [f"cannot apply the parameters schema ({type(exc).__name__}: {_first_line(str(exc))})"]
-        for err in errs[:3]:
-            where = _json_path(err.absolute_path, root="")
-            msg = err.message if len(err.message) <= 200 else err.message[:197] + "..."
-            out.append(msg + (f" (at {where.lstrip('.')})" if where else ""))
-        return out
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0][:200] if text.strip() else text
-
-
-_ARG_CACHE: dict[bytes, _ArgValidator] = {}
-
-
-def arg_validator(parameters: dict) -> _ArgValidator:
+def arg_validator(parameters: dict) -> ArgSchema:
     """The cached validator for one distinct ``parameters`` schema."""
-    key = orjson.dumps(parameters)
-    v = _ARG_CACHE.get(key)
-    if v is None:
-        if len(_ARG_CACHE) > 20000:  # bounded memory on files with endless distinct tools
-            _ARG_CACHE.clear()
-        v = _ARG_CACHE[key] = _ArgValidator(parameters)
-    return v
+    return arg_schema(parameters)
 
 
 def _json_path(parts, root: str = "$") -> str:
@@ -160,7 +87,7 @@ def _json_path(parts, root: str = "$") -> str:
 _TABLES: dict[bytes, tuple[dict, list]] = {}
 
 
-def _tool_table(tools: list | None, where: str, issues: list[Issue]) -> dict[str, _ArgValidator | None]:
+def _tool_table(tools: list | None, where: str, issues: list[Issue]) -> dict[str, ArgSchema | None]:
     """name -> validator of its parameters (None when absent); reports duplicate names and bad schemas.
 
     Most files repeat the same tool lists, so tables are cached by the list's JSON.
@@ -179,8 +106,8 @@ def _tool_table(tools: list | None, where: str, issues: list[Issue]) -> dict[str
     return hit[0]
 
 
-def _build_tool_table(tools: list, where: str, issues: list[Issue]) -> dict[str, _ArgValidator | None]:
-    table: dict[str, _ArgValidator | None] = {}
+def _build_tool_table(tools: list, where: str, issues: list[Issue]) -> dict[str, ArgSchema | None]:
+    table: dict[str, ArgSchema | None] = {}
     for i, t in enumerate(tools):
         fn = t["function"]
         name = fn["name"]
@@ -199,7 +126,7 @@ def _is_blank(text: Any) -> bool:
     return not isinstance(text, str) or not text.strip()
 
 
-def _check_dialogue(msgs: list, where: str, tools: dict[str, _ArgValidator | None], issues: list[Issue],
+def _check_dialogue(msgs: list, where: str, tools: dict[str, ArgSchema | None], issues: list[Issue],
                     *, start_pending: dict[str, str] | None = None, seen_ids: set[str] | None = None,
                     need_user_first: bool = True) -> dict[str, str]:
     """Role order, call ids, tool results, tool names and arguments over one message list.
@@ -358,10 +285,9 @@ def check_task(obj: dict) -> list[Issue]:
     exp = obj["expected"]
     if "answer" in exp:
         if exp.get("match") == "regex":
-            try:
-                re.compile(exp["answer"])
-            except re.error as exc:
-                issues.append(("bad_regex", f"expected.answer is not a valid regex: {exc}", "$.expected.answer"))
+            err = regex_error(exp["answer"])
+            if err:
+                issues.append(("bad_regex", f"expected.answer is not a valid regex: {err}", "$.expected.answer"))
         return issues
     for i, call in enumerate(exp["calls"]):
         where = f"$.expected.calls[{i}]"

@@ -29,6 +29,7 @@ import orjson
 from trajtune import records
 from trajtune.config import field
 from trajtune.errors import DataError, UsageError
+from trajtune.paths import check_input, guard
 from trajtune.schemas.checks import ERROR, SEVERITY, WARNING, check_record, fast_validator
 
 KEEP_PROBLEMS = 10_000  # problems kept per file for printing and the report; counts are always complete
@@ -64,6 +65,10 @@ class ValidateConfig:
             raise UsageError("--workers must be at least 1")
         if self.max_errors < 0:
             raise UsageError("--max-errors must be >= 0")
+        if not self.max_line_mb > 0:
+            raise UsageError(f"--max-line-mb must be a positive number of megabytes, got {self.max_line_mb:g}")
+        if self.max_length is not None and self.max_length < 1:
+            raise UsageError("--max-length must be at least 1 token")
 
 
 @dataclasses.dataclass
@@ -158,6 +163,7 @@ def _open(path: str):
         raise UsageError(f"{path} is a directory, not a JSONL file", hint="pass the files inside it, e.g. DIR/*.jsonl")
     if not p.exists():
         raise UsageError(f"{path}: no such file")
+    check_input(p)  # /dev/zero, a FIFO or a socket would never end
     try:
         fh = open(p, "rb", buffering=1 << 20)
     except OSError as exc:
@@ -652,6 +658,7 @@ def validate(paths: list[str], cfg: ValidateConfig) -> list[FileResult]:
             _open(p).close()  # missing file or directory: a usage error, before any work
     if sum(1 for p in list(paths) + list(cfg.against) if p == "-") > 1:
         raise UsageError("'-' (stdin) can be given only once")
+    guard({"PATH": paths, "--against": cfg.against}, files={"--report": cfg.report})
     if cfg.tokenizer:
         _load_tokenizer(cfg.tokenizer)  # fail early (exit 2) on a bad --tokenizer; workers inherit it
     against = load_against(cfg.against) if cfg.against else None

@@ -33,16 +33,95 @@ def field(default: Any = dataclasses.MISSING, *, help: str = "", default_factory
     return dataclasses.field(**kw)
 
 
-def load_yaml(path: str | Path) -> dict:
+# YAML from users is bounded: nesting depth, the size of the document once aliases are expanded
+# (a "billion laughs" file is tiny on disk), and the file's size
+MAX_YAML_DEPTH = 100
+MAX_YAML_NODES = 200_000
+MAX_YAML_BYTES = 16 << 20
+
+
+class _Bounded(yaml.SafeLoader):
+    """safe_load with a depth limit and an alias-expansion budget, checked while composing."""
+
+    def __init__(self, stream: Any):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.YAMLError(f"nested deeper than {MAX_YAML_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        sizes: dict[int, int] = {}
+
+        def size(n: Any) -> int:  # nodes once aliases are expanded; shared nodes are counted once per use
+            got = sizes.get(id(n))
+            if got is None:
+                kids = n.value if isinstance(n, yaml.SequenceNode) else \
+                    [x for kv in n.value for x in kv] if isinstance(n, yaml.MappingNode) else []
+                got = sizes[id(n)] = 1 + sum(size(k) for k in kids)
+                if got > MAX_YAML_NODES:
+                    raise yaml.YAMLError(f"expands (through aliases) to more than {MAX_YAML_NODES:,} values")
+            return got
+
+        if node is not None:
+            size(node)
+        return node
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A UTF-8 text file users hand us (config, catalog, id list): clear errors, bounded size."""
     p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{what} not found: {p}")
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+        raise ConfigError(f"{what} {p} is not a regular file")
+    if p.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"{what} {p} is larger than {MAX_YAML_BYTES >> 20} MB")
+    data = p.read_bytes()
     try:
-        data = yaml.safe_load(p.read_text("utf-8"))
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x})", path=str(p), line=line,
+                          hint="save the file as UTF-8") from None
+
+
+def safe_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` bounded in depth and alias expansion; errors are ConfigError with file:line."""
+    try:
+        return yaml.load(text, Loader=_Bounded)  # noqa: S506 - _Bounded is a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=str(p), line=line) from None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"invalid YAML: {str(problem)[:200]}", path=source, line=line) from None
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", path=source) from None
+
+
+def short(value: Any, n: int = 80) -> str:
+    """A value as shown in a message: bounded whatever its size (reprlib), never its expansion."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxtuple, r.maxset = 3, 4, 4, 4, 4
+    r.maxstring, r.maxother, r.maxlong = n, n, 40
+    text = r.repr(value)
+    return text if len(text) <= n + 2 else text[:n] + "..."
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    data = safe_yaml(read_text(p, "config file"), str(p))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -72,10 +151,10 @@ def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
                 return _coerce(name, value, a, source)
             except ConfigError as exc:
                 errors.append(exc)
-        raise errors[0] if errors else ConfigError(f"{name}: bad value {value!r}", path=source)
+        raise errors[0] if errors else ConfigError(f"{name}: bad value {short(value)}", path=source)
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{name} must be one of {', '.join(map(str, args))}, got {value!r}", path=source)
+            raise ConfigError(f"{name} must be one of {', '.join(map(str, args))}, got {short(value)}", path=source)
         return value
     if tp is Any:
         return value
@@ -84,36 +163,36 @@ def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{name} must be true or false, got {value!r}", path=source)
+        raise ConfigError(f"{name} must be true or false, got {short(value)}", path=source)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise ConfigError(f"{name} must be an integer, got {value!r}", path=source)
+            raise ConfigError(f"{name} must be an integer, got {short(value)}", path=source)
         try:
             return int(value)
         except ValueError:
-            raise ConfigError(f"{name} must be an integer, got {value!r}", path=source) from None
+            raise ConfigError(f"{name} must be an integer, got {short(value)}", path=source) from None
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{name} must be a number, got {value!r}", path=source)
+            raise ConfigError(f"{name} must be a number, got {short(value)}", path=source)
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a number, got {value!r}", path=source) from None
+            raise ConfigError(f"{name} must be a number, got {short(value)}", path=source) from None
     if tp is str:
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{name} must be a string, got {value!r}", path=source)
+            raise ConfigError(f"{name} must be a string, got {short(value)}", path=source)
         return str(value)
     if origin in (list, tuple) or tp in (list, tuple):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name} must be a list, got {value!r}", path=source)
+            raise ConfigError(f"{name} must be a list, got {short(value)}", path=source)
         if args:
             return [_coerce(name, v, args[0], source) for v in value]
         return list(value)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{name} must be a mapping, got {value!r}", path=source)
+            raise ConfigError(f"{name} must be a mapping, got {short(value)}", path=source)
         return value
     return value
 
@@ -152,7 +231,7 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
-        out[k.strip().replace("-", "_")] = yaml.safe_load(v)
+        out[k.strip().replace("-", "_")] = safe_yaml(v, f"--set {k.strip()}")
     return out
 
 

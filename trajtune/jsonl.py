@@ -9,7 +9,6 @@ import gzip
 import io
 import os
 import sys
-import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,6 +58,9 @@ def _open_binary(path: str | os.PathLike):
         raise UsageError(f"{p} is a directory, not a JSONL file", hint="pass the files inside it")
     if not pp.exists():
         raise UsageError(f"{p}: no such file")
+    from trajtune.paths import check_input
+
+    check_input(pp)  # a device, FIFO or socket never ends: refused
     try:
         fh = open(pp, "rb")
     except OSError as exc:
@@ -186,17 +188,20 @@ def _fsync_dir(path: Path) -> None:
 def atomic_writer(path: str | os.PathLike, mode: str = "wb"):
     """Write to a temp file beside ``path`` and rename it into place on success.
 
-    ``-`` writes to stdout instead. On an exception the temp file is removed and the target is
-    left untouched.
+    ``-`` writes to stdout instead. On an exception (SIGTERM included: the CLI turns it into one)
+    the temp file is removed and the target is left untouched; one left by a SIGKILL is swept by
+    the next write to the same target.
     """
     if str(path) == "-":
         out = sys.stdout.buffer if "b" in mode else sys.stdout
         yield out
         out.flush()
         return
+    from trajtune.paths import temp_file
+
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".tmp", dir=target.parent)
+    fd, tmp = temp_file(target)  # beside the target, umask mode; a killed run's leftovers swept
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh

@@ -61,7 +61,7 @@ def test_invalid_file_exits_1_and_names_file_line_check_and_json_path(capsys, mo
     p = INVALID / "sft.jsonl"
     assert f"{p}:13: error [tool_call_id_unanswered] tool_call_id 'call_7' matches no earlier call (pending: call_1) " \
            f"(at $.messages[2].tool_call_id)\n" in out
-    assert f"{p}:17: error [arguments_schema] 'get_weather' arguments: 'kelvin' is not one of ['celsius', 'fahrenheit'] (at unit)\n" in out
+    assert f"{p}:17: error [arguments_schema] 'get_weather' arguments: " '"kelvin" is not one of "celsius" or "fahrenheit" (at unit)\n' in out
     assert f"{p}:6: error [schema] $.messages[1].role: 'bot' is not one of" in out
     assert "FAILED: 1 file(s), 26 records, 2 valid, 24 error(s), 2 warning(s)" in err
     assert "Traceback" not in out + err

@@ -36,8 +36,8 @@ def test_simulator_answers_bad_arguments_with_an_error_observation():
     tool = load_catalog()["database_query"]
     obs = tool.simulate({"table": "orders", "limit": "5"})
     assert obs.startswith("Error: invalid arguments for database_query:")
-    assert "'5' is not of type 'integer'" in obs
-    assert "'table' is a required property" in tool.simulate({})
+    assert '"5" is not of type "integer" (at limit)' in obs
+    assert '"table" is a required property' in tool.simulate({})
     assert tool.simulate({"table": "missing_table"}) == "Error: no such table: missing_table"  # a scripted case
     assert load_catalog()["deploy"].simulate({"service": "api", "environment": "moon"}).startswith("Error:")
 
