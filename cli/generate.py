@@ -87,6 +87,12 @@ def _run(kind: str, cls_name: str, out: Path, config: Optional[Path], flags: dic
         raise UsageError("generate appends to a file (so a re-run resumes); give a path, not '-'")
     cfg = cfglib.build(cls, config, {**flags, "backend": backend})
     options = {k: v for k, v in options.items() if v is not None}
+    from trajtune.paths import guard
+
+    name = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    guard({"--catalog": cfg.catalog, "--templates": cfg.templates, "--config": config},
+          files={"OUT": out, "the saved config": _config_path(out),
+                 "the rejects file": out.with_name(name + ".rejects.jsonl") if cfg.backend != "offline" else None})
     with Progress(TextColumn(f"generate {kind}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:
         task = bar.add_task(kind, total=cfg.count)

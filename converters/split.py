@@ -108,6 +108,10 @@ def stats(recs: list[_Rec]) -> dict:
 
 
 def run_split(cfg: SplitConfig, inp: str, out_dir: str) -> dict:
+    from trajtune.paths import guard
+
+    guard({"IN": inp}, files={f"OUT_DIR/{n}.jsonl": Path(out_dir) / f"{n}.jsonl" for n in SPLITS},
+          dirs={"OUT_DIR": out_dir})
     source = Source(inp, _Raise())
     try:
         # 1) one pass: group node, stratum and statistics per record
@@ -204,8 +208,6 @@ def run_split(cfg: SplitConfig, inp: str, out_dir: str) -> dict:
         # 4) second pass: write each record to its split, in input order (atomic files)
         out = Path(out_dir)
         paths = [out / f"{name}.jsonl" for name in SPLITS]
-        if inp != "-" and Path(inp).resolve() in [p.resolve() for p in paths]:
-            raise ConfigError("OUT_DIR would overwrite the input", hint="choose another folder")
         with atomic_writer(paths[0]) as f0, atomic_writer(paths[1]) as f1, atomic_writer(paths[2]) as f2:
             fhs = (f0, f1, f2)
             with open(source.path, "rb") as fh:

@@ -436,7 +436,7 @@ def _load_tokenizer(model: str):
     from trajtune.models import resolve_model
 
     try:
-        return AutoTokenizer.from_pretrained(resolve_model(model))
+        return AutoTokenizer.from_pretrained(resolve_model(model, weights=False))
     except Exception as exc:
         raise UsageError(f"--tokenizer {model}: cannot load a tokenizer ({_short(str(exc), 200)})") from None
 

@@ -478,7 +478,13 @@ def rich_table(report: dict):
 def evaluate(cfg: EvaluateConfig, progress: Callable[[str], None] | None = None) -> dict:
     from trajtune.jsonl import Appender, read_jsonl, write_json
 
+    from trajtune.paths import guard
+
     say = progress or (lambda msg: None)
+    out = Path(cfg.output)
+    guard({"--tasks": cfg.tasks, "--model": cfg.model, "--baseline": cfg.baseline, "--adapter": list(cfg.adapter)},
+          files={name: out / name for name in ("predictions.jsonl", "report.json", "report.md", "config.yaml")},
+          dirs={"--output": out})
     # 1) tasks and models
     tasks = load_tasks(cfg.tasks, cfg.limit)
     by_id = {t["id"]: t for t in tasks}
@@ -492,7 +498,6 @@ def evaluate(cfg: EvaluateConfig, progress: Callable[[str], None] | None = None)
             specs.insert(0, _resolve_spec("baseline", specs[0].model, [], cfg))
         else:
             specs.insert(0, _resolve_spec("baseline", cfg.baseline, [], cfg))
-    out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     cfglib.save(cfg, out / "config.yaml")
 

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -211,13 +210,18 @@ def merge(cfg: MergeConfig, progress=None) -> dict:
     # 1) resolve inputs
     from trajtune.models import resolve_model
 
+    from trajtune.paths import guard, temp_dir
+
     named_base, chain = expand_chain(list(cfg.adapter))
     base_src = cfg.base or named_base
     if not base_src:
         raise UsageError("the adapter does not name its base model", hint="pass --base MODEL")
-    base = resolve_model(base_src)
-    check_not_quantized(base)
     out = Path(cfg.output)
+    # the output folder is replaced as a whole: it must hold no input, and be no input
+    guard({"--adapter": chain, "--base": base_src}, replaced={"--output": out})
+    base = resolve_model(base_src)
+    guard({"--base": base}, replaced={"--output": out})
+    check_not_quantized(base)
     signature = {"base": _fingerprint(base), "adapters": [_fingerprint(a) for a in chain], "dtype": cfg.dtype}
     if out.exists():
         rep_file = out / "merge_report.json"
@@ -251,7 +255,7 @@ def merge(cfg: MergeConfig, progress=None) -> dict:
     model = model.to(getattr(torch, TORCH_DTYPE[cfg.dtype]))
     model.config.dtype = TORCH_DTYPE[cfg.dtype]
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = temp_dir(out)  # beside the output, umask mode; one left by a killed merge is swept
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         if not (tmp / "generation_config.json").exists() and (Path(base) / "generation_config.json").is_file():

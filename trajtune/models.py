@@ -7,7 +7,9 @@ plain safetensors folder under ``$TRAJTUNE_CACHE`` (default ``~/.cache/trajtune`
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -93,11 +95,48 @@ def ensure_default_model() -> Path:
         return gguf_to_folder(gguf, target)
 
 
-def resolve_model(source: str) -> str:
+# what a hub id looks like (org/name); anything else that is not a local path is a mistake
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TRAJTUNE_OFFLINE"))
+
+
+def check_folder(p: Path, *, weights: bool = True, tokenizer: bool = True) -> None:
+    """Raise ConfigError naming the missing file when ``p`` is not a usable model or adapter folder."""
+    if (p / "adapter_config.json").is_file():
+        if weights and not any((p / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+            raise ConfigError(f"{p} is a LoRA adapter folder without its weights (adapter_model.safetensors is missing)")
+        return
+    if not (p / "config.json").is_file():
+        raise ConfigError(f"{p} is not a model folder (no config.json)",
+                          hint="pass a model folder, a .gguf file, 'default' or a hub id org/name")
+    if weights and not any((p / f).is_file() for f in WEIGHTS) and not any(p.glob("*.safetensors")):
+        raise ConfigError(f"{p} has config.json but no weights (model.safetensors or pytorch_model.bin is missing)")
+    if tokenizer and not any((p / f).is_file() for f in TOKENIZER):
+        raise ConfigError(f"{p} has no tokenizer (tokenizer.json or tokenizer_config.json is missing)")
+
+
+def gguf_cache_dir(p: Path) -> Path:
+    """The cache folder of a converted .gguf file: keyed on a digest of its path, size and mtime
+    (stable across processes, unlike ``hash()``), so a file is converted once, again when it changes."""
+    st = p.stat()
+    digest = hashlib.sha256(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir() / "models" / f"{p.stem}-{digest}"
+
+
+def resolve_model(source: str, *, weights: bool = True, tokenizer: bool = True) -> str:
     """Turn a ``--model`` value into something ``from_pretrained`` accepts.
 
-    ``default`` -> cached SmolLM2 folder; ``*.gguf`` -> converted folder in the cache;
-    an existing local folder -> itself; anything else is passed on as a hub id.
+    ``default`` -> cached SmolLM2 folder; ``*.gguf`` -> converted folder in the cache; an
+    existing local folder -> itself, once it is known to hold a config, weights and a tokenizer
+    (``weights``/``tokenizer`` False skip those checks). A value shaped like a path that does
+    not exist is an error naming it, never a hub lookup; only an ``org/name`` id is passed on as a
+    hub id (it needs the network, and is refused in offline mode).
     """
     if source in (None, "", "default"):
         return str(ensure_default_model())
@@ -105,16 +144,23 @@ def resolve_model(source: str) -> str:
     if p.suffix == ".gguf":
         if not p.is_file():
             raise ConfigError(f"GGUF file not found: {p}")
-        target = cache_dir() / "models" / (p.stem + "-" + str(abs(hash(str(p.resolve()))) % 10**8))
+        target = gguf_cache_dir(p)
         if (target / "config.json").exists():
             return str(target)
         return str(gguf_to_folder(p, target))
     if p.exists():
-        if not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
-            raise ConfigError(f"{p} is not a model folder (no config.json); pass a model folder, a .gguf file or 'default'")
+        if not p.is_dir():
+            raise ConfigError(f"{p} is a file, not a model folder", hint="pass a model folder, a .gguf file or 'default'")
+        check_folder(p, weights=weights, tokenizer=tokenizer)
         return str(p)
-    if source.startswith((".", "/", "~")):
-        raise ConfigError(f"model path does not exist: {source}")
+    if not HUB_ID.match(source) or source.startswith(("./", "../")):
+        raise ConfigError(f"model not found: {source} is not a local folder, a .gguf file or 'default'",
+                          hint="check the path; a Hugging Face hub id has the form org/name")
+    if offline():
+        raise ConfigError(f"model {source} is not a local folder, and offline mode is set (HF_HUB_OFFLINE): "
+                          "a hub id would need the network", hint="pass a local model folder")
+    print(f"note: {source} is not a local folder: loading it as a Hugging Face hub id (needs the network)",
+          file=sys.stderr)
     return source  # hub id: real from_pretrained code, needs network
 
 

@@ -88,15 +88,18 @@ def _check_parent(label: str, p: Path) -> None:
         raise UsageError(f"{label} {p}: cannot write into {anc} (permission denied)")
 
 
-def guard(inputs: Paths, files: Paths | None = None, dirs: Paths | None = None) -> None:
+def guard(inputs: Paths, files: Paths | None = None, dirs: Paths | None = None,
+          replaced: Paths | None = None) -> None:
     """Refuse (UsageError, exit 2) outputs that would overwrite, delete or lie inside an input.
 
-    ``inputs``, ``files`` (output files) and ``dirs`` (output folders) map a label used in the
-    message (``"IN"``, ``"--rejects"``, ...) to a path or a list of paths; ``None`` and ``-``
-    entries are ignored.
+    ``inputs``, ``files`` (output files), ``dirs`` (output folders written into) and ``replaced``
+    (output folders a run may delete or replace as a whole, e.g. with ``--force``: no input may
+    lie inside them) map a label used in the message (``"IN"``, ``"--rejects"``, ...) to a path
+    or a list of paths; ``None`` and ``-`` entries are ignored.
     """
     ins = [(lab, p) for lab, p in _items(inputs) if p.exists()]
-    outs = [(lab, p, False) for lab, p in _items(files)] + [(lab, p, True) for lab, p in _items(dirs)]
+    outs = [(lab, p, 0) for lab, p in _items(files)] + [(lab, p, 1) for lab, p in _items(dirs)] \
+        + [(lab, p, 2) for lab, p in _items(replaced)]
     for label, out, is_dir in outs:
         if is_dir:
             if out.exists() and not out.is_dir():
@@ -113,7 +116,7 @@ def guard(inputs: Paths, files: Paths | None = None, dirs: Paths | None = None) 
             if inp.is_dir() and _inside(out, inp):
                 raise UsageError(f"{label} {out} lies inside the input {in_label} {inp}: refusing to write into an input",
                                  hint="write outside the input folder")
-            if is_dir and _inside(inp, out):
+            if is_dir == 2 and _inside(inp, out):
                 raise UsageError(f"the input {in_label} {inp} lies inside {label} {out}, which this command writes "
                                  "(and --force replaces)", hint="choose an output folder that holds no input")
     for i, (la, a, _) in enumerate(outs):

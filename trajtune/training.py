@@ -83,6 +83,10 @@ def run_finished(run_dir: Path) -> bool:
         return False
 
 
+# config fields of the training stages that name what a run reads
+INPUT_FIELDS = ("data", "eval_data", "model", "adapter", "tokenizer")
+
+
 def resolve_run_dir(stage: str, cfg: Any, output_dir: str | None, resume: str) -> tuple[Path, bool]:
     """The run folder for this run, and whether it is a reused (resumable) one.
 
@@ -92,7 +96,11 @@ def resolve_run_dir(stage: str, cfg: Any, output_dir: str | None, resume: str) -
     collide: a clash gets a suffix).
     """
     if output_dir:
+        from trajtune.paths import guard
+
         p = Path(output_dir)
+        # checkpoints are rotated and final/ is swapped in the run folder: no input may lie in it
+        guard({f"--{k.replace('_', '-')}": getattr(cfg, k, None) for k in INPUT_FIELDS}, replaced={"--output-dir": p})
         return p, p.exists() and any(p.iterdir())
     if world_size() > 1:
         raise ConfigError("multi-process runs need an explicit --output-dir (every process must write to the same folder)")
