@@ -22,7 +22,8 @@ def fail(exc: TrajtuneError) -> "typer.Exit":  # noqa: F821
 
 
 def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: temp files are removed, exit 130
+    err_console.print("Interrupted (SIGTERM): stopping; partial outputs are removed.")
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: temp files are removed, exit 130
 
 
 def run_app(app: Any) -> None:

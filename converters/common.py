@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 import orjson
 
 from trajtune.errors import DataError, UsageError
-from trajtune.jsonl import BOM, Row, display_name
+from trajtune.jsonl import BOM, MAX_DEPTH, Row, display_name, too_deep
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
@@ -210,6 +210,11 @@ class Source:
                 if not isinstance(obj, dict):
                     if report:
                         self.emit.reject(Row(self.name, lineno, obj), "not a JSON object", type(obj).__name__)
+                    continue
+                if too_deep(raw, obj):
+                    if report:
+                        self.emit.reject(Row(self.name, lineno, None), "nested too deeply",
+                                         f"more than {MAX_DEPTH} levels", raw=raw[:2000].decode("utf-8", "replace"))
                     continue
                 yield RawRow(lineno, start, obj)
 

@@ -29,6 +29,7 @@ import orjson
 from trajtune import records
 from trajtune.config import field
 from trajtune.errors import DataError, UsageError
+from trajtune.jsonl import MAX_DEPTH, too_deep
 from trajtune.paths import check_input, guard
 from trajtune.schemas.checks import ERROR, SEVERITY, WARNING, check_record, fast_validator
 
@@ -272,6 +273,10 @@ class _Scan:
         if type(obj) is not dict:
             self.error_lines.append(lineno)
             self.add(lineno, "not_object", f"expected a JSON object, got {_type_name(obj)}")
+            return
+        if too_deep(raw, obj):
+            self.error_lines.append(lineno)
+            self.add(lineno, "too_deep", f"nested deeper than {MAX_DEPTH} levels")
             return
         if self.on_record is not None:
             self.on_record(obj)

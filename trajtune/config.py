@@ -53,7 +53,8 @@ class _Bounded(yaml.SafeLoader):
         self._depth += 1
         try:
             if self._depth > MAX_YAML_DEPTH:
-                raise yaml.YAMLError(f"nested deeper than {MAX_YAML_DEPTH} levels")
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                                                  self.peek_event().start_mark)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -69,7 +70,8 @@ class _Bounded(yaml.SafeLoader):
                     [x for kv in n.value for x in kv] if isinstance(n, yaml.MappingNode) else []
                 got = sizes[id(n)] = 1 + sum(size(k) for k in kids)
                 if got > MAX_YAML_NODES:
-                    raise yaml.YAMLError(f"expands (through aliases) to more than {MAX_YAML_NODES:,} values")
+                    raise yaml.composer.ComposerError(
+                        None, None, f"expands (through aliases) to more than {MAX_YAML_NODES:,} values", n.start_mark)
             return got
 
         if node is not None:

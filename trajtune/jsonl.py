@@ -99,6 +99,28 @@ def iter_lines(path: str | os.PathLike, *, max_line_bytes: int | None = None) ->
             fh.close()
 
 
+# Records nested deeper than this are refused where they are read: orjson writes at most 255
+# levels, and recursive code over a record must never meet a RecursionError.
+MAX_DEPTH = 128
+
+
+def too_deep(raw: bytes, obj: Any, limit: int = MAX_DEPTH) -> bool:
+    """Is ``obj`` (parsed from ``raw``) nested deeper than ``limit``? Costs two C-speed byte counts
+    for any line with fewer brackets than that, so it can run on every line."""
+    if raw.count(b"{") + raw.count(b"[") <= limit:
+        return False
+    stack = [(obj, 1)]
+    while stack:
+        node, d = stack.pop()
+        if d > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, d + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, d + 1) for v in node if isinstance(v, (dict, list)))
+    return False
+
+
 def loads(raw: bytes | str) -> Any:
     """Parse one JSON value strictly (NaN/Infinity are rejected by orjson)."""
     return orjson.loads(raw)
@@ -114,6 +136,8 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[Row]:
                             hint="each line must be one JSON object; run `trajtune validate` for a full report") from None
         if not isinstance(obj, dict):
             raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=line.path, line=line.lineno)
+        if too_deep(line.raw, obj):
+            raise DataError(f"nested deeper than {MAX_DEPTH} levels", path=line.path, line=line.lineno)
         yield Row(line.path, line.lineno, obj)
 
 

@@ -20,7 +20,7 @@ Rules (documented in the README):
 * **No call** (``expected.calls == []``): passes only when the model makes no call at all and
   ends its turn (a reply cut at the token limit fails as ``truncated``).
 * **Answers** (``expected.answer``): ``exact`` (equal after trimming surrounding whitespace),
-  ``contains`` (case- and whitespace-insensitive substring) or ``regex`` (``re.search``, DOTALL);
+  ``contains`` (case- and whitespace-insensitive substring) or ``regex`` (``re.search``, DOTALL, at most 0.5 s);
   a reply that calls a tool fails with ``unexpected_call``.
 
 Failure reasons, the first that applies: ``truncated`` (a ``<tool_call>`` left open, or the
@@ -246,9 +246,11 @@ def score(task: dict, text: str, truncated: bool = False) -> Score:
         if rule == "contains":
             ok = _norm(answer) in _norm(reply)
         elif rule == "regex":
-            try:
-                ok = re.search(answer, reply, re.S) is not None
-            except re.error:
+            from trajtune.jsonschemas import RegexTimeout, regex_error, regex_search
+
+            try:  # the task's regex is data: bounded in time, and an invalid one never matches
+                ok = regex_error(answer) is None and regex_search(answer, reply)
+            except RegexTimeout:
                 ok = False
         else:
             ok = reply.strip() == answer.strip()
