@@ -90,7 +90,9 @@ def _run(kind: str, cls_name: str, out: Path, config: Optional[Path], flags: dic
     from trajtune.paths import guard
 
     name = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
-    guard({"--catalog": cfg.catalog, "--templates": cfg.templates, "--config": config},
+    # (--config is not guarded: it is read whole before anything is written, and re-running with the
+    # saved OUT.config.yaml as --config rewrites it with the same resolved values)
+    guard({"--catalog": cfg.catalog, "--templates": cfg.templates},
           files={"OUT": out, "the saved config": _config_path(out),
                  "the rejects file": out.with_name(name + ".rejects.jsonl") if cfg.backend != "offline" else None})
     with Progress(TextColumn(f"generate {kind}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

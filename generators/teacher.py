@@ -46,6 +46,7 @@ from urllib.parse import urlparse
 
 from trajtune.config import field
 from trajtune.errors import ConfigError, RunError
+from trajtune.jsonl import MAX_DEPTH, too_deep
 
 DEFAULT_SYSTEM = ("You are a software engineering agent. Use the offered tools when they help, one step at a time; "
                   "when the task is done, reply with a short final answer without calling a tool.")
@@ -59,12 +60,14 @@ FAIL_REASONS = ("rate_limited", "server_error", "timeout", "connection", "api_er
                 "internal_error")
 LOGGED_FAILURES = ("malformed_response", "internal_error")
 NO_KEY = "not-needed"  # the placeholder key for loopback endpoints (not a secret)
-_USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")
+ARGS_DEPTH = MAX_DEPTH - 8  # a record holds arguments 7 levels down (messages, tool_calls, function, ...)
+_USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")  # credentials in a URL inside free text
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its credentials (``user:pass@``) shown as ``***@``: for everything saved or printed."""
-    return _USERINFO.sub("***@", str(url))
+    """``url`` with its credentials (``user:pass@``) shown as ``***@``: for everything saved or printed.
+    Everything up to the last ``@`` goes, so a password with an unencoded ``/``, ``#`` or ``@`` does too."""
+    return re.sub(r"(?<=://).*@", "***@", str(url), flags=re.S)
 
 
 @dataclass
@@ -201,6 +204,17 @@ def _malformed(what: str, body: Any, key: str) -> Failed:
     return Failed("malformed_response", _redact(f"{what}: {shown}", key, limit=200))
 
 
+def _decode(text: str, limit: int) -> Any:
+    """JSON ``text`` nested at most ``limit`` levels (what a record can hold); ValueError otherwise."""
+    try:
+        obj = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {limit} levels") from None
+    if too_deep(text.encode(), obj, limit):
+        raise ValueError(f"nested deeper than {limit} levels")
+    return obj
+
+
 def _request(client: Any, cfg: TeacherConfig, stats: Stats, key: str, **kwargs: Any) -> dict:
     """One chat completion (the decoded body) with retries on transient errors; classified failures otherwise."""
     import openai
@@ -244,9 +258,11 @@ def _request(client: Any, cfg: TeacherConfig, stats: Stats, key: str, **kwargs: 
     except (openai.APIError, RetryError) as exc:  # RetryError: rare with reraise=True
         raise Failed("api_error", _redact(getattr(exc, "message", exc), key, limit=200)) from None
     try:
-        body = json.loads(text)
-    except ValueError:  # a truncated body, an HTML error page served with 200, nothing at all
+        body = _decode(text, MAX_DEPTH)
+    except json.JSONDecodeError:  # a truncated body, an HTML error page served with 200, nothing at all
         raise _malformed("the response is not JSON", text.strip() or "(empty body)", key) from None
+    except ValueError as exc:
+        raise _malformed(f"the response is {exc}", text, key) from None
     if not isinstance(body, dict):
         raise _malformed(f"the response is a JSON {type(body).__name__}, not an object", body, key)
     return body
@@ -330,16 +346,22 @@ def _calls_of(message: dict, key: str) -> tuple[str, list[tuple[str, Any]]]:
             name, args = c["function"]["name"], c["function"].get("arguments")
             if isinstance(args, str):
                 try:
-                    args = json.loads(args) if args.strip() else {}
-                except ValueError:
+                    args = _decode(args, ARGS_DEPTH) if args.strip() else {}
+                except json.JSONDecodeError:
                     raise Rejected("unparsable_arguments", f"{name}: arguments are not JSON: {args[:80]!r}") from None
+                except ValueError as exc:
+                    raise Rejected("unparsable_arguments", f"{name}: arguments {exc}") from None
             calls.append((name, _scrub(args, key)))
         return content.strip(), calls
     if "<tool_call>" in content:
         parsed = parse_tool_calls(content)
         if parsed.errors:
             raise Rejected("unparsable_arguments", f"<tool_call> block: {', '.join(parsed.errors)}")
-        return _scrub(parsed.content, key), [(_scrub(c["name"], key), _scrub(c["arguments"], key)) for c in parsed.calls]
+        if any(too_deep(content.encode(), c["arguments"], ARGS_DEPTH) for c in parsed.calls):
+            raise Rejected("unparsable_arguments",
+                           f"<tool_call> block: arguments nested deeper than {ARGS_DEPTH} levels")
+        return _scrub(parsed.content, key), [(_scrub(c["name"], key), _scrub(c["arguments"], key))
+                                             for c in parsed.calls]
     return content.strip(), []
 
 
@@ -348,19 +370,16 @@ def _tool_index(tools: list[dict]) -> dict[str, dict]:
             for t in tools or [] if isinstance(t, dict) and isinstance(t.get("function"), dict)}
 
 
-_VALIDATORS: dict[str, Any] = {}
-
-
 def _arg_problems(params: dict, arguments: Any) -> list[str]:
-    from jsonschema import Draft202012Validator
+    """What is wrong with ``arguments`` under ``params`` (the teacher's schemas are data: offline, bounded)."""
+    from trajtune.jsonschemas import arg_schema
 
     if not isinstance(arguments, dict):
         return [f"arguments must be a JSON object, got {type(arguments).__name__}"]
-    k = json.dumps(params, sort_keys=True)
-    v = _VALIDATORS.get(k)
-    if v is None:
-        v = _VALIDATORS[k] = Draft202012Validator(params)
-    return [(".".join(map(str, e.path)) + ": " if e.path else "") + e.message for e in v.iter_errors(arguments)]
+    v = arg_schema(params)
+    if v.schema_error:
+        return [f"the tool's parameters schema cannot be used: {v.schema_error}"]
+    return v.errors(arguments)
 
 
 def check_trajectory(record: dict) -> list[tuple[str, str]]:
@@ -460,6 +479,8 @@ def run_episode(client: Any, cfg: TeacherConfig, task: dict, simulate: Simulate,
             thought, calls = _calls_of(message, key)
         except (Rejected, Failed) as exc:
             raise _with(exc, messages)
+        except RecursionError:  # a <tool_call> block nested past what the parser can follow
+            raise _with(Failed("malformed_response", "the reply is nested too deeply to parse"), messages) from None
         if not calls:
             if finish_reason == "length":
                 raise _with(Rejected("truncated", f"the reply hit max_tokens={cfg.reply_limit}"), messages)

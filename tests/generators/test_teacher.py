@@ -325,3 +325,139 @@ def test_first_step_is_scored_against_expected_and_verify_rejects_off_task(tmp_p
     assert (strict["written"], strict["rejects"]) == (1, {"off_task": 1})
     rej = next(read_jsonl(teacher.default_rejects_path(tmp_path / "b.jsonl"))).obj
     assert rej["task_id"] == "wrong" and "docs/README.md" in rej["detail"]
+
+
+# ------------------------------------------------------------------------------ malformed responses
+
+BROKEN = ["truncated", "html", "html_as_json", "empty_body", "no_choices", "missing_choices", "choices_not_list",
+          "null_message", "null_choice", "null_function", "nameless_call", "tool_calls_not_list", "content_not_text",
+          "not_object", "json_null", "error_200", "too_deep"]
+
+
+def test_each_malformed_response_fails_its_task_and_the_run_goes_on(tmp_path, catalog):
+    """One task per broken reply (concurrency 1: task i meets fault i), then two good tasks; arguments
+    that are not JSON are the model's fault: a reject, as before. A re-run tries the failed tasks again."""
+    out = tmp_path / "traj.jsonl"
+    tasks = make_tasks(catalog, len(BROKEN) + 3)
+    with ScriptedServer() as srv:
+        srv.faults.extend(BROKEN + ["arguments_not_json"])
+        s = teacher.generate(tasks, out, cfg_for(srv.url, concurrency=1), simulate=teacher.catalog_simulator(catalog))
+        written_first = sorted(r.obj["metadata"]["task_id"] for r in read_jsonl(out))
+        again = teacher.generate(tasks, out, cfg_for(srv.url, concurrency=1), simulate=teacher.catalog_simulator(catalog))
+    assert (s["written"], s["failed"], s["rejected"]) == (2, len(BROKEN), 1)
+    assert s["failures"] == {"malformed_response": len(BROKEN)} and s["rejects"] == {"unparsable_arguments": 1}
+    assert written_first == [f"task-{len(BROKEN) + 1}", f"task-{len(BROKEN) + 2}"]
+    rows = [r.obj for r in read_jsonl(teacher.default_rejects_path(out))]
+    failed = {r["task_id"]: r for r in rows if r.get("failed")}
+    assert sorted(failed) == sorted(f"task-{i}" for i in range(len(BROKEN)))
+    for r in failed.values():
+        assert r["reason"] == "malformed_response" and "id" not in r and r["record_id"].startswith("traj-t-")
+        assert 0 < len(r["detail"]) <= 200 and [m["role"] for m in r["messages"]] == ["system", "user"]
+    detail = {f: failed[f"task-{i}"]["detail"] for i, f in enumerate(BROKEN)}
+    assert detail["html"].startswith("the response is not JSON: <html>") and "502 Bad Gateway" in detail["html"]
+    assert detail["truncated"].startswith("the response is not JSON: {")
+    assert detail["empty_body"] == "the response is not JSON: (empty body)"
+    assert detail["no_choices"].startswith("the response has no choices")
+    assert detail["missing_choices"].startswith("the response has no choices")
+    assert detail["null_message"].startswith("choices[0].message is not an object")
+    assert detail["null_function"].startswith("tool_calls[0] has no function name")
+    assert detail["not_object"] == "the response is a JSON list, not an object: [1, 2, 3]"
+    assert "upstream failed" in detail["error_200"]
+    assert detail["too_deep"].startswith("the response is nested deeper than 128 levels")
+    reject = next(r for r in rows if not r.get("failed"))
+    assert reject["reason"] == "unparsable_arguments" and reject["id"] and reject["task_id"] == f"task-{len(BROKEN)}"
+    # the failed tasks are tried again (and now succeed); the rejected one is not
+    assert (again["existing"], again["written"], again["failed"], again["total"]) == (2, len(BROKEN), 0, len(BROKEN) + 2)
+
+
+def test_every_response_malformed_is_a_run_error_with_the_reason(tmp_path, catalog):
+    out = tmp_path / "traj.jsonl"
+    with ScriptedServer() as srv:
+        srv.faults.extend(["html", "no_choices", "null_message"])
+        with pytest.raises(RunError, match=r"every request to http://127\.0\.0\.1:\d+/v1 failed \(malformed_response: 3\)"):
+            teacher.generate(make_tasks(catalog, 3), out, cfg_for(srv.url, concurrency=3),
+                             simulate=teacher.catalog_simulator(catalog))
+    rows = [r.obj for r in read_jsonl(teacher.default_rejects_path(out))]
+    assert len(rows) == 3 and {r["reason"] for r in rows} == {"malformed_response"}
+    assert not out.read_text()
+
+
+def test_malformed_replies_mid_trajectory_keep_the_messages_so_far(tmp_path, catalog):
+    """The second turn breaks: the logged failure shows the first turn and its observation."""
+    def policy(body):
+        return {"content": "x"} if body["messages"][-1]["role"] == "tool" else solve_policy(body)
+
+    out = tmp_path / "traj.jsonl"
+    with ScriptedServer(policy) as srv:
+        srv.faults.extend([None, "truncated"])  # None: the first request is answered normally
+        s = teacher.generate(make_tasks(catalog, 2), out, cfg_for(srv.url, concurrency=1),
+                             simulate=teacher.catalog_simulator(catalog))
+    assert (s["written"], s["failed"], s["failures"]) == (1, 1, {"malformed_response": 1})
+    row = next(read_jsonl(teacher.default_rejects_path(out))).obj
+    assert row["task_id"] == "task-0" and [m["role"] for m in row["messages"]] == ["system", "user", "assistant", "tool"]
+
+
+def test_an_unexpected_error_in_one_task_fails_that_task_not_the_run(tmp_path, catalog, monkeypatch):
+    monkeypatch.setenv("TT_TEST_KEY", SECRET)
+    calls = []
+
+    def simulate(name, arguments):
+        calls.append(name)
+        if len(calls) == 1:
+            raise RuntimeError(f"simulator broke (key {SECRET})")
+        return "ok"
+
+    out = tmp_path / "traj.jsonl"
+    with ScriptedServer() as srv:
+        s = teacher.generate(make_tasks(catalog, 3), out, cfg_for(srv.url, concurrency=1), simulate=simulate)
+    assert (s["written"], s["failed"], s["failures"]) == (2, 1, {"internal_error": 1})
+    row = next(read_jsonl(teacher.default_rejects_path(out))).obj
+    assert row["reason"] == "internal_error" and row["failed"] is True and row["task_id"] == "task-0"
+    assert row["detail"] == "RuntimeError: simulator broke (key ***)"
+
+
+# ------------------------------------------------------------------------------ credentials in --base-url
+
+def test_redact_url_hides_credentials():
+    assert teacher.redact_url("http://user:pa55@127.0.0.1:8000/v1") == "http://***@127.0.0.1:8000/v1"
+    assert teacher.redact_url("https://tok@api.example.com/v1") == "https://***@api.example.com/v1"
+    # unencoded @, / or space in the password: better too much hidden than a password shown
+    for url in ("http://u:p@ss@host/v1?x=1", "http://u:p/ss@host/v1?x=1", "http://u:p ss@host/v1?x=1"):
+        assert teacher.redact_url(url) == "http://***@host/v1?x=1"
+    assert teacher.redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
+
+
+def test_cli_credentials_in_the_base_url_are_used_but_never_written_or_printed(tmp_path):
+    password = "url-pa55word-do-not-print"
+    out = tmp_path / "train.jsonl"
+    with ScriptedServer() as srv:
+        url = srv.url.replace("http://", f"http://alice:{password}@")
+        srv.faults.extend(["html", "arguments_not_json"])
+        p = _cli("generate", "trajectories", "--backend", "openai", "--base-url", url, "--model", "scripted",
+                 "--concurrency", "1", "--count", "3", "--seed", "1", str(out))
+        seen = {r["authorization"] for r in srv.requests}
+    assert p.returncode == 0, p.stderr
+    # the real URL was used: the client sent its credentials as basic auth
+    assert seen == {"Basic " + __import__("base64").b64encode(f"alice:{password}".encode()).decode()}
+    files = {f.name: f.read_text() for f in tmp_path.iterdir()}
+    assert {"train.jsonl", "train.rejects.jsonl", "train.teacher.yaml"} <= set(files)
+    for text in [p.stdout, p.stderr, *files.values()]:
+        assert password not in text and "alice" not in text
+    port = srv.url.rsplit(":", 1)[1].split("/")[0]
+    assert f"base_url: http://***@127.0.0.1:{port}/v1" in files["train.teacher.yaml"]
+    assert "failures" in p.stderr and "malformed_response: 1" in p.stderr and "unparsable_arguments: 1" in p.stderr
+    assert len(files["train.rejects.jsonl"].splitlines()) == 2
+
+
+def test_cli_errors_show_the_base_url_without_credentials(tmp_path):
+    password = "url-pa55word-do-not-print"
+    dead = f"http://alice:{password}@127.0.0.1:{_free_port()}/v1"
+    p = _cli("generate", "trajectories", "--backend", "openai", "--base-url", dead, "--model", "scripted",
+             "--max-retries", "0", "--count", "2", str(tmp_path / "o.jsonl"))
+    assert p.returncode == 1
+    assert "every request to http://***@127.0.0.1:" in p.stderr and "(connection: " in p.stderr
+    bad = _cli("generate", "trajectories", "--backend", "openai", "--base-url", f"ftp://alice:{password}@h/v1",
+               "--model", "m", str(tmp_path / "o2.jsonl"), env={"OPENAI_API_KEY": "x" * 8})
+    assert bad.returncode == 2 and "ftp://***@h/v1" in bad.stderr
+    for text in [p.stdout, p.stderr, bad.stdout, bad.stderr] + [f.read_text() for f in tmp_path.iterdir()]:
+        assert password not in text

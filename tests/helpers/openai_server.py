@@ -2,8 +2,14 @@
 
 It serves ``POST /v1/chat/completions`` and ``GET /v1/models`` with a deterministic scripted
 policy that emits ``tool_calls``, and injects faults on demand, one per request in order:
-``"429"`` (with ``Retry-After: 0``), ``"500"``, ``"401"``, ``"slow:SECONDS"`` (answers late, for
-timeouts). Every request is recorded (body and Authorization header) for assertions.
+``"429"`` (with ``Retry-After: 0``), ``"500"``, ``"401"``, ``"400"``, ``"slow:SECONDS"`` (answers late,
+for timeouts), or any name in :data:`MALFORMED` (a broken 200 reply: truncated JSON, an HTML page,
+``{"choices": []}``, a null message, ...). Every request is recorded (body and Authorization
+header) for assertions.
+
+A hostile server: ``{{authorization}}`` anywhere in a reply (a policy's content or arguments, an
+error or malformed body) is replaced by the request's Authorization header, so tests can check
+that an echoed key never reaches what the client stores.
 
     with ScriptedServer() as srv:
         srv.faults.extend(["429", "500"])
@@ -19,6 +25,47 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 Policy = Callable[[dict], dict]
+ECHO = "{{authorization}}"
+
+_MSG = {"role": "assistant", "content": None}
+_CALL = {"id": "srv_0", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "src/app.py"}'}}
+
+
+def _reply(*choices: Any, **extra: Any) -> bytes:
+    return json.dumps({"id": "chatcmpl-bad", "object": "chat.completion", "model": "scripted",
+                       "choices": list(choices), **extra}).encode()
+
+
+def _choice(message: Any, finish: str = "stop") -> dict:
+    return {"index": 0, "message": message, "finish_reason": finish}
+
+
+# fault name -> (status, content type, body): replies an endpoint or a proxy in front of it can send
+MALFORMED: dict[str, tuple[int, str, bytes]] = {
+    "truncated": (200, "application/json", _reply(_choice({**_MSG, "content": "Let me"}))[:40]),
+    "html": (200, "text/html", b"<html><body><h1>502 Bad Gateway</h1></body></html>"),
+    "html_as_json": (200, "application/json", b"<!DOCTYPE html><html><body>Service unavailable</body></html>"),
+    "empty_body": (200, "application/json", b""),
+    "no_choices": (200, "application/json", _reply()),  # {"choices": []}
+    "missing_choices": (200, "application/json", json.dumps({"id": "chatcmpl-bad", "object": "chat.completion"}).encode()),
+    "choices_not_list": (200, "application/json", json.dumps({"choices": {"0": "x"}}).encode()),
+    "null_message": (200, "application/json", _reply(_choice(None))),
+    "null_choice": (200, "application/json", _reply(None)),
+    "null_function": (200, "application/json", _reply(_choice({**_MSG, "tool_calls": [{"id": "c", "type": "function",
+                                                                                         "function": None}]}))),
+    "nameless_call": (200, "application/json", _reply(_choice({**_MSG, "tool_calls": [{"id": "c", "function": {"arguments": "{}"}}]}))),
+    "tool_calls_not_list": (200, "application/json", _reply(_choice({**_MSG, "tool_calls": "read_file"}))),
+    "content_not_text": (200, "application/json", _reply(_choice({**_MSG, "content": {"text": "hi"}}))),
+    "arguments_not_json": (200, "application/json", _reply(_choice({**_MSG, "tool_calls": [
+        {**_CALL, "function": {"name": "read_file", "arguments": "{path: src/app.py"}}]}, "tool_calls"))),
+    "not_object": (200, "application/json", b"[1, 2, 3]"),
+    "too_deep": (200, "application/json", _reply(_choice({**_MSG, "tool_calls": [
+        {**_CALL, "function": {"name": "read_file", "arguments": {"path": "a", "x": json.loads("[" * 300 + "]" * 300)}}}]}))),
+    "json_null": (200, "application/json", b"null"),
+    "error_200": (200, "application/json", json.dumps({"error": {"message": "upstream failed for " + ECHO}}).encode()),
+    "echo_body": (200, "application/json", json.dumps({"choices": [], "debug": {"auth": ECHO}}).encode()),
+    "echo_html": (200, "text/html", b"<html>request had Authorization: " + ECHO.encode() + b"</html>"),
+}
 
 
 def example_value(schema: dict) -> Any:
@@ -72,11 +119,14 @@ class ScriptedServer:
             def log_message(self, *a: Any) -> None:  # quiet
                 pass
 
-            def _send(self, code: int, obj: Any, headers: dict | None = None) -> None:
-                data = json.dumps(obj).encode()
+            def _send(self, code: int, obj: Any, headers: dict | None = None, *, raw: bytes | None = None,
+                      content_type: str = "application/json") -> None:
+                data = json.dumps(obj).encode() if raw is None else raw
+                auth = self.headers.get("Authorization") or ""
+                data = data.replace(ECHO.encode(), json.dumps(auth)[1:-1].encode())
                 try:
                     self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(data)))
                     for k, v in (headers or {}).items():
                         self.send_header(k, v)
@@ -105,7 +155,11 @@ class ScriptedServer:
                     self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"Retry-After": "0"})
                     return
                 if fault in ("500", "401", "400"):
-                    self._send(int(fault), {"error": {"message": f"injected {fault}"}})
+                    self._send(int(fault), {"error": {"message": f"injected {fault} for {ECHO}"}})
+                    return
+                if fault in MALFORMED:
+                    code, ctype, raw = MALFORMED[fault]
+                    self._send(code, None, raw=raw, content_type=ctype)
                     return
                 if fault and fault.startswith("slow:"):
                     time.sleep(float(fault.split(":", 1)[1]))
