@@ -91,6 +91,27 @@ class RawRow:
     obj: Any
 
 
+SPOOL_PREFIX = "trajtune-convert-"
+
+
+def _sweep_spools() -> None:
+    """Remove spool files (stdin, arrays, .gz) in the temp folder whose process is gone (a kill)."""
+    from trajtune.paths import alive
+
+    pat = re.compile(rf"^{SPOOL_PREFIX}(\d+)-\w+\.jsonl$")
+    try:
+        entries = list(os.scandir(tempfile.gettempdir()))
+    except OSError:
+        return
+    for e in entries:
+        m = pat.match(e.name)
+        if m and int(m.group(1)) != os.getpid() and not alive(int(m.group(1))):
+            try:
+                os.unlink(e.path)
+            except OSError:
+                pass
+
+
 class Source:
     """An input file read as rows with line numbers and byte offsets, re-readable.
 
@@ -140,7 +161,8 @@ class Source:
     def _spool(self, src) -> str:
         import shutil
 
-        fd, tmp = tempfile.mkstemp(prefix="trajtune-convert-", suffix=".jsonl")
+        _sweep_spools()
+        fd, tmp = tempfile.mkstemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", suffix=".jsonl")
         self._tmp = tmp
         with os.fdopen(fd, "wb") as out:
             shutil.copyfileobj(src, out, 1 << 20)
@@ -161,7 +183,8 @@ class Source:
             return path
         del data
         old = self._tmp
-        fd, tmp = tempfile.mkstemp(prefix="trajtune-convert-", suffix=".jsonl")
+        _sweep_spools()
+        fd, tmp = tempfile.mkstemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", suffix=".jsonl")
         self._tmp = tmp
         with os.fdopen(fd, "wb") as out:
             for obj in parsed if isinstance(parsed, list) else [parsed]:

@@ -70,7 +70,9 @@ def gguf_to_folder(gguf_path: Path, out_dir: Path) -> Path:
         model.tie_weights()
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
+    from trajtune.paths import temp_dir
+
+    tmp = temp_dir(out_dir)  # beside the target, umask mode; one left by a kill is swept
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

@@ -154,7 +154,8 @@ def _tmp_pattern(name: str) -> re.Pattern:
     return re.compile(rf"^\.{n}\.(?:(?:(?P<pid>\d+)\.)?[A-Za-z0-9_]{{6,}}\.tmp(?:-d)?|tmp-[A-Za-z0-9_]+)$")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Is process ``pid`` running (ours or another user's)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -185,7 +186,7 @@ def sweep(target: PathLike) -> int:
             old = time.time() - e.stat(follow_symlinks=False).st_mtime > STALE_SECONDS
         except OSError:
             continue
-        if (pid is not None and int(pid) != os.getpid() and not _alive(int(pid))) or (pid is None and old):
+        if (pid is not None and int(pid) != os.getpid() and not alive(int(pid))) or (pid is None and old):
             try:
                 if e.is_dir(follow_symlinks=False):
                     shutil.rmtree(e.path, ignore_errors=True)

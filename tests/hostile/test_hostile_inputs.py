@@ -418,3 +418,14 @@ def test_sigterm_mid_convert_leaves_no_temp_file_and_no_output(tmp_path):
     err = proc.communicate(timeout=30)[1].decode()
     assert proc.returncode == 130 and "Interrupted (SIGTERM)" in err and "Traceback" not in err
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_stdin_spools_of_a_killed_convert_are_swept_from_the_temp_folder(tt, tmp_path):
+    import tempfile
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    spool = Path(tempfile.gettempdir()) / f"trajtune-convert-{dead.stdout.strip()}-abcdefgh.jsonl"
+    spool.write_bytes(b"{}\n" * 1000)
+    r = tt("convert", "--from", "alpaca", "-", tmp_path / "o.jsonl", stdin='{"instruction": "a", "output": "b"}\n')
+    assert r.code == 0 and not spool.exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"trajtune-convert-{os.getpid()}-*"))
