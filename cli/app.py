@@ -1,9 +1,16 @@
-"""The trajtune command line: this module only wires the subcommands (one module each)."""
+"""The trajtune command line: each command is the stage module ``trajtune.scripts.<command>``
+(its ``STAGE``, or ``STAGES`` for a command with subcommands), turned into a Typer command by
+``trajtune.cli.command``. Commands not yet moved onto that shape still register themselves from
+``trajtune.cli.<command>``."""
 from __future__ import annotations
+
+from importlib import import_module
 
 import typer
 
 from trajtune.cli import common
+from trajtune.cli.command import register
+from trajtune.stage import Stage
 
 app = typer.Typer(
     name="trajtune",
@@ -15,34 +22,35 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# Each command module registers itself on `app`; importing is cheap (heavy imports are lazy).
-from trajtune.cli import validate as _validate  # noqa: E402
+# the commands in the order --help lists them (importing a stage module is cheap: heavy imports are lazy)
+COMMANDS = ("validate", "convert", "split", "merge_lora", "train_sft", "generate", "review", "train_dpo", "evaluate")
+GROUP_HELP = {
+    "generate": "Generate synthetic agent data from a tool catalog: trajectories (sft), preference pairs, eval tasks. "
+                "Offline by default (templates + tool simulators), deterministic for a seed; re-running appends only "
+                "the records still missing. Records carry metadata.review: pending until `trajtune review` approves them.",
+}
 
-_validate.register(app)
-from trajtune.cli import convert as _convert  # noqa: E402
 
-_convert.register(app)
-from trajtune.cli import split as _split  # noqa: E402
+def _wire(name: str) -> None:
+    try:
+        module = import_module(f"trajtune.scripts.{name}")
+    except ModuleNotFoundError:
+        module = None
+    stages = getattr(module, "STAGES", None) or [getattr(module, "STAGE", None)]
+    if not all(isinstance(st, Stage) for st in stages):
+        import_module(f"trajtune.cli.{name}").register(app)
+        return
+    if len(stages) == 1 and " " not in stages[0].name:
+        register(app, stages[0])
+        return
+    group = typer.Typer(name=name.replace("_", "-"), no_args_is_help=True, help=GROUP_HELP.get(name, ""))
+    for st in stages:
+        register(group, st)
+    app.add_typer(group, name=name.replace("_", "-"))
 
-_split.register(app)
-from trajtune.cli import merge_lora as _merge_lora  # noqa: E402
 
-_merge_lora.register(app)
-from trajtune.cli import train_sft as _train_sft  # noqa: E402
-
-_train_sft.register(app)
-from trajtune.cli import generate as _generate  # noqa: E402
-
-_generate.register(app)
-from trajtune.cli import review as _review  # noqa: E402
-
-_review.register(app)
-from trajtune.cli import train_dpo as _train_dpo  # noqa: E402
-
-_train_dpo.register(app)
-from trajtune.cli import evaluate as _evaluate  # noqa: E402
-
-_evaluate.register(app)
+for _name in COMMANDS:
+    _wire(_name)
 
 
 def main() -> None:

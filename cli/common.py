@@ -4,14 +4,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from rich.console import Console
-
-
+from trajtune.console import err_console, out_console  # noqa: F401 - re-exported for the command modules
 from trajtune.errors import TrajtuneError
-
-# Progress and messages go to stderr, so stdout stays free for data ('-') and --json summaries.
-err_console = Console(stderr=True, highlight=False)
-out_console = Console(highlight=False)
 
 
 def fail(exc: TrajtuneError) -> "typer.Exit":  # noqa: F821
@@ -26,7 +20,7 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # unwinds like Ctrl-C: temp files are removed, exit 130
 
 
-def run_app(app: Any) -> None:
+def run_app(app: Any, prog_name: str = "trajtune") -> None:
     """Run the Typer app: domain errors -> 'Error: ...' + exit code; no tracebacks.
 
     Typer's standalone mode already turns usage errors into exit 2 and `typer.Exit(n)` into n;
@@ -42,7 +36,7 @@ def run_app(app: Any) -> None:
     except ValueError:  # not the main thread (embedded use)
         pass
     try:
-        app(prog_name="trajtune")
+        app(prog_name=prog_name)
     except TrajtuneError as exc:
         raise fail(exc)
     except KeyboardInterrupt:

@@ -6,6 +6,8 @@
   splits either way).
 * Stratified (``--stratify-by tool|metadata.KEY``): each stratum is split by the ratios on its own.
 * The resolved config is saved as ``OUT_DIR/split.yaml`` (usable as ``--config``).
+
+The command and its options: :mod:`trajtune.scripts.split`.
 * ``--balance`` caps over-represented strata (tools or categories) at ``--balance-cap`` records
   (default: 1.5 x the median stratum size), dropping a seeded random sample.
 
@@ -25,33 +27,11 @@ import orjson
 
 from trajtune import config
 from trajtune.converters.common import Emitter, Source
-from trajtune.errors import ConfigError, DataError
+from trajtune.errors import DataError
 from trajtune.jsonl import atomic_writer
 from trajtune.records import called_tools, normalize_text, prompt_text
 
 SPLITS = ("train", "val", "test")
-
-
-@dataclasses.dataclass
-class SplitConfig:
-    ratios: list[float] = config.field(default_factory=lambda: [0.7, 0.15, 0.15], help="train,val,test fractions (sum 1)")
-    seed: int = config.field(42, help="seed: the same seed and input give the same split")
-    group_by: str = config.field("prompt", help="prompt or metadata.KEY: records of one group stay in one split")
-    stratify_by: Optional[str] = config.field(None, help="tool or metadata.KEY: split each stratum by the ratios")
-    balance: bool = config.field(False, help="cap over-represented strata (tools or categories)")
-    balance_cap: Optional[int] = config.field(None, help="max records per stratum with --balance (default 1.5 x median)")
-
-    def check(self) -> None:
-        if len(self.ratios) != 3 or any(r < 0 for r in self.ratios) or not math.isclose(sum(self.ratios), 1.0, abs_tol=1e-6):
-            raise ConfigError(f"--ratios needs three non-negative fractions summing to 1, got {','.join(map(str, self.ratios))}",
-                              hint="e.g. --ratios 0.8,0.1,0.1")
-        for name in ("group_by", "stratify_by"):
-            v = getattr(self, name)
-            allowed = ("prompt",) if name == "group_by" else ("tool",)
-            if v is not None and v not in allowed and not (v.startswith("metadata.") and len(v) > 9):
-                raise ConfigError(f"--{name.replace('_', '-')} must be {allowed[0]} or metadata.KEY, got '{v}'")
-        if self.balance_cap is not None and self.balance_cap < 1:
-            raise ConfigError("--balance-cap must be at least 1")
 
 
 @dataclasses.dataclass
@@ -107,7 +87,8 @@ def stats(recs: list[_Rec]) -> dict:
     }
 
 
-def run_split(cfg: SplitConfig, inp: str, out_dir: str) -> dict:
+def run_split(cfg: Any, inp: str, out_dir: str) -> dict:
+    """Split ``inp`` into OUT_DIR/{train,val,test}.jsonl by ``cfg`` (trajtune.scripts.split.Config)."""
     from trajtune.paths import guard
 
     guard({"IN": inp}, files={f"OUT_DIR/{n}.jsonl": Path(out_dir) / f"{n}.jsonl" for n in SPLITS},

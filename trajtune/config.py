@@ -23,9 +23,19 @@ T = TypeVar("T")
 SECRET_KEY = re.compile(r"(^|_)(api_key|apikey|token|secret|password)$", re.I)
 
 
-def field(default: Any = dataclasses.MISSING, *, help: str = "", default_factory: Any = dataclasses.MISSING):
-    """A dataclass field with help text (shown in config docs and error messages)."""
-    kw: dict[str, Any] = {"metadata": {"help": help}}
+def field(default: Any = dataclasses.MISSING, *, help: str = "", default_factory: Any = dataclasses.MISSING,
+          positional: bool = False, flags: tuple[str, ...] = (), metavar: str | None = None,
+          choices: tuple | None = None, cli: bool = True, output: bool = False):
+    """A config field: the one declaration of an option (YAML key, flag, ``--set`` key, help text).
+
+    ``positional``: a command-line argument (a list type takes any number of them); ``flags``:
+    extra flag names (``("-o",)``); ``choices``: allowed values (``Literal`` types give them too);
+    ``cli=False``: YAML and ``--set`` only (e.g. mappings); ``output``: a path the command writes
+    (``-`` is stdout, which then cannot carry ``--json``).
+    """
+    kw: dict[str, Any] = {"metadata": {"help": help, "positional": positional, "flags": tuple(flags),
+                                       "metavar": metavar, "choices": tuple(choices) if choices else None,
+                                       "cli": cli, "output": output}}
     if default_factory is not dataclasses.MISSING:
         kw["default_factory"] = default_factory
     else:
@@ -131,6 +141,15 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _nearest_value(value: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(value, valid, n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 def _nearest(key: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(valid))}"
@@ -215,7 +234,14 @@ def build(cls: type[T], file: str | Path | None = None, overrides: Mapping[str, 
             continue
         if key not in fields:
             raise ConfigError(f"unknown option '{key}'" + _nearest(key, list(fields)))
-        values[key] = _coerce(key, val, hints[key], f"--{key.replace('_', '-')}")
+        values[key] = _coerce(key, val, hints[key], flag_name(key))
+    for f in dataclasses.fields(cls):
+        allowed = f.metadata.get("choices") if f.metadata else None
+        if allowed and f.name in values and values[f.name] is not None:
+            for v in values[f.name] if isinstance(values[f.name], list) else [values[f.name]]:
+                if v not in allowed:
+                    raise ConfigError(f"{flag_name(f.name)} must be one of {', '.join(map(str, allowed))}, got {short(v)}"
+                                      + _nearest_value(str(v), [str(a) for a in allowed]))
     try:
         cfg = cls(**values)
     except TypeError as exc:

@@ -38,7 +38,7 @@ def test_help_shows_an_example():
 
 
 def test_split_writes_three_files_and_prints_the_table(capsys, monkeypatch, tmp_path):
-    code, _, err = cli(capsys, monkeypatch, records(tmp_path), tmp_path / "out", "--ratios", "0.5,0.25,0.25",
+    code, _, err = cli(capsys, monkeypatch, records(tmp_path), "-o", tmp_path / "out", "--ratios", "0.5,0.25,0.25",
                        "--stratify-by", "tool", "--balance", "--balance-cap", "10")
     assert code == 0
     assert "strata before" in err and "search" in err
@@ -49,15 +49,15 @@ def test_split_writes_three_files_and_prints_the_table(capsys, monkeypatch, tmp_
 
 
 def test_json_summary_and_bad_ratios(capsys, monkeypatch, tmp_path):
-    code, out, _ = cli(capsys, monkeypatch, records(tmp_path), tmp_path / "o", "--json")
+    code, out, _ = cli(capsys, monkeypatch, records(tmp_path), "-o", tmp_path / "o", "--json")
     assert code == 0 and sum(orjson.loads(out)["counts"].values()) == 40
-    code, _, err = cli(capsys, monkeypatch, records(tmp_path), tmp_path / "o", "--ratios", "0.9,0.2")
+    code, _, err = cli(capsys, monkeypatch, records(tmp_path), "-o", tmp_path / "o", "--ratios", "0.9,0.2")
     assert code == 2 and "--ratios needs three non-negative fractions" in err
 
 
 def test_split_reads_stdin(tmp_path):
     data = records(tmp_path).read_bytes()
-    res = subprocess.run([sys.executable, "-m", "trajtune.cli.app", "split", "-", str(tmp_path / "o"), "--seed", "1"],
+    res = subprocess.run([sys.executable, "-m", "trajtune.cli.app", "split", "-", "-o", str(tmp_path / "o"), "--seed", "1"],
                          input=data, capture_output=True)
     assert res.returncode == 0, res.stderr
     lines = sorted(x for n in ("train", "val", "test") for x in (tmp_path / "o" / f"{n}.jsonl").read_bytes().splitlines())
@@ -68,4 +68,4 @@ def test_out_dir_defaults_beside_the_input(capsys, monkeypatch, tmp_path):
     code, _, err = cli(capsys, monkeypatch, records(tmp_path), "--seed", "3")
     assert code == 0 and (tmp_path / "in-split" / "train.jsonl").is_file()
     code, _, err = cli(capsys, monkeypatch, "-")
-    assert code == 2 and "reading stdin needs OUT_DIR" in err
+    assert code == 2 and "reading stdin needs -o OUT_DIR" in err

@@ -3,7 +3,8 @@ import orjson
 import pytest
 
 from trajtune import config
-from trajtune.converters.split import SplitConfig, run_split
+from trajtune.converters.split import run_split
+from trajtune.scripts.split import Config as SplitConfig
 from trajtune.errors import ConfigError, DataError
 from trajtune.records import normalize_text, prompt_text
 
@@ -38,7 +39,7 @@ def data(tmp_path):
 
 
 def split(inp, out, **opts):
-    return run_split(config.build(SplitConfig, None, opts), str(inp), str(out))
+    return run_split(config.build(SplitConfig, None, {"input": str(inp), "output": str(out), **opts}), str(inp), str(out))
 
 
 def load(d):
@@ -60,8 +61,9 @@ def test_ratios_and_no_normalised_prompt_in_two_splits(data, tmp_path):
 
 def test_same_seed_same_bytes_other_seed_other_split(data, tmp_path):
     split(data, tmp_path / "a", seed=7)
-    again = config.build(SplitConfig, str(tmp_path / "a" / "split.yaml"))  # the saved config repeats the run
-    run_split(again, str(data), str(tmp_path / "b"))
+    again = config.build(SplitConfig, str(tmp_path / "a" / "split.yaml"), {"output": str(tmp_path / "b")})
+    assert again.input == str(data)  # the saved config repeats the run: same input, same options
+    run_split(again, again.input, again.output)
     split(data, tmp_path / "c", seed=8)
     for n in ("train", "val", "test"):
         assert (tmp_path / "a" / f"{n}.jsonl").read_bytes() == (tmp_path / "b" / f"{n}.jsonl").read_bytes()
@@ -98,9 +100,9 @@ def test_group_by_metadata_key_keeps_each_key_in_one_split(data, tmp_path):
 
 def test_bad_options_and_bad_input(data, tmp_path):
     with pytest.raises(ConfigError, match="three non-negative fractions"):
-        config.build(SplitConfig, None, {"ratios": "0.5,0.5,0.5"})
+        config.build(SplitConfig, None, {"input": "x", "ratios": "0.5,0.5,0.5"})
     with pytest.raises(ConfigError, match="metadata.KEY"):
-        config.build(SplitConfig, None, {"stratify_by": "color"})
+        config.build(SplitConfig, None, {"input": "x", "stratify_by": "color"})
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(data.read_bytes() + b'{"id": "r0", "messages": []}\n')
     with pytest.raises(DataError, match="duplicate id 'r0'") as exc:
