@@ -47,32 +47,32 @@ $(D)/model.txt: | install
 	$(STAGE) fetch-model '$(BIN)/python -m trajtune.models $(MODEL) > $@.tmp && mv $@.tmp $@'
 
 $(D)/data/train_all.jsonl: $(D)/model.txt
-	$(STAGE) generate-trajectories '$(TT) generate trajectories --count $(TRAIN_COUNT) --no-call-share $(NOCALL_SHARE) --seed $(SEED) $@.part && $(TT) review $@.part --approve-all && mv $@.part $@'
+	$(STAGE) generate-trajectories '$(TT) generate trajectories --count $(TRAIN_COUNT) --no-call-share $(NOCALL_SHARE) --seed $(SEED) -o $@.part && $(TT) review $@.part --approve-all && mv $@.part $@'
 
 $(D)/data/prefs.jsonl: $(D)/model.txt
-	$(STAGE) generate-preferences '$(TT) generate preferences --count $(PREF_COUNT) --seed $(SEED) $@.part && $(TT) review $@.part --approve-all && mv $@.part $@'
+	$(STAGE) generate-preferences '$(TT) generate preferences --count $(PREF_COUNT) --seed $(SEED) -o $@.part && $(TT) review $@.part --approve-all && mv $@.part $@'
 
 $(D)/data/tasks.jsonl: $(D)/model.txt
-	$(STAGE) generate-tasks '$(TT) generate tasks --split eval --count $(TASK_COUNT) --seed $(SEED) $@.part && mv $@.part $@'
+	$(STAGE) generate-tasks '$(TT) generate tasks --split eval --count $(TASK_COUNT) --seed $(SEED) -o $@.part && mv $@.part $@'
 
 # the demo stops on invalid data, as CI would; --against checks eval prompts never leak into training
 $(D)/validated.ok: $(D)/data/train_all.jsonl $(D)/data/prefs.jsonl $(D)/data/tasks.jsonl
 	$(STAGE) validate '$(TT) validate $^ --strict --max-errors 20 && $(TT) validate $(D)/data/train_all.jsonl $(D)/data/prefs.jsonl --against $(D)/data/tasks.jsonl --max-errors 20 && touch $@'
 
 $(D)/splits/train.jsonl: $(D)/validated.ok
-	$(STAGE) split '$(TT) split $(D)/data/train_all.jsonl $(D)/splits --ratios 0.9,0.1,0 --seed $(SEED) --stratify-by metadata.category'
+	$(STAGE) split '$(TT) split $(D)/data/train_all.jsonl -o $(D)/splits --ratios 0.9,0.1,0 --seed $(SEED) --stratify-by metadata.category'
 
 $(D)/sft/final/adapter_config.json: $(D)/splits/train.jsonl
-	$(STAGE) train-sft '$(TT) train-sft $(D)/splits/train.jsonl --eval-data $(D)/splits/val.jsonl --config $(SFT_CONFIG) --model $(MODEL) --max-steps $(SFT_STEPS) --output-dir $(D)/sft'
+	$(STAGE) train-sft '$(TT) train-sft $(D)/splits/train.jsonl --eval-data $(D)/splits/val.jsonl --config $(SFT_CONFIG) --model $(MODEL) --max-steps $(SFT_STEPS) -o $(D)/sft'
 
 $(D)/dpo/final/adapter_config.json: $(D)/sft/final/adapter_config.json $(D)/data/prefs.jsonl
-	$(STAGE) train-dpo '$(TT) train-dpo --data $(D)/data/prefs.jsonl --config $(DPO_CONFIG) --model $(MODEL) --adapter $(D)/sft/final --max-steps $(DPO_STEPS) --output-dir $(D)/dpo'
+	$(STAGE) train-dpo '$(TT) train-dpo $(D)/data/prefs.jsonl --config $(DPO_CONFIG) --model $(MODEL) --adapter $(D)/sft/final --max-steps $(DPO_STEPS) -o $(D)/dpo'
 
 $(D)/merged/config.json: $(D)/dpo/final/adapter_config.json
-	$(STAGE) merge-lora '$(TT) merge-lora --base $(MODEL) --adapter $(D)/dpo/final --output $(D)/merged --force'
+	$(STAGE) merge-lora '$(TT) merge-lora $(D)/dpo/final --model $(MODEL) -o $(D)/merged --force'
 
 $(D)/eval/report.json: $(D)/merged/config.json $(D)/data/tasks.jsonl
-	$(STAGE) evaluate '$(TT) evaluate --model $(D)/merged --baseline $(MODEL) --tasks $(D)/data/tasks.jsonl --max-new-tokens $(EVAL_MAX_NEW) --output $(D)/eval'
+	$(STAGE) evaluate '$(TT) evaluate $(D)/data/tasks.jsonl --model $(D)/merged --baseline $(MODEL) --max-new-tokens $(EVAL_MAX_NEW) -o $(D)/eval'
 
 demo-clean:
 	rm -rf $(D)

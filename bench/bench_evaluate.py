@@ -8,7 +8,7 @@ if that command is unavailable, from data/examples/valid/task.jsonl repeated. Bo
 prompts with trajtune.chat.render_prompt, generate greedily up to the same limit, stop at the same
 end-of-turn tokens and cut replies with the same code, so they produce the same outputs; only the
 way they batch differs. Prints
-  evaluate        the real stage (scripts.evaluate.evaluate) with its default engine: shared prompt
+  evaluate        the real stage (trajtune.scripts.evaluate.run) with its default engine: shared prompt
                   prefixes computed once, no padding, continuous batching (trajtune/generation.py)
   per-task loop   one model.generate call per task, no padding
   (--generate-engine) evaluate --engine generate: model.generate on length-sorted left-padded batches
@@ -37,7 +37,7 @@ def make_tasks(n: int) -> Path:
     if path.is_file() and sum(1 for _ in path.open()) >= n:
         return path
     res = subprocess.run([sys.executable, "-m", "trajtune.cli.app", "generate", "tasks", "--count", str(n), "--seed", "1",
-                          "--split", "eval", str(path)], capture_output=True, text=True)
+                          "--split", "eval", "-o", str(path)], capture_output=True, text=True)
     if res.returncode == 0 and path.is_file():
         return path
     print(f"(generate tasks unavailable: {res.stderr.strip()[-200:]}; using data/examples/valid/task.jsonl)")
@@ -53,8 +53,8 @@ def per_task_loop(model_path: str, tasks: list[dict], max_new_tokens: int) -> tu
     import torch
 
     from trajtune.chat import render_prompt
-    from trajtune.scripts.evaluate import cut_reply, stop_token_ids
-    from trajtune.scripts.merge_lora import load_model, load_tokenizer
+    from trajtune.generation import cut_reply, stop_token_ids
+    from trajtune.models import load_model, load_tokenizer
 
     tok = load_tokenizer(model_path)
     model = load_model(model_path)
@@ -85,7 +85,7 @@ def main() -> int:
 
     from trajtune.config import build
     from trajtune.models import resolve_model
-    from trajtune.scripts.evaluate import EvaluateConfig, evaluate, load_tasks
+    from trajtune.scripts.evaluate import Config, load_tasks, run
 
     task_file = Path(a.tasks_file).resolve() if a.tasks_file else make_tasks(a.tasks)
     tasks = load_tasks(str(task_file), a.tasks)
@@ -95,18 +95,18 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-eval-"))
     try:
         # 1) evaluate, the real stage
-        cfg = build(EvaluateConfig, None, {"tasks": str(task_file), "output": str(work), "model": model,
+        cfg = build(Config, None, {"tasks": str(task_file), "output": str(work), "model": model,
                                            "max_new_tokens": a.max_new_tokens, "batch_size": a.batch_size,
                                            "limit": a.tasks, "backend": "transformers"})
-        rep = evaluate(cfg)
+        rep = run(cfg)
         ev_secs = rep["models"]["model"]["seconds"]
         stats = rep["models"]["model"].get("engine_stats") or {}
         preds = {json.loads(l)["task_id"]: json.loads(l) for l in (work / "predictions.jsonl").read_text().splitlines()}
         ev_tokens = sum(p["generated_tokens"] for p in preds.values())
         gen_rate = None
         if a.generate_engine:
-            cfg_g = build(EvaluateConfig, None, {**dataclasses.asdict(cfg), "output": str(work / "generate"), "engine": "generate"})
-            rep_g = evaluate(cfg_g)
+            cfg_g = build(Config, None, {**dataclasses.asdict(cfg), "output": str(work / "generate"), "engine": "generate"})
+            rep_g = run(cfg_g)
             gpreds = [json.loads(l) for l in (work / "generate" / "predictions.jsonl").read_text().splitlines()]
             gen_rate = sum(p["generated_tokens"] for p in gpreds) / rep_g["models"]["model"]["seconds"]
             gen_same = sum(p["output"] == preds[p["task_id"]]["output"] for p in gpreds)

@@ -122,10 +122,10 @@ def worker_ours(args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trajtune.config import build
-    from trajtune.scripts.train_dpo import TrainDPOConfig, train_dpo
+    from trajtune.scripts.train_dpo import Config as TrainDPOConfig, run as train_dpo
 
     cfg = build(TrainDPOConfig, ROOT / "configs" / "train_dpo" / "smollm2-135m.yaml", {
-        "model": args.model_path, "data": [args.train], "output_dir": str(OUT / f"train-dpo-run-{os.getpid()}"),
+        "model": args.model_path, "data": [args.train], "output": str(OUT / f"train-dpo-run-{os.getpid()}"),
         "resume": "never", "allow_unreviewed": True, "max_steps": args.steps, "batch_size": args.batch_size,
         "gradient_accumulation_steps": 1, "learning_rate": args.lr, "beta": args.beta, "save_steps": args.steps,
         "logging_steps": max(1, args.steps // 4), "seed": args.seed, "max_length": 4096, "min_records": 1})
@@ -146,7 +146,7 @@ def make_data(n_train: int, n_eval: int, seed: int) -> tuple[Path, Path]:
     count = int((n_train + n_eval) * 1.3) + 10
     gen = OUT / f"generated-{count}-{seed}.jsonl"
     if not gen.exists():
-        cmd = [sys.executable, "-m", "trajtune.cli.app", "generate", "preferences", str(gen), "--count", str(count),
+        cmd = [sys.executable, "-m", "trajtune.cli.app", "generate", "preferences", "-o", str(gen), "--count", str(count),
                "--seed", str(seed)]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:

@@ -97,11 +97,11 @@ def worker_ours(args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trajtune.config import build
-    from trajtune.scripts.train_sft import TrainSFTConfig, train_sft
+    from trajtune.scripts.train_sft import Config as TrainSFTConfig, run as train_sft
 
     run = OUT / "train-sft-run"
     cfg = build(TrainSFTConfig, None, {
-        "model": args.model_path, "data": [args.train], "output_dir": str(run), "resume": "never", "allow_unreviewed": True,
+        "model": args.model_path, "data": [args.train], "output": str(run), "resume": "never", "allow_unreviewed": True,
         "auto_split": False, "max_steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.lr,
         "save_steps": args.steps, "logging_steps": max(1, args.steps // 5), "seed": args.seed, "max_length": 4096})
     s = train_sft(cfg)
@@ -119,7 +119,7 @@ def make_data(count: int, seed: int) -> tuple[Path, Path]:
     OUT.mkdir(parents=True, exist_ok=True)
     gen = OUT / f"generated-{count}-{seed}.jsonl"
     if not gen.exists():
-        cmd = [sys.executable, "-m", "trajtune.cli.app", "generate", "trajectories", str(gen), "--count", str(count), "--seed", str(seed)]
+        cmd = [sys.executable, "-m", "trajtune.cli.app", "generate", "trajectories", "-o", str(gen), "--count", str(count), "--seed", str(seed)]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             sys.exit(f"generating data failed: {res.stderr[-2000:]}")

@@ -113,12 +113,14 @@ def _measure(what: str, path: str, workers: int, limit: int) -> dict:
     import numpy  # noqa: F401
 
     import trajtune.schemas.validate  # noqa: F401
+    import trajtune.scripts.validate  # noqa: F401
 
     t0 = time.perf_counter()
     if what == "validate":
-        from trajtune.schemas.validate import ValidateConfig, validate_file
+        from trajtune.schemas.validate import validate_file
+        from trajtune.scripts.validate import Config
 
-        res = validate_file(path, ValidateConfig(workers=workers))
+        res = validate_file(path, Config(paths=[path], workers=workers))
         n, errors = res.records, res.errors
     elif what == "naive":
         from jsonschema import Draft202012Validator

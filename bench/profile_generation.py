@@ -42,9 +42,8 @@ def main() -> int:
     from bench_evaluate import make_tasks
     from trajtune.chat import render_prompt
     from trajtune.generation import _make_slot_cache, _SlotState
-    from trajtune.models import resolve_model
+    from trajtune.models import load_model, load_tokenizer, resolve_model
     from trajtune.scripts.evaluate import load_tasks
-    from trajtune.scripts.merge_lora import load_model, load_tokenizer
 
     path = resolve_model(a.model)
     tok, model = load_tokenizer(path), load_model(path)

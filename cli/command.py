@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import os
 import types
 import typing
 from typing import Any, List, Optional
@@ -62,7 +63,7 @@ def _default_text(f: dataclasses.Field) -> str:
         return ""
     if isinstance(d, list):
         d = ",".join(map(str, d))
-    return f" [default: {d}]"
+    return f" \\[default: {d}]"  # escaped: rich would read [default: ...] as markup
 
 
 def options(cls: type) -> list[tuple[dataclasses.Field, str, tuple | None]]:
@@ -103,7 +104,7 @@ def _parameters(stage: Stage) -> tuple[list[inspect.Parameter], dict[str, str]]:
         if meta.get("positional"):
             ann: Any = Optional[List[str]] if shape == "list" else Optional[str]
             metavar = meta.get("metavar") or f.name.upper()
-            default = typer.Argument(None, metavar=metavar + ("..." if shape == "list" else ""), help=text,
+            default = typer.Argument(None, metavar=metavar, help=text,
                                      show_default=False)
         elif shape == "bool":
             ann = Optional[bool]
@@ -114,7 +115,7 @@ def _parameters(stage: Stage) -> tuple[list[inspect.Parameter], dict[str, str]]:
             metavar = meta.get("metavar") or ("|".join(map(str, choices)) if choices and len(choices) <= 4
                                               else METAVAR.get(shape, "TEXT"))
             if shape == "list":
-                text += " (repeat the flag, or comma-separated)"
+                text += " (repeat the flag, or comma-separated)" if meta.get("split", True) else " (repeat the flag)"
             default = typer.Option(None, *flag_names(f), metavar=metavar, help=text, show_default=False)
         params.append(inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann))
     rest = yaml_only(stage.config)
@@ -142,12 +143,12 @@ def resolve(stage: Stage, kwargs: dict[str, Any], names: dict[str, str]) -> Any:
     from trajtune import config as cfglib
 
     overrides = cfglib.parse_set(kwargs.pop("common_set", None))
-    positional = {f.name for f, _, _ in options(stage.config) if f.metadata.get("positional")}
+    whole = {f.name for f, _, _ in options(stage.config) if f.metadata.get("positional") or not f.metadata.get("split", True)}
     for pname, value in kwargs.items():
         if pname not in names or value is None or (isinstance(value, list) and not value):
             continue
         field = names[pname]
-        if isinstance(value, list) and field not in positional:
+        if isinstance(value, list) and field not in whole:
             value = _split_commas(value)
         overrides[field] = value
     return cfglib.build(stage.config, kwargs.get("common_config"), overrides)
@@ -167,8 +168,11 @@ def callback(stage: Stage):
             raise UsageError("--json and an output of '-' both use stdout", hint="write the output to a file")
         summary = stage.run(cfg)
         if stage.render is not None:
-            stage.render(summary, cfg)
-        if as_json:
+            if "as_json" in inspect.signature(stage.render).parameters:
+                stage.render(summary, cfg, as_json=as_json)
+            else:
+                stage.render(summary, cfg)
+        if as_json and os.environ.get("RANK", "0") == "0":  # one report from a multi-process run
             typer.echo(json.dumps(summary, default=str))
         code = int(summary.get("exit_code", 0) or 0) if isinstance(summary, dict) else 0
         if code:

@@ -1,68 +1,29 @@
-"""The convert stage: one source format in, trajtune records (or an export format) out.
+"""The convert stage's work: one source format in, trajtune records (or an export format) out.
 
-``run_convert(cfg, inp, out)`` reads ``inp`` (JSON array or JSONL, ``-`` = stdin), converts
-every row with the source's converter, checks every record against its schema, and writes the
-records and a rejects JSONL atomically. A record that fails its schema or one of the semantic
-checks of ``trajtune validate`` (error severity) is rejected, so the output always validates. It returns the summary (converted, rejected by reason,
-skipped by filter); the CLI turns "nothing converted" into exit 1.
+``run_convert(cfg)`` reads ``cfg.input`` (JSON array or JSONL, ``-`` = stdin), converts every row
+with the source's converter, checks every record against its schema, and writes the records to
+``cfg.output`` and a rejects JSONL atomically. A record that fails its schema or one of the
+semantic checks of ``trajtune validate`` (error severity) is rejected, so the output always
+validates. It returns the summary (converted, rejected by reason, skipped by filter); the stage
+turns "nothing converted" into exit 1.
+
+The command and its options (``cfg``): :mod:`trajtune.scripts.convert`.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import orjson
 
-from trajtune import config
+from trajtune import config, records
 from trajtune.converters import exports, registry
 from trajtune.converters.common import ROW_ERRORS, Emitter, Source, as_reject
 from trajtune.errors import ConfigError, UsageError
 from trajtune.jsonl import atomic_writer
 from trajtune.paths import guard
-from trajtune.records import KINDS, validator
-from trajtune.schemas.checks import ERROR, SEVERITY, check_record
-
-
-@dataclasses.dataclass
-class ConvertConfig:
-    source_format: str = config.field("auto", help="input format (--from); auto = detect from the first rows")
-    to: str = config.field("sft", help="output: a record kind (sft, preference, group, triplet) or an export "
-                           "(openai, sharegpt, alpaca-text)")
-    rejects: Optional[str] = config.field(None, help="rejects JSONL (default: OUT with .rejects.jsonl beside it)")
-    max_records: Optional[int] = config.field(None, help="stop after this many converted records")
-    allow_placeholders: bool = config.field(False, help="keep records with unfilled {{placeholders}} (template data)")
-    # tool-invocation logs
-    quality_threshold: float = config.field(0.90, help="tool-logs: minimum success rate kept")
-    min_length: int = config.field(1, help="tool-logs: shortest tool sequence kept")
-    max_length: int = config.field(5, help="tool-logs: longest tool sequence kept")
-    min_task_chars: int = config.field(10, help="tool-logs: a shorter task_description is rejected")
-    min_result_chars: int = config.field(2, help="tool-logs: a shorter expected_result is rejected")
-    # interaction logs
-    min_quality: float = config.field(0.8, help="interactions -> sft: minimum quality_scores.overall")
-    min_quality_diff: float = config.field(0.2, help="interactions -> preference: minimum quality gap")
-    group_size: int = config.field(4, help="interactions -> group: answers per group")
-    agent_types: list[str] = config.field(default_factory=list, help="interactions: keep only these agent types")
-    days_back: Optional[int] = config.field(None, help="interactions: keep only the last N days before --as-of")
-    as_of: Optional[str] = config.field(None, help="interactions: reference date for --days-back (default: now, UTC)")
-    # traces
-    annotations: Optional[str] = config.field(None, help="traces: annotations JSON/JSONL (else read from the input)")
-    approved_only: bool = config.field(True, help="traces -> sft: only spans annotated approved")
-    sessions: bool = config.field(False, help="traces -> sft: one multi-turn trajectory per session.id")
-    min_turns: int = config.field(2, help="traces --sessions: fewest turns in a session")
-
-    def check(self) -> None:
-        if self.to not in KINDS and self.to not in exports.EXPORTS:
-            raise ConfigError(f"--to must be a kind ({', '.join(k for k in KINDS if k != 'task')}) or an export "
-                              f"({', '.join(exports.EXPORTS)}), got '{self.to}'")
-        if self.min_length < 0 or self.max_length < self.min_length:
-            raise ConfigError("--min-length/--max-length: need 0 <= min-length <= max-length")
-        if self.group_size < 2:
-            raise ConfigError("--group-size must be at least 2")
-        if not 0 <= self.quality_threshold <= 1:
-            raise ConfigError("--quality-threshold must be between 0 and 1")
 
 
 _PLACEHOLDER = re.compile(r"\{\{\s*\w+\s*\}\}")
@@ -99,7 +60,13 @@ def config_path(out: str) -> Path:
     return p.with_name(stem + ".convert.yaml")
 
 
-def _stamp(cfg: ConvertConfig, inp: str) -> str:
+def saved_config(cfg: Any) -> dict:
+    """The resolved config as saved in OUT.convert.yaml and compared on a re-run (``force`` is
+    how a run is asked for, not what it produces: it is left out)."""
+    return {k: v for k, v in config.to_dict(cfg).items() if k != "force"}
+
+
+def _stamp(cfg: Any, inp: str) -> str:
     """What the output depends on besides the config: the input files' sizes and mtimes."""
     parts = []
     for f in (inp, cfg.annotations):
@@ -109,7 +76,7 @@ def _stamp(cfg: ConvertConfig, inp: str) -> str:
     return "; ".join(parts)
 
 
-def _saved(cfg: ConvertConfig, inp: str, out: str, rejects: str | None) -> dict | None:
+def _saved(cfg: Any, inp: str, out: str, rejects: str | None) -> dict | None:
     """The summary of the previous identical run when its outputs are still there, else None."""
     side = config_path(out)
     if not (Path(out).is_file() and side.is_file() and (rejects is None or Path(rejects).is_file())):
@@ -124,7 +91,7 @@ def _saved(cfg: ConvertConfig, inp: str, out: str, rejects: str | None) -> dict 
         saved = config.safe_yaml(body, str(side))
     except ConfigError:
         return None  # an unreadable sidecar only means: convert again
-    if saved != config.to_dict(cfg) or f"# input: {_stamp(cfg, inp)}" not in head:
+    if saved != saved_config(cfg) or f"# input: {_stamp(cfg, inp)}" not in head:
         return None
     for line in head:
         if line.startswith("# summary: "):
@@ -132,9 +99,11 @@ def _saved(cfg: ConvertConfig, inp: str, out: str, rejects: str | None) -> dict 
     return None
 
 
-def run_convert(cfg: ConvertConfig, inp: str, out: str, *, force: bool = False) -> dict:
-    """Convert ``inp`` to ``out``. A file-to-file run whose config and inputs are unchanged since
-    the last run (OUT.convert.yaml) is skipped unless ``force``; its summary says ``up_to_date``."""
+def run_convert(cfg: Any) -> dict:
+    """Convert ``cfg.input`` to ``cfg.output`` (a :class:`trajtune.scripts.convert.Config`). A
+    file-to-file run whose config and inputs are unchanged since the last run (OUT.convert.yaml)
+    is skipped unless ``cfg.force``; its summary says ``up_to_date``."""
+    inp, out = cfg.input, cfg.output
     # 1) what to produce: a record kind, possibly exported to another format
     export = exports.EXPORTS.get(cfg.to)
     kind = "sft" if export else cfg.to
@@ -143,7 +112,7 @@ def run_convert(cfg: ConvertConfig, inp: str, out: str, *, force: bool = False) 
     guard({"IN": inp, "--annotations": cfg.annotations},
           files={"OUT": out, "--rejects": rejects_path, "the saved config": None if out == "-" else config_path(out)})
     files = inp != "-" and out != "-" and Path(inp).is_file()
-    if files and not force:
+    if files and not cfg.force:
         previous = _saved(cfg, inp, out, rejects_path)
         if previous is not None:
             return {**previous, "up_to_date": True}
@@ -165,26 +134,23 @@ def run_convert(cfg: ConvertConfig, inp: str, out: str, *, force: bool = False) 
             module = registry.get(fmt) if fmt != "unknown" else None
             if module is not None and kind not in module.KINDS:
                 raise UsageError(f"--from {fmt} gives {', '.join(module.KINDS)} records, not {kind}")
-            # 3) convert, check each record against its schema, write
-            check = validator(kind)
+            # 3) convert, run THE record check (schema, then validate's agent checks), write
             seen: dict[str, int] = {}
             n = 0
             for row, rec in module.convert(source, kind, cfg, emit) if module is not None else ():
                 try:
-                    check(rec)
-                except Exception as exc:  # fastjsonschema.JsonSchemaValueException
-                    emit.reject(row, "fails the schema", getattr(exc, "message", str(exc)), record=rec)
-                    continue
-                if not cfg.allow_placeholders and (ph := _placeholder(rec)):
-                    emit.reject(row, "unfilled {{placeholder}}", ph, record=rec)
-                    continue
-                try:
-                    errors = [i for i in check_record(rec, kind) if SEVERITY.get(i[0]) == ERROR]
+                    errors = records.check(rec, kind)
                 except ROW_ERRORS as exc:  # a record the checks cannot read is rejected, not fatal
                     r = as_reject(exc)
                     emit.reject(row, r.reason, r.detail, record=rec)
                     continue
-                if errors:  # the same semantic checks `trajtune validate` runs
+                if errors and errors[0][0] == "schema":
+                    emit.reject(row, "fails the schema", f"{errors[0][2]}: {errors[0][1]}", record=rec)
+                    continue
+                if not cfg.allow_placeholders and (ph := _placeholder(rec)):
+                    emit.reject(row, "unfilled {{placeholder}}", ph, record=rec)
+                    continue
+                if errors:  # the same agent checks `trajtune validate` runs
                     emit.reject(row, f"fails check {errors[0][0]}", f"{errors[0][1]} (at {errors[0][2]})", record=rec)
                     continue
                 if rec["id"] in seen:
@@ -211,5 +177,5 @@ def run_convert(cfg: ConvertConfig, inp: str, out: str, *, force: bool = False) 
             fh.write(f"# trajtune convert: resolved config of the run that wrote {Path(out).name}; "
                      f"repeat it with --config {config_path(out).name}\n")
             fh.write(f"# input: {_stamp(cfg, inp)}\n# summary: {orjson.dumps(summary).decode()}\n")
-            yaml.safe_dump(config.to_dict(cfg), fh, sort_keys=False)
+            yaml.safe_dump(saved_config(cfg), fh, sort_keys=False)
     return summary

@@ -13,7 +13,7 @@ JSON string), ``expected_result`` (the final answer), ``success_label``, ``agent
 The trajectory is: user task -> one assistant call per tool, each followed by its tool result
 (empty when the log has none; ``metadata.observations`` says "missing") -> the expected result as
 the final answer. Filters (counted as skipped): ``success_label`` false, ``success_rate`` below
-``--quality-threshold``, sequence length outside ``--min-length``..``--max-length``.
+``--quality-threshold``, sequence length outside ``--min-tool-calls``..``--max-tool-calls``.
 """
 from __future__ import annotations
 
@@ -93,8 +93,8 @@ def convert_obj(obj: dict, cfg) -> dict:
         rate = rate / 100.0  # given as a percentage
     if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate < cfg.quality_threshold:
         raise Skip("success_rate below quality_threshold")
-    if not cfg.min_length <= len(tools) <= cfg.max_length:
-        raise Skip("tool_sequence length outside min/max")
+    if not cfg.min_tool_calls <= len(tools) <= cfg.max_tool_calls:
+        raise Skip("tool_sequence length outside min_tool_calls..max_tool_calls")
     # 3) the trajectory
     results = obj.get("tool_results", obj.get("observations"))
     results = loads_json(results, "tool_results") if results is not None else None

@@ -29,24 +29,43 @@ from trajtune.errors import ConfigError, DataError, RunError
 
 
 @dataclass
-class LocalConfig:
-    model: str = field("default", help="local model: 'default', a model folder or a .gguf file")
-    samples: int = field(4, help="responses sampled per task (k)")
-    emit: Literal["group", "preference"] = field("group", help="group (all k with rewards) or preference (best over worst)")
-    reply_limit: int = field(128, help="max new tokens per response (hitting it counts as truncated)")
-    temperature: float = field(1.0, help="sampling temperature")
-    top_p: float = field(0.95, help="nucleus sampling")
-    batch_size: int = field(8, help="prompts per generate call (each gives k rows)")
-    keep_flat: bool = field(False, help="group: keep groups whose rewards are all equal (no learning signal)")
-    seed: int = field(0, help="sampling seed")
+class LocalOptions:
+    """The local backend's options, declared once: ``generate preferences --backend hf`` takes them
+    as flags (its config inherits this class) and :class:`LocalConfig` adds the sampling seed."""
 
-    def check(self) -> None:
+    model: str = field("default", help="(--backend hf) local model: 'default', a model folder or a .gguf file")
+    samples: int = field(4, flags=("-k",), help="(--backend hf) responses sampled per task (k)")
+    emit: Literal["group", "preference"] = field("preference", help="(--backend hf) preference (best response over "
+                                                 "worst) or group (all k with their rewards, GRPO-style)")
+    reply_limit: int = field(128, help="(--backend hf) max new tokens per response (hitting it counts as truncated)")
+    temperature: float = field(1.0, help="(--backend hf) sampling temperature")
+    top_p: float = field(0.95, help="(--backend hf) nucleus sampling")
+    batch_size: int = field(8, help="(--backend hf) prompts per generate call (each gives k rows)")
+    keep_flat: bool = field(False, help="(--backend hf) emit group: keep groups whose rewards are all equal "
+                                        "(no learning signal)")
+
+    def check_local(self) -> None:
         if self.samples < 2:
             raise ConfigError("samples (-k) must be at least 2 (a group or a pair needs two responses)")
         if self.batch_size < 1 or self.reply_limit < 1:
             raise ConfigError("batch_size and reply_limit must be at least 1")
         if self.temperature <= 0:
             raise ConfigError("temperature must be positive (sampling needs it)")
+
+
+@dataclass
+class LocalConfig(LocalOptions):
+    seed: int = field(0, help="sampling seed")
+
+    def check(self) -> None:
+        self.check_local()
+
+    @classmethod
+    def of(cls, cmd: Any) -> "LocalConfig":
+        """The local settings of a ``generate preferences`` config: its LocalOptions fields, its seed."""
+        from dataclasses import fields
+
+        return cls(**{f.name: getattr(cmd, f.name) for f in fields(LocalOptions)}, seed=cmd.seed)
 
 
 def load_model(source: str) -> tuple[Any, Any]:
@@ -226,25 +245,23 @@ def _record(rid: str, task: dict, scored: list[tuple[str, Any]], cfg: LocalConfi
     return base
 
 
-def generate_preferences(gen_cfg: Any, out: str | Path, *, options: dict,
-                         progress: Callable[[int, int], None] | None = None) -> dict:
+def generate_preferences(cfg: Any, out: str | Path, *, progress: Callable[[int, int], None] | None = None) -> dict:
     """``trajtune generate preferences --backend hf``: sample and score the local model on
     training-split tasks drawn from the templates (``offline.iter_tasks``: held-out phrasings are
-    never used); ``gen_cfg.count`` is the target. ``options``: LocalConfig fields (--model,
-    --samples, --set emit=group for GRPO groups instead of pairs, --set reply_limit=64, ...).
-    The resolved settings are saved beside OUT as ``<name>.hf.yaml``."""
-    from trajtune import config as cfglib
+    never used); ``cfg.count`` is the target. ``cfg`` is the command's config
+    (``trajtune.scripts.generate.PreferencesConfig``: the offline options plus :class:`LocalOptions`,
+    e.g. ``--emit group`` for GRPO groups instead of pairs); the command saves it beside OUT."""
     from trajtune.generators import offline
-    from trajtune.generators.teacher import _sidecar, _train_tasks_config
+    from trajtune.generators.teacher import _train_tasks_config
 
-    cfg = cfglib.build(LocalConfig, None, {"seed": gen_cfg.seed, "emit": "preference", **options})
-    src = offline.load_sources(gen_cfg)
-    tasks = offline.iter_tasks(_train_tasks_config(gen_cfg), sources=src, first_step_only=False)
-    limited = (t for _, t in zip(range(max(gen_cfg.count, 1) * 4 + 8), tasks))  # ties skip some tasks
-    summary = generate(limited, out, cfg, count=gen_cfg.count, progress=progress)
-    summary["kind"] = cfg.emit
-    cfglib.save(cfg, _sidecar(out, "hf"))
-    if gen_cfg.count > 0 and summary["total"] == 0 and (summary["ties"] or summary["flat_groups"]):
+    local_cfg = LocalConfig.of(cfg)
+    local_cfg.check()
+    src = offline.load_sources(cfg)
+    tasks = offline.iter_tasks(_train_tasks_config(cfg), sources=src, first_step_only=False)
+    limited = (t for _, t in zip(range(max(cfg.count, 1) * 4 + 8), tasks))  # ties skip some tasks
+    summary = generate(limited, out, local_cfg, count=cfg.count, progress=progress)
+    summary["kind"] = local_cfg.emit
+    if cfg.count > 0 and summary["total"] == 0 and (summary["ties"] or summary["flat_groups"]):
         raise RunError(f"no record written: in all {summary['ties'] + summary['flat_groups']} sampled groups every "
                        f"response got the same reward ({summary['pass_rate']:.0%} of responses passed)",
                        hint="the model needs some right and some wrong answers: raise -k or the temperature, "

@@ -7,7 +7,7 @@ alone, so its content (and its id, a hash of the content) does not depend on ``-
 repaired on the next run), candidates whose id is already there are skipped, and
 near-duplicates (same normalised user text and same calls) are dropped and counted.
 
-Every record is checked before it is written: the record schema (``records.validator``) and the
+Every record is checked before it is written (``trajtune.records.check``): the record schema and the
 semantic checks of ``trajtune validate`` (called tools offered, arguments satisfy the tool's
 parameters, call ids answered). A record that fails is counted under ``invalid`` (a template bug).
 
@@ -41,19 +41,28 @@ NOCALL_CATEGORY = "chat"
 
 
 @dataclass
-class GenerateConfig:
-    count: int = field(200, help="target number of records in the output file (re-runs append what is missing)")
+class SourceOptions:
+    """Where the tools and the task templates come from (``generate tools`` reads them too)."""
+
+    catalog: str | None = field(None, metavar="PATH", help="tool catalog YAML file or folder (default: data/tools)")
+    templates: str | None = field(None, metavar="PATH", help="task templates YAML file or folder (default: data/templates)")
+
+
+@dataclass
+class GenerateConfig(SourceOptions):
+    """What the offline engine reads: the options every generating subcommand shares (the command
+    configs of ``trajtune.scripts.generate`` add the output, the backend and its options)."""
+
+    count: int = field(200, flags=("-n",), help="target number of records in the output file (re-runs append what is missing)")
     seed: int = field(0, help="random seed; the same seed gives the same records")
-    category: list[str] = field(default_factory=list, help=f"only these categories ({', '.join(CATEGORIES)}); empty = all")
-    catalog: str | None = field(None, help="tool catalog YAML file or folder (default: data/tools)")
-    templates: str | None = field(None, help="task templates YAML file or folder (default: data/templates)")
+    category: list[str] = field(default_factory=list, flags=("-c",), metavar="CATEGORY",
+                                help=f"only these categories ({', '.join(CATEGORIES)}); empty = all")
     distractors_min: int = field(1, help="fewest extra (irrelevant) tools offered per record")
     distractors_max: int = field(2, help="most extra (irrelevant) tools offered per record")
     max_tools: int = field(4, help="cap on tools offered per record (keeps rendered prompts ~250-450 tokens)")
     no_call_share: float = field(0.12, help="share of records whose right answer is a plain reply (no tool call)")
     system_prompt: str = field(DEFAULT_SYSTEM, help="system message of every record")
     max_attempts: int = field(30, help="give up after count x this many candidates (pools exhausted)")
-    backend: str = field("offline", help="offline (templates + simulators), or a backend another module adds")
 
     def check(self) -> None:
         if self.count < 0:
@@ -72,11 +81,40 @@ class TrajectoriesConfig(GenerateConfig):
     pass
 
 
+def parse_mix(items: list[str]) -> dict[str, float]:
+    """``["chatter=2", "wrong_tool=1"]`` -> weights over all failure types (unlisted ones keep 1)."""
+    from trajtune.errors import UsageError
+
+    weights = {t: 1.0 for t in FAILURE_TYPES}
+    for part in items:
+        part = str(part).strip()
+        if not part:
+            continue
+        name, sep, val = part.partition("=")
+        name = name.strip()
+        if not sep or name not in FAILURE_TYPES:
+            raise UsageError(f"--mix: bad entry {part!r}", hint=f"use TYPE=WEIGHT with TYPE in {', '.join(FAILURE_TYPES)}")
+        try:
+            weights[name] = float(val)
+        except ValueError:
+            raise UsageError(f"--mix: weight for {name} must be a number, got {val.strip()!r}") from None
+    return weights
+
+
 @dataclass
 class PreferencesConfig(GenerateConfig):
-    failure_mix: dict = field(default_factory=lambda: {t: 1.0 for t in FAILURE_TYPES},
-                              help="relative weight of each rejected-side failure type (0 disables one)")
+    # a mapping TYPE: WEIGHT (YAML; unlisted types get weight 0), or TYPE=W entries (the flag; unlisted keep 1)
+    failure_mix: dict | list[str] = field(default_factory=lambda: {t: 1.0 for t in FAILURE_TYPES}, flags=("--mix",),
+                                          metavar="TYPE=W,...",
+                                          help="relative weight of each rejected-side failure type, e.g. "
+                                               "chatter=2,wrong_tool=0 (unlisted types keep 1; 0 disables one)")
     later_step_share: float = field(0.3, help="share of pairs taken at a later step of a multi-step task")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.failure_mix, str):
+            self.failure_mix = [self.failure_mix]
+        if isinstance(self.failure_mix, (list, tuple)):
+            self.failure_mix = parse_mix([p for item in self.failure_mix for p in str(item).split(",")])
 
     def check(self) -> None:
         super().check()
@@ -84,7 +122,7 @@ class PreferencesConfig(GenerateConfig):
         if unknown:
             raise ConfigError(f"unknown failure type {sorted(unknown)[0]!r} in failure_mix",
                               hint=f"choose from {', '.join(FAILURE_TYPES)}")
-        if any((not isinstance(v, (int, float))) or v < 0 for v in self.failure_mix.values()):
+        if any((not isinstance(v, (int, float))) or isinstance(v, bool) or v < 0 for v in self.failure_mix.values()):
             raise ConfigError("failure_mix weights must be numbers >= 0")
         if not any(self.failure_mix.get(t, 0) > 0 for t in FAILURE_TYPES):
             raise ConfigError("failure_mix gives every failure type weight 0")
@@ -92,10 +130,12 @@ class PreferencesConfig(GenerateConfig):
 
 @dataclass
 class TasksConfig(GenerateConfig):
-    count: int = field(80, help="target number of tasks in the output file")
+    count: int = field(80, flags=("-n",), help="target number of tasks in the output file")
     seed: int = field(1, help="random seed (use a different one from training generation)")
-    split: str = field("eval", help="eval: held-out phrasings and templates; train: training phrasings (a recall check)")
-    heldout_template_share: float = field(0.2, help="share of eval tasks from held-out templates (reported separately)")
+    split: str = field("eval", choices=("eval", "train"),
+                       help="eval: held-out phrasings and templates; train: training phrasings (a recall check)")
+    heldout_template_share: float = field(0.2, flags=("--held-out-template-share",),
+                                          help="share of eval tasks from held-out templates (reported separately)")
     later_step_share: float = field(0.3, help="share of tasks asking for a later step, earlier steps given")
     no_call_share: float = field(0.15, help="share of tasks whose right answer is no call")
 
@@ -188,30 +228,16 @@ def _meta(**kw: Any) -> dict:
 
 
 class _Checker:
-    """Schema + semantic checks of ``trajtune validate`` on one record; returns the first problem."""
+    """THE record check (``trajtune.records.check``) on one record; returns the first problem."""
 
     def __init__(self, kind: str):
-        from trajtune.records import validator
-
         self.kind = kind
-        self.fast = validator(kind)
-        try:
-            from trajtune.schemas.checks import SEVERITY, check_record
-        except ImportError:  # the validate package is optional for generation
-            check_record, SEVERITY = None, {}
-        self.check_record, self.severity = check_record, SEVERITY
 
     def __call__(self, rec: dict) -> str | None:
-        import fastjsonschema
+        from trajtune.records import check
 
-        try:
-            self.fast(rec)
-        except fastjsonschema.JsonSchemaValueException as exc:
-            return f"schema: {exc.message}"
-        if self.check_record is not None:
-            for name, msg, where in self.check_record(rec, self.kind):
-                if self.severity.get(name) == "error":
-                    return f"{name}: {msg} at {where}"
+        for name, msg, where in check(rec, self.kind):
+            return f"schema: {where}: {msg}" if name == "schema" else f"{name}: {msg} at {where}"
         return None
 
 

@@ -39,7 +39,7 @@ import random
 import re
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlparse
@@ -71,23 +71,26 @@ def redact_url(url: str) -> str:
 
 
 @dataclass
-class TeacherConfig:
-    base_url: str | None = field(None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    model: str | None = field(None, help="model name the endpoint serves")
-    api_key_env: str = field("OPENAI_API_KEY", help="environment variable holding the API key (never saved)")
-    concurrency: int = field(4, help="episodes (and so requests) in flight at once")
-    timeout: float = field(60.0, help="seconds before one request times out (then it is retried)")
-    max_retries: int = field(4, help="retries per request on 429/5xx/timeouts, exponential backoff")
-    backoff: float = field(1.0, help="seconds before the first retry; doubles each time (max 30 s)")
-    max_steps: int = field(8, help="teacher turns per trajectory before it is rejected (step_limit)")
-    temperature: float = field(0.2, help="sampling temperature sent to the endpoint")
-    reply_limit: int = field(1024, help="max completion tokens per request (sent as max_tokens)")
-    seed: int | None = field(None, help="seed sent to the endpoint (if it supports one)")
-    system_prompt: str = field(DEFAULT_SYSTEM, help="system message when the task has none")
-    verify: bool = field(False, help="reject (off_task) a trajectory whose first step the scorer fails against "
-                                     "the task's expected calls; metadata.expected_match is recorded either way")
+class TeacherOptions:
+    """The teacher's options, declared once: ``generate trajectories --backend openai`` takes them as
+    flags (its config inherits this class) and :class:`TeacherConfig` adds what only the API needs."""
 
-    def check(self) -> None:
+    base_url: str | None = field(None, metavar="URL", help="(--backend openai) OpenAI-compatible endpoint, e.g. "
+                                                           "http://127.0.0.1:8000/v1; credentials in it are never saved or printed")
+    model: str | None = field(None, help="(--backend openai) the model name the endpoint serves")
+    api_key_env: str = field("OPENAI_API_KEY", metavar="VAR",
+                             help="(--backend openai) environment variable holding the API key (never saved)")
+    concurrency: int = field(4, help="(--backend openai) episodes (and so requests) in flight at once")
+    timeout: float = field(60.0, help="(--backend openai) seconds before one request times out (then it is retried)")
+    max_retries: int = field(4, help="(--backend openai) retries per request on 429/5xx/timeouts, exponential backoff")
+    backoff: float = field(1.0, help="(--backend openai) seconds before the first retry; doubles each time (max 30 s)")
+    max_steps: int = field(8, help="(--backend openai) teacher turns per trajectory before it is rejected (step_limit)")
+    temperature: float = field(0.2, help="(--backend openai) sampling temperature sent to the endpoint")
+    reply_limit: int = field(1024, help="(--backend openai) max completion tokens per request (sent as max_tokens)")
+    verify: bool = field(False, help="(--backend openai) reject (off_task) a trajectory whose first step the scorer "
+                                     "fails against the task's expected calls; metadata.expected_match is recorded either way")
+
+    def check_teacher(self) -> None:
         if not self.base_url:
             raise ConfigError("--base-url is required with --backend openai", hint="e.g. --base-url http://127.0.0.1:8000/v1")
         if urlparse(self.base_url).scheme not in ("http", "https"):
@@ -102,6 +105,25 @@ class TeacherConfig:
             raise ConfigError("--max-retries must be 0 or more")
         if self.max_steps < 1:
             raise ConfigError("--max-steps must be at least 1")
+
+
+@dataclass
+class TeacherConfig(TeacherOptions):
+    """What :func:`generate` runs with: the teacher options plus the request seed and a fallback system message."""
+
+    seed: int | None = field(None, help="seed sent to the endpoint (if it supports one)")
+    system_prompt: str = field(DEFAULT_SYSTEM, help="system message when the task has none")
+
+    def check(self) -> None:
+        self.check_teacher()
+
+    @classmethod
+    def of(cls, cmd: Any) -> "TeacherConfig":
+        """The teacher settings of a ``generate trajectories`` config (its TeacherOptions fields and
+        its system prompt; no request seed is sent, as before)."""
+        from dataclasses import fields
+
+        return cls(**{f.name: getattr(cmd, f.name) for f in fields(TeacherOptions)}, system_prompt=cmd.system_prompt)
 
 
 def api_key(cfg: TeacherConfig) -> str:
@@ -382,42 +404,30 @@ def _arg_problems(params: dict, arguments: Any) -> list[str]:
     return v.errors(arguments)
 
 
-def check_trajectory(record: dict) -> list[tuple[str, str]]:
-    """Problems with one sft trajectory as (reason, detail); empty when it is valid."""
-    from trajtune.records import validator
+# the checks of THE record check (trajtune.records.check) that make a teacher trajectory unusable,
+# by the reject reason the teacher reports them under
+_REASONS = {"schema": "schema", "unknown_tool": "unknown_tool", "arguments_schema": "invalid_arguments",
+            "tool_call_id_unanswered": "unanswered_call", "orphan_tool_message": "unanswered_call",
+            "duplicate_call_id": "unanswered_call", "call_without_result": "unanswered_call"}
 
-    try:
-        validator("sft")(record)
-    except Exception as exc:  # fastjsonschema.JsonSchemaValueException
-        return [("schema", str(getattr(exc, "message", exc))[:200])]
-    tools = _tool_index(record.get("tools") or [])
+
+def check_trajectory(record: dict) -> list[tuple[str, str]]:
+    """Problems with one sft trajectory as (reason, detail), one per reason; empty when it is valid.
+
+    The record check is trajtune.records.check (schema + validate's agent checks, warnings
+    included: a call left without its result is unusable here); the teacher adds only what is
+    its own: the trajectory must end with a non-empty final answer."""
+    from trajtune.records import check
+
     problems: list[tuple[str, str]] = []
-    open_ids: dict[str, str] = {}
-    answered: set[str] = set()
-    for i, m in enumerate(record["messages"]):
-        if m["role"] == "assistant":
-            if open_ids:
-                problems.append(("unanswered_call", f"message {i}: call(s) {', '.join(open_ids)} not answered"))
-                open_ids = {}
-            for c in m.get("tool_calls") or []:
-                name, args = c["function"]["name"], c["function"]["arguments"]
-                if name not in tools:
-                    problems.append(("unknown_tool", f"message {i}: {name!r} is not an offered tool"))
-                    continue
-                errs = _arg_problems(tools[name], args)
-                if errs:
-                    problems.append(("invalid_arguments", f"message {i}: {name}: {errs[0]}"))
-                if c["id"] in open_ids or c["id"] in answered:
-                    problems.append(("unanswered_call", f"message {i}: duplicate call id {c['id']!r}"))
-                open_ids[c["id"]] = name
-        elif m["role"] == "tool":
-            if m["tool_call_id"] not in open_ids:
-                problems.append(("unanswered_call", f"message {i}: tool result for unknown call {m['tool_call_id']!r}"))
-            else:
-                answered.add(m["tool_call_id"])
-                del open_ids[m["tool_call_id"]]
-    if open_ids:
-        problems.append(("unanswered_call", f"call(s) {', '.join(open_ids)} never answered"))
+    seen: set[str] = set()
+    for name, msg, where in check(record, "sft", errors_only=False):
+        reason = _REASONS.get(name)
+        if reason is not None and reason not in seen:
+            seen.add(reason)
+            problems.append((reason, f"{msg} (at {where})"[:300]))
+    if "schema" in seen:
+        return problems
     last = record["messages"][-1]
     if last["role"] != "assistant" or last.get("tool_calls"):
         problems.append(("no_final_answer", "the trajectory does not end with a final answer"))
@@ -679,31 +689,24 @@ def _reject(rej: Any, rid: str, tid: Any, reason: str, detail: str, messages: li
         summary["rejects"][reason] = summary["rejects"].get(reason, 0) + 1
 
 
-def generate_trajectories(gen_cfg: Any, out: str | Path, *, options: dict,
-                          progress: Callable[[int, int], None] | None = None) -> dict:
+def generate_trajectories(cfg: Any, out: str | Path, *, progress: Callable[[int, int], None] | None = None) -> dict:
     """``trajtune generate trajectories --backend openai``: the teacher solves training-split tasks
     drawn from the templates (``offline.iter_tasks``: held-out phrasings never reach training
-    data); observations from the catalog simulators; ``gen_cfg.count`` is the target.
-    ``options``: TeacherConfig fields from the flags (--base-url, --model, --set max_steps=4, ...).
-    The resolved teacher settings are saved beside OUT as ``<name>.teacher.yaml`` (no key in it)."""
-    from trajtune import config as cfglib
+    data); observations from the catalog simulators; ``cfg.count`` is the target. ``cfg`` is the
+    command's config (``trajtune.scripts.generate.TrajectoriesConfig``: the offline options plus
+    :class:`TeacherOptions`); the command saves it beside OUT with the base URL redacted."""
     from trajtune.generators import offline
 
-    cfg = cfglib.build(TeacherConfig, None, options)
-    api_key(cfg)  # fail on a missing key before loading anything
-    src = offline.load_sources(gen_cfg)
-    tasks = offline.iter_tasks(_train_tasks_config(gen_cfg), sources=src, first_step_only=True)
-    summary = generate(tasks, out, cfg, count=gen_cfg.count, simulate=catalog_simulator(src.catalog), progress=progress,
-                       max_tasks=max(gen_cfg.count, 1) * 4 + 8)
+    teacher_cfg = TeacherConfig.of(cfg)
+    teacher_cfg.check()
+    api_key(teacher_cfg)  # fail on a missing key before loading anything
+    src = offline.load_sources(cfg)
+    tasks = offline.iter_tasks(_train_tasks_config(cfg), sources=src, first_step_only=True)
+    summary = generate(tasks, out, teacher_cfg, count=cfg.count, simulate=catalog_simulator(src.catalog),
+                       progress=progress, max_tasks=max(cfg.count, 1) * 4 + 8)
     summary["kind"] = "sft"
-    cfglib.save(replace(cfg, base_url=redact_url(cfg.base_url or "")), _sidecar(out, "teacher"))
     return summary
 
-
-def _sidecar(out: str | Path, what: str) -> Path:
-    p = Path(out)
-    name = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
-    return p.with_name(f"{name}.{what}.yaml")
 
 def _train_tasks_config(gen_cfg: Any) -> Any:
     from dataclasses import fields

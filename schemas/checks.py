@@ -63,12 +63,6 @@ SEVERITY: dict[str, str] = {
 # --------------------------------------------------------------------------- tool schemas
 # Tool schemas come with the data: they are compiled offline and bounded (trajtune.jsonschemas).
 
-def fast_validator(schema: dict) -> Callable[[Any], bool] | None:
-    """A compiled ``is_valid`` for one of our own record schemas (jsonschema-rs, offline)."""
-    v = arg_schema(schema)
-    return None if v.schema_error else v.is_valid
-
-
 def arg_validator(parameters: dict) -> ArgSchema:
     """The cached validator for one distinct ``parameters`` schema."""
     return arg_schema(parameters)

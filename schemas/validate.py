@@ -2,12 +2,15 @@
 
 Steps per file: 1) detect the kind from the first lines (or take ``--kind``); 2) stream the
 lines (split by byte ranges across processes with ``workers > 1``), per line: orjson parse,
-compiled fastjsonschema check, and only when that fails jsonschema to explain the error; then the
+the compiled schema check of ``trajtune.records`` (jsonschema-rs), and only when that fails python
+jsonschema to explain the error in plain words; then the
 semantic checks of ``trajtune.schemas.checks``; 3) merge: duplicate ids and contents are found
 from 8-byte digests (12 bytes a record with its line number, never the records themselves);
 4) summarise.
 
 Other stages use ``require_valid(path, kind)``, which returns the records or raises DataError.
+The command, its options (``cfg`` here is a :class:`trajtune.scripts.validate.Config`) and its
+report: :mod:`trajtune.scripts.validate`. This module imports nothing of the CLI.
 """
 from __future__ import annotations
 
@@ -27,49 +30,17 @@ from typing import Any, Callable, Iterator
 import orjson
 
 from trajtune import records
-from trajtune.config import field
 from trajtune.errors import DataError, UsageError
 from trajtune.jsonl import MAX_DEPTH, too_deep
 from trajtune.paths import check_input, guard
-from trajtune.schemas.checks import ERROR, SEVERITY, WARNING, check_record, fast_validator
+from trajtune.schemas.checks import ERROR, SEVERITY, WARNING, check_record
 
 KEEP_PROBLEMS = 10_000  # problems kept per file for printing and the report; counts are always complete
 DETECT_LINES = 200
 MIN_SPLIT_BYTES = 4 << 20  # smaller files are not worth starting worker processes for
 DETECT_BYTES = 8 << 20
-FORMATS = ("text", "json", "github")
 BOM = b"\xef\xbb\xbf"
 _NAN = re.compile(rb"(?<![\"\w])(-?Infinity|NaN)(?![\"\w])")
-
-
-@dataclasses.dataclass
-class ValidateConfig:
-    kind: str | None = field(None, help="record kind for every file (sft, preference, group, triplet, task); default: detected per file")
-    tokenizer: str | None = field(None, help="model whose tokenizer counts tokens (a folder, hub id or 'default')")
-    max_length: int | None = field(None, help="with tokenizer: records longer than this many tokens are reported as truncated")
-    against: list[str] = field(default_factory=list, help="files whose prompts must not appear in the validated files (leakage)")
-    report: str | None = field(None, help="write the full report as JSON to this file")
-    format: str = field("text", help="how problems are printed: text, json (the report on stdout) or github (Actions annotations)")
-    max_errors: int = field(50, help="print at most this many problems per file (counting is never limited)")
-    strict: bool = field(False, help="warnings fail the run too")
-    workers: int = field(1, help="processes for large files (split by byte ranges)")
-    max_line_mb: float = field(32.0, help="longer lines are reported as line_too_long without being parsed")
-
-    def check(self) -> None:
-        if self.kind is not None and self.kind not in records.KINDS:
-            raise UsageError(f"--kind must be one of {', '.join(records.KINDS)}, got {self.kind!r}")
-        if self.format not in FORMATS:
-            raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        if self.max_length is not None and self.tokenizer is None:
-            raise UsageError("--max-length needs --tokenizer MODEL")
-        if self.workers < 1:
-            raise UsageError("--workers must be at least 1")
-        if self.max_errors < 0:
-            raise UsageError("--max-errors must be >= 0")
-        if not self.max_line_mb > 0:
-            raise UsageError(f"--max-line-mb must be a positive number of megabytes, got {self.max_line_mb:g}")
-        if self.max_length is not None and self.max_length < 1:
-            raise UsageError("--max-length must be at least 1 token")
 
 
 @dataclasses.dataclass
@@ -123,37 +94,10 @@ else:  # spawned workers get a new salt: use a keyless hash there
         return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
-def _inlined_schema(kind: str) -> dict:
-    """The kind's schema with the cross-file ``sft.schema.json#/$defs/..`` refs made local."""
-    raw = json.dumps(records.schema(kind)).replace('"sft.schema.json#', '"#')
-    out = json.loads(raw)
-    if kind != "sft":
-        out["$defs"] = {**records.schema("sft")["$defs"], **out.get("$defs", {})}
-    out.pop("$id", None)
-    return out
-
-
-_FAST: dict[str, Callable[[Any], bool]] = {}
-
-
 def fast_record_validator(kind: str) -> Callable[[Any], bool]:
-    """``is_valid`` for a record of ``kind``: jsonschema-rs when installed (about 15x faster than
-    fastjsonschema on these schemas, whose if/then rules fastjsonschema runs through exceptions),
-    else the compiled fastjsonschema validator of trajtune.records."""
-    v = _FAST.get(kind)
-    if v is None:
-        v = fast_validator(_inlined_schema(kind))
-        if v is None:
-            compiled = records.validator(kind)
-
-            def v(obj: Any) -> bool:
-                try:
-                    compiled(obj)
-                    return True
-                except Exception:
-                    return False
-        _FAST[kind] = v
-    return v
+    """``is_valid`` for a record of ``kind``: the compiled schema of THE record check
+    (jsonschema-rs, about 15x faster than fastjsonschema on these schemas)."""
+    return records.is_valid(kind)
 
 
 def _open(path: str):
@@ -215,7 +159,7 @@ def _detect_kind(lines: list[bytes]) -> str | None:
 class _Scan:
     """Validates the lines of one file (or one byte range of it) and accumulates the result."""
 
-    def __init__(self, kind: str | None, cfg: ValidateConfig, against: dict | None = None,
+    def __init__(self, kind: str | None, cfg: Any, against: dict | None = None,
                  on_record: Callable[[dict], None] | None = None):
         self.kind = kind
         self.fast = fast_record_validator(kind) if kind else None
@@ -495,7 +439,7 @@ def _split(path: str, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
-def validate_file(path: str, cfg: ValidateConfig, *, against: tuple[dict, dict] | None = None,
+def validate_file(path: str, cfg: Any, *, against: tuple[dict, dict] | None = None,
                   on_record: Callable[[dict], None] | None = None) -> FileResult:
     """Validate one JSONL file (or '-'); raises UsageError when it cannot be read."""
     name = "<stdin>" if path == "-" else path
@@ -535,7 +479,7 @@ def validate_file(path: str, cfg: ValidateConfig, *, against: tuple[dict, dict] 
     return _merge(name, kind, parts, cfg)
 
 
-def _run_workers(path: str, workers: int, kind: str | None, cfg: ValidateConfig, against) -> list[dict]:
+def _run_workers(path: str, workers: int, kind: str | None, cfg: Any, against) -> list[dict]:
     import multiprocessing as mp
 
     ranges = _split(path, workers)
@@ -544,7 +488,7 @@ def _run_workers(path: str, workers: int, kind: str | None, cfg: ValidateConfig,
         return pool.map(_scan_range, [(path, a, b, kind, cfg, against) for a, b in ranges])
 
 
-def _merge(name: str, kind: str | None, parts: list[dict], cfg: ValidateConfig) -> FileResult:
+def _merge(name: str, kind: str | None, parts: list[dict], cfg: Any) -> FileResult:
     import numpy as np
 
     res = FileResult(name, kind)
@@ -654,7 +598,7 @@ def load_against(paths: list[str]) -> tuple[dict, dict]:
 
 # --------------------------------------------------------------------------- the stage
 
-def validate(paths: list[str], cfg: ValidateConfig) -> list[FileResult]:
+def validate(paths: list[str], cfg: Any) -> list[FileResult]:
     """Validate every path; raises UsageError (exit 2) for unreadable paths before any work."""
     if not paths:
         raise UsageError("no files given", hint="trajtune validate data/train.jsonl")
@@ -663,14 +607,14 @@ def validate(paths: list[str], cfg: ValidateConfig) -> list[FileResult]:
             _open(p).close()  # missing file or directory: a usage error, before any work
     if sum(1 for p in list(paths) + list(cfg.against) if p == "-") > 1:
         raise UsageError("'-' (stdin) can be given only once")
-    guard({"PATH": paths, "--against": cfg.against}, files={"--report": cfg.report})
+    guard({"PATH": paths, "--against": cfg.against}, files={"-o": cfg.output})
     if cfg.tokenizer:
         _load_tokenizer(cfg.tokenizer)  # fail early (exit 2) on a bad --tokenizer; workers inherit it
     against = load_against(cfg.against) if cfg.against else None
     return [validate_file(p, cfg, against=against) for p in paths]
 
 
-def report_dict(results: list[FileResult], cfg: ValidateConfig) -> dict:
+def report_dict(results: list[FileResult], cfg: Any) -> dict:
     return {
         "ok": not any(r.failed(cfg.strict) for r in results),
         "strict": cfg.strict,
@@ -691,8 +635,10 @@ def require_valid(path: str, kind: str | None = None) -> list[dict]:
     Raises DataError listing the first problems as ``file:line: [check] message`` and the
     total count when any error is found (warnings do not fail).
     """
+    from trajtune.scripts.validate import Config  # the defaults of `trajtune validate`
+
     out: list[dict] = []
-    res = validate_file(str(path), ValidateConfig(kind=kind), on_record=out.append)
+    res = validate_file(str(path), Config(kind=kind), on_record=out.append)
     if res.errors:
         errs = [p for p in res.problems if SEVERITY[p[1]] == ERROR]
         lines = [f"{res.path}:{ln}: [{c}] {m}" if ln is not None else f"{res.path}: [{c}] {m}" for ln, c, m, _ in errs[:5]]
@@ -709,85 +655,72 @@ def _gh_escape(text: str, prop: bool = False) -> str:
     return text.replace(":", "%3A").replace(",", "%2C") if prop else text
 
 
-def print_problems(results: list[FileResult], cfg: ValidateConfig, out=None) -> None:
-    """One line per problem on stdout: ``file:line: severity [check] message`` or GitHub annotations."""
+def _entry(r: Any) -> dict:
+    """A file of the report (``report_dict(...)["files"][i]``); a FileResult is converted."""
+    return r.to_dict() if isinstance(r, FileResult) else r
+
+
+def file_failed(r: Any, strict: bool = False) -> bool:
+    """Whether one file of the report (or a FileResult) fails: errors, or warnings with ``strict``."""
+    r = _entry(r)
+    return r["errors"] > 0 or (strict and r["warnings"] > 0)
+
+
+def print_problems(files: list[Any], cfg: Any, out=None) -> None:
+    """One line per problem on stdout: ``file:line: severity [check] message`` or GitHub annotations.
+
+    ``files``: the report's files (or FileResults); ``cfg``: its format, max_errors and output."""
     out = out or sys.stdout
-    for r in results:
-        shown = r.problems[: cfg.max_errors]
-        for ln, check, msg, where in shown:
-            sev = SEVERITY[check]
+    report_file = cfg.output if cfg.output and cfg.output != "-" else None
+    for r in map(_entry, files):
+        path = r["path"]
+        shown = r["problems"][: cfg.max_errors]
+        for p in shown:
+            ln, check, msg, where, sev = p["line"], p["check"], p["message"], p["at"], p["severity"]
             if cfg.format == "github":
-                props = f"file={_gh_escape(r.path, True)}" + (f",line={ln}" if ln is not None else "")
+                props = f"file={_gh_escape(path, True)}" + (f",line={ln}" if ln is not None else "")
                 props += f",title={_gh_escape(check, True)}"
                 out.write(f"::{sev} {props}::{_gh_escape(msg)}\n")
             else:
-                loc = f"{r.path}:{ln}" if ln is not None else r.path
+                loc = f"{path}:{ln}" if ln is not None else path
                 at = f" (at {where})" if where and where != "$" and where not in msg and check != "arguments_schema" else ""
                 out.write(f"{loc}: {sev} [{check}] {msg}{at}\n")
-        hidden = r.errors + r.warnings - len(shown)
+        hidden = r["errors"] + r["warnings"] - len(shown)
         if hidden > 0:
-            note = f"{r.path}: {hidden} more problem(s) not printed (--max-errors {cfg.max_errors}; all are counted"
-            note += ", see --report)" if not cfg.report else f", see {cfg.report})"
+            note = f"{path}: {hidden} more problem(s) not printed (--max-errors {cfg.max_errors}; all are counted"
+            note += f", see {report_file})" if report_file else ", see the report: -o FILE)"
             if cfg.format == "github":
-                out.write(f"::notice file={_gh_escape(r.path, True)}::{_gh_escape(note)}\n")
+                out.write(f"::notice file={_gh_escape(path, True)}::{_gh_escape(note)}\n")
             else:
                 out.write(note + "\n")
     out.flush()
 
 
-def summary_table(r: FileResult, strict: bool = False):
+def summary_table(r: Any, strict: bool = False):
+    """The summary (a rich Table) of one file of the report (or a FileResult)."""
     from rich.table import Table
 
+    r = _entry(r)
+    by_check = {c: v["count"] for c, v in r["by_check"].items()}
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
     t.add_column(justify="right")
-    t.add_row("records", f"{r.records:,}")
-    t.add_row("valid", f"{r.valid:,}")
-    t.add_row("errors", f"[red]{r.errors:,}[/]" if r.errors else "0")
-    for c, n in sorted(r.by_check.items()):
+    t.add_row("records", f"{r['records']:,}")
+    t.add_row("valid", f"{r['valid']:,}")
+    t.add_row("errors", f"[red]{r['errors']:,}[/]" if r["errors"] else "0")
+    for c, n in sorted(by_check.items()):
         if SEVERITY[c] == ERROR:
             t.add_row(f"  {c}", f"{n:,}")
-    t.add_row("warnings", f"[yellow]{r.warnings:,}[/]" if r.warnings else "0")
-    for c, n in sorted(r.by_check.items()):
+    t.add_row("warnings", f"[yellow]{r['warnings']:,}[/]" if r["warnings"] else "0")
+    for c, n in sorted(by_check.items()):
         if SEVERITY[c] == WARNING:
             t.add_row(f"  {c}", f"{n:,}")
-    t.add_row("turns", f"{r.turns:,}")
-    t.add_row("tool calls", f"{r.tool_calls:,}")
-    t.add_row("distinct tools", f"{len(r.tools):,}")
-    if r.tokens:
-        tk = r.tokens
+    t.add_row("turns", f"{r['turns']:,}")
+    t.add_row("tool calls", f"{r['tool_calls']:,}")
+    t.add_row("distinct tools", f"{r['distinct_tools']:,}")
+    if r["tokens"]:
+        tk = r["tokens"]
         t.add_row("tokens p50 / p95 / max", f"{tk['p50']} / {tk['p95']} / {tk['max']}")
         if tk["max_length"] is not None:
             t.add_row(f"over {tk['max_length']} tokens", f"{tk['truncated']:,}")
     return t
-
-
-def run(paths: list[str], cfg: ValidateConfig) -> int:
-    """The `trajtune validate` stage: validate, print, write the report; return the exit code."""
-    from rich.markup import escape
-
-    from trajtune.cli.common import err_console
-    from trajtune.jsonl import write_json
-
-    # 1) validate every file
-    with err_console.status("validating...", spinner="dots"):
-        results = validate(paths, cfg)
-    report = report_dict(results, cfg)
-    # 2) problems on stdout (text/github) or the whole report (json); summaries on stderr
-    if cfg.format == "json":
-        sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
-    else:
-        print_problems(results, cfg)
-    for r in results:
-        status = "[red]FAIL[/]" if r.failed(cfg.strict) else "[green]OK[/]"
-        err_console.print(f"[bold]{escape(r.path)}[/] ({r.kind or 'unknown kind'}) {status}", soft_wrap=True)
-        err_console.print(summary_table(r, cfg.strict))
-    if cfg.report:
-        write_json(cfg.report, report)
-    t = report["totals"]
-    verdict = "[red]FAILED[/]" if not report["ok"] else "[green]OK[/]"
-    err_console.print(f"{verdict}: {t['files']} file(s), {t['records']:,} records, {t['valid']:,} valid, "
-                      f"{t['errors']:,} error(s), {t['warnings']:,} warning(s)" + (" (--strict)" if cfg.strict else ""),
-                      soft_wrap=True)
-    return 0 if report["ok"] else 1

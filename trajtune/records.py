@@ -1,8 +1,11 @@
-"""Record kinds, stable ids, kind detection and schema loading.
+"""Record kinds, stable ids, kind detection, schema loading and THE record check.
 
-The JSON Schemas in ``schemas/`` are the data contract. ``validator(kind)`` returns a compiled
-fastjsonschema function for the hot path; ``jsonschema_validator(kind)`` returns a Draft 2020-12
-validator used to explain an error (JSON path, plain message) once the fast one has failed.
+The JSON Schemas in ``schemas/`` are the data contract. :func:`check` is the one record check
+every stage runs (convert, generate offline and teacher, evaluate, training through validate's
+engine): the kind's schema on jsonschema-rs (compiled once, offline), then the agent-specific
+checks of :mod:`trajtune.schemas.checks`. :func:`is_valid` is its schema half for hot loops;
+:func:`validator` raises :class:`Invalid` instead. ``jsonschema_validator(kind)`` (python
+jsonschema, Draft 2020-12) only explains a record that failed, for validate's messages.
 """
 from __future__ import annotations
 
@@ -79,35 +82,73 @@ def jsonschema_validator(kind: str):
     return Draft202012Validator(schema(kind), registry=_registry())
 
 
-def _inline_refs(node: Any, root_kind: str) -> Any:
-    """Resolve cross-file ``sft.schema.json#/$defs/x`` refs so fastjsonschema needs no network."""
-    if isinstance(node, dict):
-        out = {}
-        for k, v in node.items():
-            if k == "$ref" and isinstance(v, str) and v.startswith("sft.schema.json#"):
-                out[k] = "#" + v.split("#", 1)[1]
-            else:
-                out[k] = _inline_refs(v, root_kind)
-        return out
-    if isinstance(node, list):
-        return [_inline_refs(v, root_kind) for v in node]
-    return node
+def inlined_schema(kind: str) -> dict:
+    """The kind's schema with the cross-file ``sft.schema.json#/$defs/..`` refs made local."""
+    raw = json.dumps(schema(kind)).replace('"sft.schema.json#', '"#')
+    out = json.loads(raw)
+    if kind != "sft":
+        out["$defs"] = {**schema("sft")["$defs"], **out.get("$defs", {})}
+    out.pop("$id", None)
+    return out
 
 
 @lru_cache(maxsize=None)
-def validator(kind: str) -> Callable[[Any], Any]:
-    """Compiled fastjsonschema validator (raises fastjsonschema.JsonSchemaValueException)."""
-    import fastjsonschema
+def _compiled(kind: str):
+    import jsonschema_rs
 
-    s = _inline_refs(schema(kind), kind)
-    if kind != "sft":
-        defs = dict(schema("sft")["$defs"])
-        defs.update(s.get("$defs", {}))
-        s = dict(s)
-        s["$defs"] = defs
-    s = dict(s)
-    s.pop("$id", None)
-    return fastjsonschema.compile(s)
+    return jsonschema_rs.Draft202012Validator(inlined_schema(kind), offline=True)
+
+
+def is_valid(kind: str) -> Callable[[Any], bool]:
+    """The compiled schema check of ``kind`` (jsonschema-rs, offline): a bool, for hot loops."""
+    return _compiled(kind).is_valid
+
+
+def schema_error(obj: Any, kind: str) -> tuple[str, str] | None:
+    """(message, JSON path) of the first schema violation of ``obj``, or None when it is valid."""
+    v = _compiled(kind)
+    if v.is_valid(obj):
+        return None
+    for err in v.iter_errors(obj):
+        path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.instance_path)
+        msg = " ".join(str(err.message).split())
+        return (msg if len(msg) <= 300 else msg[:297] + "..."), path
+    return "invalid", "$"
+
+
+class Invalid(ValueError):
+    """A record that fails its kind's schema: ``message`` says where and what."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def validator(kind: str) -> Callable[[Any], None]:
+    """The schema check of ``kind`` as a function that raises :class:`Invalid`."""
+    fast = is_valid(kind)
+
+    def check_schema(obj: Any) -> None:
+        if not fast(obj):
+            msg, path = schema_error(obj, kind) or ("invalid", "$")
+            raise Invalid(f"{path}: {msg}")
+
+    return check_schema
+
+
+def check(obj: Any, kind: str, *, errors_only: bool = True) -> list[tuple[str, str, str]]:
+    """THE record check: ``[(check, message, JSON path)]``, empty when ``obj`` is a good record.
+
+    A schema violation is one ``("schema", ...)`` issue (the agent checks assume a schema-valid
+    record, so they run only after it passes); then the agent-specific checks, error severity
+    only unless ``errors_only`` is False."""
+    bad = schema_error(obj, kind)
+    if bad is not None:
+        return [("schema", bad[0], bad[1])]
+    from trajtune.schemas.checks import ERROR, SEVERITY, check_record
+
+    issues = check_record(obj, kind)
+    return [i for i in issues if SEVERITY.get(i[0]) == ERROR] if errors_only else issues
 
 
 _WS = re.compile(r"\s+")

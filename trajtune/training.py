@@ -3,7 +3,7 @@
 What lives here (each piece is a plain function or a small Trainer callback):
 
 * run folders: :func:`resolve_run_dir` (timestamped ``runs/<stage>-YYYYmmdd-HHMMSS`` unless
-  ``output_dir`` is given; with ``resume: auto`` an unfinished run folder whose saved config equals
+  ``-o RUN_DIR`` is given; with ``resume: auto`` an unfinished run folder whose saved config equals
   this one is reused, so re-running the same command continues it), :func:`save_config`;
 * data: :func:`prepare_data` validates every file (``trajtune.schemas.validate.require_valid``)
   before any model is loaded, applies the review gate, the minimum-data check, the automatic
@@ -26,28 +26,29 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Optional, Sequence, Union
 
 from trajtune import config as config_mod
-from trajtune.errors import ConfigError, DataError
+from trajtune.errors import ConfigError, DataError, RunError
 
 RUNS_DIR = "runs"
 SUMMARY_NAME = "training_summary.json"
 CONFIG_NAME = "config.yaml"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 # Keys that do not change what a run computes: ignored when matching a re-run to its run folder.
-_RUN_IDENTITY_IGNORES = {"output_dir", "resume"}
+_RUN_IDENTITY_IGNORES = {"output", "resume"}
 
 
 def log(msg: str) -> None:
     """Progress/warnings on stderr (rich), rank 0 only in multi-process runs."""
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    from trajtune.cli.common import err_console
+    from trajtune.console import err_console
 
     err_console.print(msg, markup=True, highlight=False, soft_wrap=True)
 
@@ -90,7 +91,7 @@ INPUT_FIELDS = ("data", "eval_data", "model", "adapter", "tokenizer")
 def resolve_run_dir(stage: str, cfg: Any, output_dir: str | None, resume: str) -> tuple[Path, bool]:
     """The run folder for this run, and whether it is a reused (resumable) one.
 
-    ``output_dir`` given: that folder. Otherwise, with ``resume != never``, the newest
+    ``output_dir`` (``-o``) given: that folder. Otherwise, with ``resume != never``, the newest
     ``runs/<stage>-*`` folder whose ``config.yaml`` equals this config (re-running the same command
     continues it, or finds it finished); else a new timestamped folder (concurrent runs never
     collide: a clash gets a suffix).
@@ -100,10 +101,10 @@ def resolve_run_dir(stage: str, cfg: Any, output_dir: str | None, resume: str) -
 
         p = Path(output_dir)
         # checkpoints are rotated and final/ is swapped in the run folder: no input may lie in it
-        guard({f"--{k.replace('_', '-')}": getattr(cfg, k, None) for k in INPUT_FIELDS}, replaced={"--output-dir": p})
+        guard({f"--{k.replace('_', '-')}": getattr(cfg, k, None) for k in INPUT_FIELDS}, replaced={"--output": p})
         return p, p.exists() and any(p.iterdir())
     if world_size() > 1:
-        raise ConfigError("multi-process runs need an explicit --output-dir (every process must write to the same folder)")
+        raise ConfigError("multi-process runs need an explicit -o RUN_DIR (every process must write to the same folder)")
     base = Path(RUNS_DIR)
     mine = _identity(config_mod.to_dict(cfg))
     if resume != "never" and base.is_dir():
@@ -258,7 +259,7 @@ def prepare_data(data: Sequence[str], kind: str, *, weights: Sequence[float] | N
     the train side only (so upsampled copies never leak into validation).
     """
     if not data:
-        raise ConfigError("no training data given", hint="pass one or more JSONL files: --data train.jsonl")
+        raise ConfigError("no training data given", hint="pass one or more JSONL files: trajtune train-sft train.jsonl")
     weights = list(weights) if weights else [1.0] * len(data)
     if len(weights) != len(data):
         raise ConfigError(f"weights: {len(weights)} weights for {len(data)} data files; give one weight per file")
@@ -431,14 +432,15 @@ def tensorboard_callback(run_dir: Path):
 
 
 def quiet_libraries() -> None:
-    """No HF progress bars on stderr/stdout, no deprecation chatter from inside transformers/peft."""
+    """No HF progress bars on stderr/stdout, no deprecation chatter (FutureWarning: transformers 5
+    renames, not the user's concern) from inside the libraries, the same for every training stage."""
     import warnings
 
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    for mod in ("transformers", "peft", "accelerate", "torch"):
-        warnings.filterwarnings("ignore", category=FutureWarning, module=mod)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # trl's reference pass progress bar
 
 
 def quiet_trainer(trainer: Any) -> Any:
@@ -548,7 +550,8 @@ def peak_memory_mb(device: str = "cpu") -> float:
 
 
 def free_memory_bytes(device: str = "cpu") -> int:
-    """Memory a run can still use: free CUDA memory, else MemAvailable from /proc/meminfo."""
+    """Memory a run can still use: free CUDA memory, else the system's available memory (psutil,
+    which reads /proc/meminfo on Linux and the right source elsewhere; no silent guess)."""
     try:
         import torch
 
@@ -556,13 +559,9 @@ def free_memory_bytes(device: str = "cpu") -> int:
             return int(torch.cuda.mem_get_info()[0])
     except ImportError:  # pragma: no cover
         pass
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 * 2**30
+    import psutil
+
+    return int(psutil.virtual_memory().available)
 
 
 def perplexity(loss: float | None) -> float | None:
@@ -602,3 +601,268 @@ class Timer:
 def seconds_since(t0: float) -> float:
     return round(time.perf_counter() - t0, 2)
 
+
+
+# ---------------------------------------------------------------------------------------------
+# the shared config and the one run skeleton of every training stage
+# ---------------------------------------------------------------------------------------------
+
+F = config_mod.field
+
+
+@dataclass
+class TrainConfig:
+    """What every training stage shares; each stage extends it with only what is its own and may
+    change a default with :func:`redefault` (the help text stays declared once, here)."""
+
+    # what to train on
+    data: list[str] = F(default_factory=list, positional=True, metavar="DATA",
+                        help="training JSONL files (sft records for train-sft, preference pairs for train-dpo)")
+    model: str = F("default", help="model folder, .gguf file, hub id (org/name), or 'default' (SmolLM2-135M-Instruct)")
+    output: Optional[str] = F(None, flags=("-o",), output=True, metavar="RUN_DIR",
+                              help="run folder (default runs/<stage>-<timestamp>; re-running the same command resumes it)")
+    weights: Optional[list[float]] = F(None, help="mixing weight per data file (1.0 = as is, 2.0 = twice, 0.5 = half)")
+    eval_data: Optional[list[str]] = F(None, split=False, help="validation files; without them more than 100 records are split 90/10 by prompt")
+    resume: str = F("auto", help="auto (newest complete checkpoint), never, or a checkpoint folder")
+    allow_unreviewed: bool = F(False, help="train on synthetic records still pending review")
+    min_records: int = F(50, help="refuse to train on fewer records")
+    eval_fraction: float = F(0.1, help="share of records held out by the automatic split")
+    auto_split: bool = F(True, help="without eval_data, hold out eval_fraction of the records (by prompt) when there are more than 100")
+    seed: int = F(42, help="seed for splits, data order, initialisation")
+    max_length: int = F(2048, help="max tokens per record (each side of a preference pair)")
+    truncation: Literal["drop", "truncate"] = F("drop", help="records longer than max_length: drop them, or cut the end")
+    # method
+    method: Literal["lora", "full", "qlora"] = F("lora", help="lora, full fine-tuning, or qlora (4-bit, CUDA only)")
+    lora_r: int = F(16, help="LoRA rank")
+    lora_alpha: int = F(32, help="LoRA alpha")
+    lora_dropout: float = F(0.05, help="LoRA dropout")
+    lora_target_modules: list[str] = F(default_factory=lambda: ["all-linear"],
+                                       help="modules LoRA wraps; all-linear = every linear layer but the output head")
+    lora_fallback: Literal["none", "full"] = F("none", help="if LoRA cannot attach: none = stop with the reason, full = full fine-tuning (loud warning)")
+    trust_remote_code: bool = F(False, help="allow model code from the hub (off by default)")
+    # optimisation
+    epochs: float = F(1.0, help="passes over the training data")
+    max_steps: int = F(-1, help="stop after this many optimizer steps (-1 = use epochs)")
+    batch_size: int = F(8, help="records per device per optimizer step (before gradient accumulation)")
+    gradient_accumulation_steps: int = F(1, help="batches accumulated per optimizer step (effective batch = batch_size x this x processes)")
+    learning_rate: float = F(2e-4, flags=("--lr",), help="peak learning rate")
+    lr_scheduler: str = F("linear", help="transformers scheduler name (linear, cosine, constant, ...)")
+    warmup_steps: int = F(0, help="linear warmup steps")
+    weight_decay: float = F(0.0, help="AdamW weight decay")
+    max_grad_norm: float = F(1.0, help="gradient clipping")
+    # evaluation, checkpoints, logging
+    eval_steps: int = F(50, help="evaluate every N steps (when there is a validation set)")
+    patience: int = F(3, help="early stopping: evaluations without eval-loss improvement before stopping (0 = off)")
+    save_steps: int = F(50, help="checkpoint every N steps (a multiple of eval_steps when evaluating)")
+    save_total_limit: Optional[int] = F(3, help="keep at most N checkpoints (the best one is always kept)")
+    logging_steps: int = F(10, help="log train loss every N steps")
+    # speed
+    precision: Literal["auto", "fp32", "bf16"] = F("auto", help="auto: bf16 on CUDA and on CPUs with native bf16 (autocast, fp32 weights), else fp32")
+    device: Literal["auto", "cpu", "cuda"] = F("auto", help="where to train")
+    gradient_checkpointing: Union[bool, Literal["auto"]] = F("auto", help="recompute activations to save memory (slower); auto: on only when the largest batch's activations would not fit in half the free memory")
+    logits_at_labels_only: bool = F(True, help="run the vocabulary projection only where there is a label")
+    # scale-out (GPU clusters; launch with torchrun or accelerate launch)
+    deepspeed: Optional[str] = F(None, help="DeepSpeed JSON config (e.g. configs/deepspeed/zero3.json); FSDP comes from the accelerate config")
+
+    def check(self) -> None:
+        if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise ConfigError("batch_size and gradient_accumulation_steps must be >= 1")
+        if self.max_length < 8:
+            raise ConfigError("max_length must be >= 8")
+        if self.max_steps == 0 or (self.max_steps < 0 and self.epochs <= 0):
+            raise ConfigError("nothing to train: set max_steps > 0 or epochs > 0")
+        if not 0 < self.eval_fraction < 1:
+            raise ConfigError("eval_fraction must be between 0 and 1")
+        if min(self.eval_steps, self.save_steps, self.logging_steps) < 1:
+            raise ConfigError("eval_steps, save_steps and logging_steps must be >= 1")
+        if self.output == "-":
+            raise ConfigError("a run writes a folder: -o RUN_DIR, not '-'")
+
+
+def redefault(name: str, value: Any) -> Any:
+    """A stage's own default for a :class:`TrainConfig` field, keeping its one help text."""
+    import dataclasses
+
+    base = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+    if isinstance(value, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=base.metadata)
+    return dataclasses.field(default=value, metadata=base.metadata)
+
+
+@dataclass
+class RunContext:
+    """What the skeleton hands a stage's ``setup``: the run folder, resume point, data, devices and
+    the callbacks its Trainer must be built with."""
+
+    stage: str
+    cfg: Any
+    run_dir: Path
+    resume_from: Path | None
+    data: "PreparedData"
+    precision: Precision
+    stopper: Any
+    metrics: Any
+    tensorboard: Any
+
+    def callbacks(self, early: Any = None) -> list:
+        cbs = [c for c in (self.stopper, self.metrics, early, self.tensorboard) if c is not None]
+        if os.environ.get("TRAJTUNE_TEST_STEP_SLEEP"):  # test hook: slow steps down so a test can kill mid-run
+            from trajtune.trainers import SleepPerStep
+
+            cbs.append(SleepPerStep(float(os.environ["TRAJTUNE_TEST_STEP_SLEEP"])))
+        return cbs
+
+
+@dataclass
+class Setup:
+    """What a stage's ``setup`` returns: the Trainer ready to train and what the summary needs."""
+
+    trainer: Any
+    tokenizer: Any
+    has_eval: bool
+    early: Any
+    info: dict  # summary fields known before training (method, batch, data counts, params, ...)
+    finish: Any = None  # function(trainer, interrupted) -> dict of summary fields after training
+
+
+def run_training(stage: str, cfg: TrainConfig, kind: str, setup: Any) -> dict:
+    """The one skeleton of every training stage: run folder and skip-if-finished, resume point,
+    data (validated, review-gated, split, weighted) before any model loads, the stage's ``setup``
+    (tokenize, model, Trainer), training with SIGINT/SIGTERM -> checkpoint and stop, the final/
+    swap, and training_summary.json. Returns the summary (``exit_code`` 130 when interrupted)."""
+    t0 = Timer()
+    quiet_libraries()
+    # 1) the run folder; a finished run is not trained again
+    run_dir, reused = resolve_run_dir(stage, cfg, cfg.output, cfg.resume)
+    if reused and cfg.resume != "never" and run_finished(run_dir):
+        log(f"{run_dir} already holds a finished run; nothing to do (use --resume never or a new -o RUN_DIR to train again)")
+        summary = json.loads((run_dir / SUMMARY_NAME).read_text("utf-8"))
+        return {**summary, "skipped": True, "exit_code": 0}
+    resume_from = find_checkpoint(run_dir, cfg.resume)
+    # 2) data, before any model is loaded
+    data = prepare_data(cfg.data, kind, weights=cfg.weights, eval_data=cfg.eval_data, min_records=cfg.min_records,
+                        allow_unreviewed=cfg.allow_unreviewed, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
+                        auto_split_over=100 if cfg.auto_split else float("inf"))
+    check_eval_save_steps(bool(data.eval), cfg.eval_steps, cfg.save_steps)
+    precision = choose_precision(cfg.precision, cfg.device)
+    if cfg.method == "qlora" and precision.device != "cuda":
+        raise ConfigError("method: qlora needs a CUDA GPU (bitsandbytes 4-bit); on CPU use method: lora")
+    tb = tensorboard_callback(run_dir)
+    ctx = RunContext(stage, cfg, run_dir, resume_from, data, precision, make_graceful_stop(), make_run_metrics(), tb)
+    # 3) the stage: tokenize, model, Trainer
+    built = setup(ctx)
+    trainer, metrics, stopper = built.trainer, ctx.metrics, ctx.stopper
+    quiet_trainer(trainer)
+    # 4) train (SIGINT/SIGTERM -> checkpoint + clean stop)
+    tokens_before = 0
+    if resume_from is not None:
+        tokens_before = int(json.loads((resume_from / "trainer_state.json").read_text("utf-8")).get("num_input_tokens_seen", 0))
+    stopper.install()
+    t_train = Timer()
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        stopper.uninstall()
+    train_time = t_train.elapsed()
+    state = trainer.state
+    interrupted = stopper.signal
+    if metrics.train_loss is not None and metrics.train_loss != metrics.train_loss:
+        raise RunError("training diverged (loss is NaN)", hint="lower learning_rate (or beta for train-dpo)")
+    # 5) final/: adapter or model + tokenizer, swapped in whole
+    final_dir = None
+    if not interrupted:
+        final_dir = run_dir / "final"
+        tmp = run_dir / "final.tmp"
+        if is_main_process() and tmp.exists():
+            shutil.rmtree(tmp)
+        trainer.save_model(str(tmp))
+        if is_main_process():
+            built.tokenizer.save_pretrained(str(tmp))
+            (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config.yaml says it all
+            shutil.rmtree(tmp / "ref", ignore_errors=True)  # trl's frozen reference copy of an SFT adapter
+            if final_dir.exists():
+                shutil.rmtree(final_dir)
+            os.replace(tmp, final_dir)
+    after = built.finish(trainer, interrupted) if built.finish is not None else {}
+    tokens_now = after.pop("tokens_this_run", None)
+    tokens_seen = int(state.num_input_tokens_seen or 0) if tokens_now is None else tokens_before + tokens_now
+    trained = (tokens_seen - tokens_before) if tokens_now is None else tokens_now
+    eval_loss = after.pop("eval_loss", metrics.eval_loss)
+    summary = {
+        "stage": stage, "finished": not interrupted,
+        "stop_reason": stop_reason(interrupted=interrupted, early_stopping=built.early, global_step=state.global_step,
+                                   max_steps=state.max_steps if cfg.max_steps > 0 else 0, patience=cfg.patience),
+        "run_dir": str(run_dir), "final": str(final_dir) if final_dir else None, "model": cfg.model,
+        **built.info,
+        "device": precision.device, "precision": precision.reason, "world_size": trainer.args.world_size,
+        "resumed_from": str(resume_from) if resume_from else None,
+        "global_step": state.global_step, "max_steps": state.max_steps,
+        "train_loss": metrics.train_loss, "train_loss_mean": round(float(result.training_loss), 6) if result else None,
+        "eval_loss": eval_loss, "perplexity": perplexity(eval_loss), "eval_history": metrics.eval_history,
+        **after,
+        "grad_norm": metrics.grad_norm,
+        "best_checkpoint": state.best_model_checkpoint, "best_eval_loss": state.best_metric,
+        "tokens_seen": tokens_seen,
+        "tokens_per_second": round(trained / train_time, 1) if train_time > 0 else None,
+        "peak_memory_mb": peak_memory_mb(precision.device),
+        "train_time_s": train_time, "wall_time_s": t0.elapsed(),
+        "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in state.log_history if "loss" in h],
+    }
+    write_summary(run_dir, summary)
+    return {**summary, "exit_code": 130 if interrupted else 0}
+
+
+def load_causal_lm(cfg: TrainConfig, model_path: str, precision: Precision) -> Any:
+    """The model as every training stage loads it: QLoRA 4-bit (CUDA) when asked; LoRA on a GPU
+    keeps frozen weights in bf16; full fine-tuning and every CPU run keep fp32 master weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kw: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+    if cfg.method == "qlora":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ConfigError("method: qlora needs bitsandbytes", hint="pip install 'trajtune[qlora]'") from None
+        from transformers import BitsAndBytesConfig
+
+        kw["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if precision.bf16 else torch.float16)
+    kw["dtype"] = torch.bfloat16 if (precision.device == "cuda" and precision.bf16 and cfg.method != "full") else torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_path, **kw)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load model {cfg.model}: {str(exc).splitlines()[0][:300]}",
+                          hint="pass --model with a local model folder, a .gguf file, or 'default'") from None
+    model.config.use_cache = False
+    if cfg.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(cfg.gradient_checkpointing))
+    return model
+
+
+def load_tokenizer(path: str, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def render_summary(summary: dict, cfg: Any) -> None:
+    """The one line a training command ends with (stderr)."""
+    if summary.get("skipped") or not is_main_process():
+        return
+
+    def fmt(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.4f}"
+
+    if summary["finished"]:
+        log(f"done: {summary['stop_reason']} at step {summary['global_step']}; train loss {fmt(summary['train_loss'])}, "
+            f"eval loss {fmt(summary['eval_loss'])}; {summary['tokens_per_second']} tokens/s; model in {summary['final']}")
+    else:
+        log(f"stopped: {summary['stop_reason']} at step {summary['global_step']}; checkpoint saved in "
+            f"{summary['run_dir']}; re-run the same command to resume")

@@ -1,4 +1,5 @@
 """`trajtune evaluate` through the real CLI in subprocesses: kill and resume, JSON summary, exit codes."""
+import dataclasses
 import json
 import os
 import signal
@@ -6,6 +7,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from trajtune.cli.command import COMMON, flag_names, options
+from trajtune.scripts.evaluate import Config
 
 FIX = Path(__file__).parents[1] / "fixtures" / "evaluate"
 N = 24  # tasks in the kill test
@@ -15,8 +19,25 @@ def cmd(*args):
     return [sys.executable, "-m", "trajtune.cli.app", "evaluate", *map(str, args)]
 
 
-def run(*args):
-    return subprocess.run(cmd(*args), capture_output=True, text=True)
+def run(*args, env=None):
+    return subprocess.run(cmd(*args), capture_output=True, text=True, env=env)
+
+
+def test_help_lists_exactly_the_config_fields():
+    res = run("--help", env={**os.environ, "COLUMNS": "250"})
+    assert res.returncode == 0, res.stderr
+    got = set()
+    for line in res.stdout.splitlines():  # each row of the option table starts with its flag names
+        cells = line.strip().strip("│").split()
+        while cells and cells[0].startswith("-"):
+            got.add(cells.pop(0))
+    want = {"-h", *COMMON}
+    for f, shape, _ in options(Config):
+        if not f.metadata.get("positional"):
+            want |= set(flag_names(f)) | ({"--no-" + f.name.replace("_", "-")} if shape == "bool" else set())
+    assert got == want
+    assert {f.name for f, _, _ in options(Config)} == {f.name for f in dataclasses.fields(Config)}
+    assert "TASKS" in res.stdout and "--tasks" not in got and "Example: trajtune evaluate" in res.stdout
 
 
 def test_killed_evaluate_resumes_without_redoing_tasks(tiny_model, tmp_path):
@@ -27,7 +48,7 @@ def test_killed_evaluate_resumes_without_redoing_tasks(tiny_model, tmp_path):
             fh.write(json.dumps({**base[i % len(base)], "id": f"k-{i:02d}"}) + "\n")
     out = tmp_path / "ev"
     preds = out / "predictions.jsonl"
-    args = ("--tasks", tasks, "--output", out, "--model", tiny_model, "--max-new-tokens", 32)
+    args = (tasks, "-o", out, "--model", tiny_model, "--max-new-tokens", 32)
     proc = subprocess.Popen(cmd(*args, "--batch-size", 1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600  # generous: a loaded CI machine can take minutes just to import torch
     while time.time() < deadline and (not preds.exists() or preds.read_bytes().count(b"\n") < 3):
@@ -52,23 +73,36 @@ def test_killed_evaluate_resumes_without_redoing_tasks(tiny_model, tmp_path):
 
 
 def test_table_on_terminal_matches_report_md(tiny_model, tmp_path):
-    res = run("--tasks", FIX / "learnable.jsonl", "--output", tmp_path, "--model", tiny_model, "--max-new-tokens", 4)
+    res = run(FIX / "learnable.jsonl", "-o", tmp_path, "--model", tiny_model, "--max-new-tokens", 4)
     assert res.returncode == 0, res.stderr
-    assert "pass rate" in res.stdout and "ready for RL" in res.stdout
+    assert "pass rate" in res.stderr and "ready for RL" in res.stderr and res.stdout == ""  # the report is on stderr
     md = (tmp_path / "report.md").read_text()
-    assert "| pass rate | 0.0% |" in md and "0.0%" in res.stdout
+    assert "| pass rate | 0.0% |" in md and "0.0%" in res.stderr
 
 
 def test_invalid_task_line_exits_1_with_file_and_line(tiny_model, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text((FIX / "learnable.jsonl").read_text().splitlines()[0] + "\n{not json\n")
-    res = run("--tasks", bad, "--output", tmp_path / "o", "--model", tiny_model)
+    res = run(bad, "-o", tmp_path / "o", "--model", tiny_model)
     assert res.returncode == 1
     assert f"Error: {bad}:2: not valid JSON" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_usage_errors_exit_2(tiny_model, tmp_path):
-    res = run("--output", tmp_path / "o", "--model", tiny_model)
+    res = run("-o", tmp_path / "o", "--model", tiny_model)
     assert res.returncode == 2 and "no task file given" in res.stderr
-    res = run("--tasks", FIX / "learnable.jsonl", "--output", tmp_path / "o", "--model", tiny_model, "--baseline", "base")
+    res = run(FIX / "learnable.jsonl", "-o", tmp_path / "o", "--model", tiny_model, "--baseline", "base")
     assert res.returncode == 2 and "no --adapter was given" in res.stderr
+    res = run(FIX / "learnable.jsonl", "-o", "-", "--model", tiny_model)
+    assert res.returncode == 2 and "not '-'" in res.stderr
+
+
+def test_tasks_from_stdin_and_config_yaml(tiny_model, tmp_path):
+    """TASKS '-' reads stdin; --config takes the same keys as the flags (flags override it)."""
+    conf = tmp_path / "ev.yaml"
+    conf.write_text(f"model: {tiny_model}\nmax_new_tokens: 4\nlimit: 2\nengine: generate\n")
+    res = subprocess.run(cmd("-", "-o", tmp_path / "ev", "--config", conf, "--limit", 3, "--json"),
+                         input=(FIX / "learnable.jsonl").read_text(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    m = json.loads(res.stdout)["models"]["model"]
+    assert m["metrics"]["tasks"] == 3 and m["engine"] == "generate"

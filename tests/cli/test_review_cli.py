@@ -20,7 +20,7 @@ def app(args):
 
 def _gen(tmp_path, n=4):
     out = tmp_path / "pairs.jsonl"
-    res = runner.invoke(app, ["generate", "preferences", "-n", str(n), str(out), "--json"])
+    res = runner.invoke(app, ["generate", "preferences", "-n", str(n), "-o", str(out), "--json"])
     assert res.exit_code == 0, res.output
     return out
 
@@ -60,3 +60,43 @@ def test_missing_ids_file_is_a_usage_error(tmp_path):
     p = _gen(tmp_path, 2)
     res = runner.invoke(app, ["review", str(p), "--approve-ids", str(tmp_path / "none.txt")])
     assert res.exit_code == 2
+
+
+def test_help_lists_exactly_the_config_fields():
+    import re
+
+    from trajtune.cli.command import COMMON, flag_names, options
+    from trajtune.scripts.review import Config
+
+    want = set(COMMON) | {"-h"}
+    for f, shape, _ in options(Config):
+        if not f.metadata.get("positional"):
+            want |= set(flag_names(f)) | ({"--no-" + f.name.replace("_", "-")} if shape == "bool" else set())
+    res = runner.invoke(app, ["review", "--help"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    shown = set()
+    for line in res.output.splitlines():
+        m = re.match(r"^│ (.*)$", line)
+        for tok in re.split(r"[\s,]+", m.group(1).strip()) if m else []:
+            if not tok.startswith("-"):
+                break
+            shown.add(tok)
+    assert shown == want
+    assert "FILE" in res.output and [f.name for f, _, _ in options(Config) if f.metadata.get("positional")] == ["input"]
+
+
+def test_config_file_and_script_form(tmp_path):
+    import subprocess
+
+    p = _gen(tmp_path, 2)
+    conf = tmp_path / "review.yaml"
+    conf.write_text(f"input: {p}\napprove_all: true\n")
+    res = runner.invoke(app, ["review", "--config", str(conf), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["approved"] == 2 and _states(p) == ["approved", "approved"]
+    q = subprocess.run([sys.executable, "-m", "trajtune.scripts.review", str(p), "--json"], input="", capture_output=True,
+                       text=True)
+    assert q.returncode == 0, q.stderr
+    assert json.loads(q.stdout)["pending"] == 0
+    q = subprocess.run([sys.executable, "-m", "trajtune.scripts.review", "-"], capture_output=True, text=True)
+    assert q.returncode == 2 and "Error: review needs a file, not stdin" in q.stderr

@@ -45,13 +45,13 @@ def cli(*args, capsys=None):
 def test_help_shows_an_example():
     res = CliRunner().invoke(app, ["train-dpo", "--help"])
     assert res.exit_code == 0
-    assert "Example: trajtune train-dpo --config configs/train_dpo/smollm2-135m.yaml" in " ".join(res.output.split())
+    assert "Example: trajtune train-dpo data/pairs.jsonl --adapter runs/sft/final --config configs/train_dpo/smollm2-135m.yaml -o runs/dpo" in " ".join(res.output.split())
 
 
 def test_trains_the_tiny_model_and_prints_a_json_summary(tiny_model, tmp_path, capsys):
     data = write_pairs(tmp_path / "pairs.jsonl", 22)
     code, out, err = cli("train-dpo", "--config", str(ROOT / "configs/train_dpo/smollm2-135m.yaml"), "--model", str(tiny_model),
-                         "--data", str(data), "--output-dir", str(tmp_path / "run"), "--max-steps", "2",
+                         str(data), "-o", str(tmp_path / "run"), "--max-steps", "2",
                          "--precision", "fp32", "--set", "gradient_accumulation_steps=1", "--json", capsys=capsys)
     assert code == 0, err
     summary = json.loads(out)
@@ -60,7 +60,7 @@ def test_trains_the_tiny_model_and_prints_a_json_summary(tiny_model, tmp_path, c
     assert "22 train / 0 eval pairs" in err
     # the same command again: the run is finished, nothing is retrained
     code, out, err = cli("train-dpo", "--config", str(ROOT / "configs/train_dpo/smollm2-135m.yaml"), "--model", str(tiny_model),
-                         "--data", str(data), "--output-dir", str(tmp_path / "run"), "--max-steps", "2",
+                         str(data), "-o", str(tmp_path / "run"), "--max-steps", "2",
                          "--precision", "fp32", "--set", "gradient_accumulation_steps=1", capsys=capsys)
     assert code == 0 and "already holds a finished run" in err
 
@@ -70,41 +70,53 @@ def test_bad_record_fails_with_file_and_line_before_loading_a_model(tmp_path, ca
     del recs[6]["rejected"]
     p = tmp_path / "bad.jsonl"
     p.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    code, out, err = cli("train-dpo", "--data", str(p), "--model", str(tmp_path / "no-such-model"),
-                         "--output-dir", str(tmp_path / "run"), capsys=capsys)
+    code, out, err = cli("train-dpo", str(p), "--model", str(tmp_path / "no-such-model"),
+                         "-o", str(tmp_path / "run"), capsys=capsys)
     assert code == 1
     assert f"{p}:7" in err and "Error:" in err and "Traceback" not in err
 
 
 def test_too_few_pairs_is_a_clear_refusal(tmp_path, capsys):
     data = write_pairs(tmp_path / "few.jsonl", 5)
-    code, out, err = cli("train-dpo", "--data", str(data), "--output-dir", str(tmp_path / "run"), capsys=capsys)
+    code, out, err = cli("train-dpo", str(data), "-o", str(tmp_path / "run"), capsys=capsys)
     assert code == 1
     assert "only 5 preference pairs" in err and "at least 20 are needed" in err
 
 
 def test_pending_review_is_refused_unless_allowed(tmp_path, capsys):
     data = write_pairs(tmp_path / "pending.jsonl", 25, review="pending")
-    code, out, err = cli("train-dpo", "--data", str(data), "--output-dir", str(tmp_path / "run"), capsys=capsys)
+    code, out, err = cli("train-dpo", str(data), "-o", str(tmp_path / "run"), capsys=capsys)
     assert code == 1 and "pending" in err and "--allow-unreviewed" in err
 
 
 def test_unknown_config_key_names_the_nearest_one(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("bta: 0.2\n")
-    code, out, err = cli("train-dpo", "--config", str(cfg), "--data", "x.jsonl", capsys=capsys)
+    code, out, err = cli("train-dpo", "--config", str(cfg), "x.jsonl", capsys=capsys)
     assert code == 2 and "unknown config key 'bta'" in err and "did you mean 'beta'" in err
 
 
 def test_resume_path_that_does_not_exist_is_a_usage_error(tmp_path, capsys):
     data = write_pairs(tmp_path / "pairs.jsonl", 22)
-    code, out, err = cli("train-dpo", "--data", str(data), "--output-dir", str(tmp_path / "run"),
+    code, out, err = cli("train-dpo", str(data), "-o", str(tmp_path / "run"),
                          "--resume", str(tmp_path / "nope" / "checkpoint-3"), capsys=capsys)
     assert code == 2 and "no such checkpoint folder" in err
 
 
 def test_qlora_on_cpu_is_refused(tmp_path, capsys):
     data = write_pairs(tmp_path / "pairs.jsonl", 22)
-    code, out, err = cli("train-dpo", "--data", str(data), "--output-dir", str(tmp_path / "run"), "--method", "qlora",
+    code, out, err = cli("train-dpo", str(data), "-o", str(tmp_path / "run"), "--method", "qlora",
                          "--set", "device=cpu", capsys=capsys)
     assert code == 2 and "qlora needs a CUDA GPU" in err
+
+
+def test_shipped_dpo_configs_load_into_the_dpo_config(repo_root):
+    from trajtune.config import build
+    from trajtune.scripts.train_dpo import Config
+
+    files = sorted((repo_root / "configs" / "train_dpo").glob("*.yaml"))
+    assert files
+    for f in files:
+        cfg = build(Config, f)
+        assert cfg.beta > 0 and cfg.method in ("lora", "full", "qlora")
+        assert f.read_text().startswith("#")

@@ -88,7 +88,7 @@ def test_qlora_on_cpu_is_refused_clearly(tiny_model, data, tmp_path):
 
 def test_shipped_configs_load(repo_root):
     from trajtune.config import build
-    from trajtune.scripts.train_sft import TrainSFTConfig
+    from trajtune.scripts.train_sft import Config as TrainSFTConfig
 
     files = sorted((repo_root / "configs" / "train_sft").glob("*.yaml"))
     assert len(files) >= 5

@@ -1,6 +1,7 @@
 """`trajtune validate` as a user runs it: exit codes, file:line messages, formats, report, options."""
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 from trajtune.cli.app import main
 from trajtune.schemas import validate as stage
+from trajtune.scripts import validate as script
 
 ROOT = Path(__file__).resolve().parents[2]
 VALID = ROOT / "data" / "examples" / "valid"
@@ -91,7 +93,7 @@ def test_github_format_emits_annotations(capsys, monkeypatch):
 
 def test_report_json_and_max_errors_limits_printing_not_counting(capsys, monkeypatch, tmp_path):
     rep = tmp_path / "r.json"
-    code, out, err = cli(capsys, monkeypatch, INVALID / "task.jsonl", "--max-errors", "2", "--report", rep)
+    code, out, err = cli(capsys, monkeypatch, INVALID / "task.jsonl", "--max-errors", "2", "-o", rep)
     assert code == 1
     assert len([ln for ln in out.splitlines() if ": error [" in ln]) == 2
     assert f"{INVALID / 'task.jsonl'}: 10 more problem(s) not printed (--max-errors 2; all are counted, see {rep})" in out
@@ -136,7 +138,7 @@ def test_config_file_gives_defaults_and_flags_override(capsys, monkeypatch, tmp_
 def test_tokenizer_counts_tokens_and_lists_truncated_ids(capsys, monkeypatch, tmp_path, tiny_model):
     p = write(tmp_path / "t.jsonl", [sft(1, "hi", "ok"), sft(2, "word " * 200, "long answer " * 50)])
     rep = tmp_path / "r.json"
-    code, out, err = cli(capsys, monkeypatch, p, "--tokenizer", tiny_model, "--max-length", "100", "--report", rep)
+    code, out, err = cli(capsys, monkeypatch, p, "--tokenizer", tiny_model, "--max-length", "100", "-o", rep)
     tokens = json.loads(rep.read_text())["files"][0]["tokens"]
     assert tokens["counted"] == 2 and tokens["max"] > 100 and 0 < tokens["p50"] <= tokens["p95"] <= tokens["max"]
     assert tokens["truncated"] == 1 and tokens["truncated_ids"] == ["r2"]
@@ -161,8 +163,8 @@ def test_workers_give_the_same_counts_and_find_duplicates_across_chunks(capsys, 
     p = write(tmp_path / "big.jsonl", recs)
     monkeypatch.setattr(stage, "MIN_SPLIT_BYTES", 0)
     one, two = tmp_path / "1.json", tmp_path / "2.json"
-    assert cli(capsys, monkeypatch, p, "--report", one)[0] == 1
-    assert cli(capsys, monkeypatch, p, "--report", two, "--workers", "2")[0] == 1
+    assert cli(capsys, monkeypatch, p, "-o", one)[0] == 1
+    assert cli(capsys, monkeypatch, p, "-o", two, "--workers", "2")[0] == 1
     r1, r2 = json.loads(one.read_text()), json.loads(two.read_text())
     assert r1 == r2
     f = r1["files"][0]
@@ -197,3 +199,35 @@ def test_pathological_files_exit_1_without_traceback_in_bounded_memory(tmp_path)
     assert "empty.jsonl: error [empty_file] no records: the file is empty" in res.stdout
     rss = int(res.stderr.split("RSS_MB")[1].split()[0])
     assert rss < 300, f"peak RSS {rss} MB"
+
+
+def test_help_lists_exactly_the_config_fields():
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_convert_cli import config_flags, help_flags
+
+    res = subprocess.run([sys.executable, "-m", "trajtune.cli.app", "validate", "--help"], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "250"})
+    assert res.returncode == 0
+    assert help_flags(res.stdout) == config_flags(script.Config)
+    assert {"-o", "--output", "--format", "--strict", "--max-errors", "--against"} <= help_flags(res.stdout)
+    assert "--report" not in help_flags(res.stdout)
+
+
+def test_json_prints_the_report_alone_and_dash_o_writes_it_to_stdout(capsys, monkeypatch):
+    for args in (["--json"], ["--json", "--format", "json"], ["--format", "json"], ["-o", "-"], ["--json", "--format", "github"]):
+        code, out, err = cli(capsys, monkeypatch, INVALID / "sft.jsonl", *args)
+        report = json.loads(out)  # one JSON document: no problem lines, not printed twice
+        assert code == 1 and report["ok"] is False and report["exit_code"] == 1, args
+        assert report["files"][0]["errors"] == 24 and "FAILED" in err
+    code, out, err = cli(capsys, monkeypatch, VALID / "sft.jsonl", "-o", "-", "--json")
+    assert code == 2 and "--json and an output of '-' both use stdout" in err
+
+
+def test_runs_as_a_script_and_stdin_is_given_once(tmp_path):
+    rep = tmp_path / "r.json"
+    res = subprocess.run([sys.executable, "-m", "trajtune.scripts.validate", str(VALID / "sft.jsonl"), "-o", str(rep),
+                          "--strict", "--max-errors", "20"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(rep.read_text())["ok"] is True and res.stdout == ""
+    res = subprocess.run([sys.executable, "-m", "trajtune.scripts.validate"], capture_output=True, text=True)
+    assert res.returncode == 2 and "no files given" in res.stderr

@@ -5,7 +5,8 @@ import orjson
 import pytest
 
 from trajtune import config
-from trajtune.converters.convert import ConvertConfig, run_convert
+from trajtune.converters.convert import run_convert
+from trajtune.scripts.convert import Config
 from trajtune.records import validator
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "convert"
@@ -22,8 +23,8 @@ def convert(tmp_path):
 
     def run(fixture, **options):
         out = tmp_path / f"{Path(fixture).stem}-{len(list(tmp_path.iterdir()))}.jsonl"
-        cfg = config.build(ConvertConfig, None, options)
-        summary = run_convert(cfg, str(FIXTURES / fixture), str(out))
+        cfg = config.build(Config, None, {"input": str(FIXTURES / fixture), "output": str(out), **options})
+        summary = run_convert(cfg)
         recs = read(out)
         if cfg.to in ("sft", "preference", "group", "triplet"):
             for r in recs:

@@ -5,7 +5,8 @@ import orjson
 import pytest
 
 from trajtune import config
-from trajtune.converters.convert import ConvertConfig, run_convert
+from trajtune.converters.convert import run_convert
+from trajtune.scripts.convert import Config
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "convert"
 SOURCES = ["sharegpt.json", "openai.jsonl", "hermes.jsonl", "tool_logs.jsonl", "traces.jsonl", "alpaca.json",
@@ -13,7 +14,7 @@ SOURCES = ["sharegpt.json", "openai.jsonl", "hermes.jsonl", "tool_logs.jsonl", "
 
 
 def _run(inp, out, **opts):
-    return run_convert(config.build(ConvertConfig, None, opts), str(inp), str(out))
+    return run_convert(config.build(Config, None, {"input": str(inp), "output": str(out), **opts}))
 
 
 @pytest.fixture

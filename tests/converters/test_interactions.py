@@ -47,7 +47,8 @@ def test_grouping_holds_keys_and_offsets_not_records(tmp_path):
     import orjson
 
     from trajtune import config
-    from trajtune.converters.convert import ConvertConfig, run_convert
+    from trajtune.converters.convert import run_convert
+    from trajtune.scripts.convert import Config
 
     big = tmp_path / "big.jsonl"
     pad = "x" * 8000
@@ -56,11 +57,15 @@ def test_grouping_holds_keys_and_offsets_not_records(tmp_path):
             fh.write(orjson.dumps({"interaction_id": f"i{i}", "query": f"question {i // 2}", "answer": f"{i} {pad}",
                                    "quality_scores": {"overall": 0.9 if i % 2 else 0.4}}) + b"\n")
     assert big.stat().st_size > 8_000_000
-    cfg = config.build(ConvertConfig, None, {"to": "preference"})
-    run_convert(cfg, str(FIXTURES / "interactions.jsonl"), str(tmp_path / "warm.jsonl"))  # imports, compiled schemas
+
+    def cfg(inp, out):
+        return config.build(Config, None, {"input": str(inp), "output": str(out), "to": "preference"})
+
+    run_convert(cfg(FIXTURES / "interactions.jsonl", tmp_path / "warm.jsonl"))  # imports, compiled schemas
+    big_cfg = cfg(big, tmp_path / "pref.jsonl")
     tracemalloc.start()
     try:
-        summary = run_convert(cfg, str(big), str(tmp_path / "pref.jsonl"))
+        summary = run_convert(big_cfg)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

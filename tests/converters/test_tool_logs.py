@@ -24,11 +24,11 @@ def test_bad_rows_get_the_documented_reasons(convert):
         (5, "tool_sequence and tool_parameters length mismatch"), (6, "expected_result too short or empty"),
         (7, "invalid difficulty_level")]
     assert summary["skipped"] == {"success_label false": 1, "success_rate below quality_threshold": 1,
-                                  "tool_sequence length outside min/max": 1}
+                                  "tool_sequence length outside min_tool_calls..max_tool_calls": 1}
 
 
 def test_thresholds_are_options(convert):
-    summary, recs, _ = convert("tool_logs.jsonl", quality_threshold=0.4, max_length=6)
+    summary, recs, _ = convert("tool_logs.jsonl", quality_threshold=0.4, max_tool_calls=6)
     assert [r["id"] for r in recs] == ["t1", "t2", "t9", "t10"]
     assert summary["skipped"] == {"success_label false": 1}
 

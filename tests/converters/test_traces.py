@@ -58,15 +58,18 @@ def test_phoenix_exports_grouped_in_one_json_object_are_read(convert, tmp_path):
     grouped = tmp_path / "grouped.json"
     grouped.write_bytes(orjson.dumps({"first": spans[:3], "rest": spans[3:]}, option=orjson.OPT_INDENT_2))
     from trajtune import config
-    from trajtune.converters.convert import ConvertConfig, run_convert
+    from trajtune.converters.convert import run_convert
+    from trajtune.scripts.convert import Config
 
-    s = run_convert(config.build(ConvertConfig, None, {"approved_only": False}), str(grouped), str(tmp_path / "o.jsonl"))
+    s = run_convert(config.build(Config, None, {"input": str(grouped), "output": str(tmp_path / "o.jsonl"),
+                                            "approved_only": False}))
     assert s["from"] == "traces" and s["converted"] == 5
 
 
 def test_flat_attribute_maps_and_undeclared_tools_are_declared_by_name(tmp_path):
     from trajtune import config
-    from trajtune.converters.convert import ConvertConfig, run_convert
+    from trajtune.converters.convert import run_convert
+    from trajtune.scripts.convert import Config
 
     span = {"openinference.span.kind": "LLM",
             "llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": "Weather in Paris?",
@@ -77,7 +80,7 @@ def test_flat_attribute_maps_and_undeclared_tools_are_declared_by_name(tmp_path)
             "llm.tools.0.tool.json_schema": "{}"}
     inp = tmp_path / "span.json"
     inp.write_bytes(orjson.dumps(span, option=orjson.OPT_INDENT_2))
-    s = run_convert(config.build(ConvertConfig, None, {"approved_only": False}), str(inp), str(tmp_path / "o.jsonl"))
+    s = run_convert(config.build(Config, None, {"input": str(inp), "output": str(tmp_path / "o.jsonl"), "approved_only": False}))
     assert s["from"] == "traces" and s["converted"] == 1
     rec = orjson.loads((tmp_path / "o.jsonl").read_bytes())
     assert rec["tools"] == [{"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -88,7 +91,8 @@ def test_flat_attribute_maps_and_undeclared_tools_are_declared_by_name(tmp_path)
 
 def test_one_span_with_an_approved_output_and_a_rejected_alternative(tmp_path):
     from trajtune import config
-    from trajtune.converters.convert import ConvertConfig, run_convert
+    from trajtune.converters.convert import run_convert
+    from trajtune.scripts.convert import Config
 
     span = {"name": "chat", "context": {"trace_id": "t9", "span_id": "x1"}, "span_kind": "LLM",
             "attributes": {"llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": "2+2?",
@@ -96,7 +100,7 @@ def test_one_span_with_an_approved_output_and_a_rejected_alternative(tmp_path):
     lines = [span, {"span_id": "x1", "label": "approved"}, {"span_id": "x1", "label": "rejected", "output": "5"}]
     inp = tmp_path / "one.jsonl"
     inp.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
-    s = run_convert(config.build(ConvertConfig, None, {"to": "preference"}), str(inp), str(tmp_path / "p.jsonl"))
+    s = run_convert(config.build(Config, None, {"input": str(inp), "output": str(tmp_path / "p.jsonl"), "to": "preference"}))
     rec = orjson.loads((tmp_path / "p.jsonl").read_bytes())
     assert s["converted"] == 1 and rec["id"] == "t9-x1-pref"
     assert (rec["chosen"][0]["content"], rec["rejected"][0]["content"]) == ("4", "5")

@@ -33,7 +33,8 @@ def loaded(tiny_model):
 
 
 def cfg(tiny_model, **kw):
-    return local.LocalConfig(model=str(tiny_model), **{"samples": 4, "reply_limit": 6, "batch_size": 4, "seed": 0, **kw})
+    kw = {"samples": 4, "reply_limit": 6, "batch_size": 4, "seed": 0, "emit": "group", **kw}
+    return local.LocalConfig(model=str(tiny_model), **kw)
 
 
 def run(tmp_path, name, loaded, tiny_model, **kw):
@@ -144,8 +145,8 @@ def test_cli_hf_backend_groups_from_the_templates(tmp_path, tiny_model):
     import json
 
     out = tmp_path / "groups.jsonl"
-    p = _cli("generate", "preferences", "--backend", "hf", "--model", str(tiny_model), "-k", "3", "--set", "emit=group",
-             "--set", "keep_flat=true", "--set", "reply_limit=4", "--count", "3", str(out), "--json")
+    p = _cli("generate", "preferences", "--backend", "hf", "--model", str(tiny_model), "-k", "3", "--emit", "group",
+             "--keep-flat", "--set", "reply_limit=4", "--count", "3", "-o", str(out), "--json")
     assert p.returncode == 0, p.stderr
     s = json.loads(p.stdout)
     assert (s["kind"], s["written"], s["samples"], s["responses"]) == ("group", 3, 3, 9)
@@ -154,17 +155,20 @@ def test_cli_hf_backend_groups_from_the_templates(tmp_path, tiny_model):
         validator("group")(rec)
         assert len(rec["responses"]) == 3 and rec["metadata"]["review"] == "pending"
         assert rec["metadata"]["template_id"]  # drawn from the training templates
-    assert "emit: group" in (tmp_path / "groups.hf.yaml").read_text()
+    saved = (tmp_path / "groups.config.yaml").read_text()
+    assert "emit: group" in saved and "backend: hf" in saved and "samples: 3" in saved
     v = _cli("validate", str(out))
     assert v.returncode == 0, v.stdout + v.stderr
 
 
 def test_all_ties_is_a_run_error_with_the_reason(tmp_path, tiny_model):
     from trajtune.errors import RunError
-    from trajtune.generators.offline import PreferencesConfig
+    from trajtune.scripts.generate import PreferencesConfig
 
     # a random tiny model never makes a tool call: every sample of a template task gets the same reward
+    cfg = PreferencesConfig(output=str(tmp_path / "p.jsonl"), count=1, backend="hf", model=str(tiny_model), samples=2,
+                            reply_limit=3)
+    cfg.check()
     with pytest.raises(RunError, match="every response got the same reward") as err:
-        local.generate_preferences(PreferencesConfig(count=1), tmp_path / "p.jsonl",
-                                   options={"model": str(tiny_model), "samples": 2, "reply_limit": 3})
+        local.generate_preferences(cfg, cfg.output)
     assert "raise -k or the temperature" in str(err.value) and err.value.exit_code == 1

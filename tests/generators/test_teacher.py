@@ -169,8 +169,10 @@ def test_check_trajectory_catches_unanswered_calls_and_missing_final_answer():
                                                    {"role": "assistant", "content": None, "tool_calls": [call]},
                                                    {"role": "assistant", "content": "done"}]}
     assert [r for r, _ in teacher.check_trajectory(rec)] == ["unanswered_call"]
-    rec["messages"] = rec["messages"][:2]
-    assert [r for r, _ in teacher.check_trajectory(rec)] == ["unanswered_call", "no_final_answer"]
+    rec["messages"] = rec["messages"][:2]  # ends on the call: validate allows a pending last call, the teacher
+    assert [r for r, _ in teacher.check_trajectory(rec)] == ["no_final_answer"]  # needs the final answer after it
+    rec["messages"].append({"role": "tool", "tool_call_id": "call_9", "content": "?"})
+    assert [r for r, _ in teacher.check_trajectory(rec)][0] == "unanswered_call"  # a result for no call
 
 
 def test_bad_key_stops_the_run_without_showing_the_key(tmp_path, catalog, monkeypatch):
@@ -252,7 +254,8 @@ def test_cli_openai_backend_counts_retries_and_never_shows_the_key(tmp_path):
         srv.faults.extend(["429"])
         p = _cli("generate", "trajectories", "--backend", "openai", "--base-url", srv.url, "--model", "scripted",
                  "--api-key-env", "TT_CLI_KEY", "--concurrency", "3", "--timeout", "5", "--max-retries", "2",
-                 "--set", "backoff=0.01", "--count", "6", "--seed", "2", str(out), "--json", env={"TT_CLI_KEY": SECRET})
+                 "--set", "backoff=0.01", "--count", "6", "--seed", "2", "-o", str(out), "--json",
+                 env={"TT_CLI_KEY": SECRET})
         seen = {r["authorization"] for r in srv.requests}
     assert p.returncode == 0, p.stderr
     s = json.loads(p.stdout)
@@ -262,7 +265,8 @@ def test_cli_openai_backend_counts_retries_and_never_shows_the_key(tmp_path):
     assert seen == {f"Bearer {SECRET}"}
     texts = [p.stdout, p.stderr] + [f.read_text() for f in tmp_path.iterdir()]
     assert not any(SECRET in t for t in texts)
-    assert "api_key_env: TT_CLI_KEY" in (tmp_path / "train.teacher.yaml").read_text()
+    saved = (tmp_path / "train.config.yaml").read_text()
+    assert "api_key_env: TT_CLI_KEY" in saved and "backend: openai" in saved and "backoff: 0.01" in saved
     for rec in (r.obj for r in read_jsonl(out)):
         assert rec["metadata"]["review"] == "pending" and rec["metadata"]["split"] if "split" in rec["metadata"] else True
         assert rec["metadata"]["category"] and rec["metadata"]["template_id"]
@@ -272,7 +276,7 @@ def test_cli_openai_backend_counts_retries_and_never_shows_the_key(tmp_path):
 
 def test_cli_missing_key_variable_is_exit_2_with_the_fix(tmp_path):
     p = _cli("generate", "trajectories", "--backend", "openai", "--base-url", "https://api.example.invalid/v1",
-             "--model", "m", "--api-key-env", "TT_NOT_SET_ANYWHERE", str(tmp_path / "o.jsonl"),
+             "--model", "m", "--api-key-env", "TT_NOT_SET_ANYWHERE", "-o", str(tmp_path / "o.jsonl"),
              env={"TT_NOT_SET_ANYWHERE": ""})
     assert p.returncode == 2
     assert "Error: environment variable TT_NOT_SET_ANYWHERE is not set" in p.stderr
@@ -288,7 +292,7 @@ def test_cli_sigkill_mid_run_then_rerun_completes_without_duplicates(tmp_path):
     with ScriptedServer(slow_policy) as srv:
         args = ["generate", "trajectories", "--backend", "openai", "--base-url", srv.url, "--model", "scripted",
                 "--concurrency", "2", "--count", "30", "--seed", "4"]
-        proc = subprocess.Popen([sys.executable, "-m", "trajtune.cli.app", *args, str(out)],
+        proc = subprocess.Popen([sys.executable, "-m", "trajtune.cli.app", *args, "-o", str(out)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
         while time.time() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 3):
@@ -297,11 +301,11 @@ def test_cli_sigkill_mid_run_then_rerun_completes_without_duplicates(tmp_path):
         proc.wait()
         partial = out.read_bytes().splitlines(keepends=True)
         assert 3 <= len(partial) < 30, "the run should have been killed mid-way"
-        p = _cli(*args, str(out), "--json")
+        p = _cli(*args, "-o", str(out), "--json")
         assert p.returncode == 0, p.stderr
         s = json.loads(p.stdout)
         assert s["existing"] in (len(partial), len(partial) - 1) and s["total"] == 30
-        r = _cli(*args, str(ref), "--json")
+        r = _cli(*args, "-o", str(ref), "--json")
         assert r.returncode == 0 and json.loads(r.stdout)["total"] == 30, r.stdout + r.stderr
     ids = [json.loads(x)["id"] for x in out.read_bytes().splitlines()]
     assert len(ids) == len(set(ids)) == 30
@@ -434,17 +438,17 @@ def test_cli_credentials_in_the_base_url_are_used_but_never_written_or_printed(t
         url = srv.url.replace("http://", f"http://alice:{password}@")
         srv.faults.extend(["html", "arguments_not_json"])
         p = _cli("generate", "trajectories", "--backend", "openai", "--base-url", url, "--model", "scripted",
-                 "--concurrency", "1", "--count", "3", "--seed", "1", str(out))
+                 "--concurrency", "1", "--count", "3", "--seed", "1", "-o", str(out))
         seen = {r["authorization"] for r in srv.requests}
     assert p.returncode == 0, p.stderr
     # the real URL was used: the client sent its credentials as basic auth
     assert seen == {"Basic " + __import__("base64").b64encode(f"alice:{password}".encode()).decode()}
     files = {f.name: f.read_text() for f in tmp_path.iterdir()}
-    assert {"train.jsonl", "train.rejects.jsonl", "train.teacher.yaml"} <= set(files)
+    assert {"train.jsonl", "train.rejects.jsonl", "train.config.yaml"} <= set(files)
     for text in [p.stdout, p.stderr, *files.values()]:
         assert password not in text and "alice" not in text
     port = srv.url.rsplit(":", 1)[1].split("/")[0]
-    assert f"base_url: http://***@127.0.0.1:{port}/v1" in files["train.teacher.yaml"]
+    assert f"base_url: http://***@127.0.0.1:{port}/v1" in files["train.config.yaml"]
     assert "failures" in p.stderr and "malformed_response: 1" in p.stderr and "unparsable_arguments: 1" in p.stderr
     assert len(files["train.rejects.jsonl"].splitlines()) == 2
 
@@ -453,11 +457,11 @@ def test_cli_errors_show_the_base_url_without_credentials(tmp_path):
     password = "url-pa55word-do-not-print"
     dead = f"http://alice:{password}@127.0.0.1:{_free_port()}/v1"
     p = _cli("generate", "trajectories", "--backend", "openai", "--base-url", dead, "--model", "scripted",
-             "--max-retries", "0", "--count", "2", str(tmp_path / "o.jsonl"))
+             "--max-retries", "0", "--count", "2", "-o", str(tmp_path / "o.jsonl"))
     assert p.returncode == 1
     assert "every request to http://***@127.0.0.1:" in p.stderr and "(connection: " in p.stderr
     bad = _cli("generate", "trajectories", "--backend", "openai", "--base-url", f"ftp://alice:{password}@h/v1",
-               "--model", "m", str(tmp_path / "o2.jsonl"), env={"OPENAI_API_KEY": "x" * 8})
+               "--model", "m", "-o", str(tmp_path / "o2.jsonl"), env={"OPENAI_API_KEY": "x" * 8})
     assert bad.returncode == 2 and "ftp://***@h/v1" in bad.stderr
     for text in [p.stdout, p.stderr, bad.stdout, bad.stderr] + [f.read_text() for f in tmp_path.iterdir()]:
         assert password not in text

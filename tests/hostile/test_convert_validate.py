@@ -50,7 +50,7 @@ def schema_server():
 def test_convert_rejects_path_equal_to_the_input_is_refused(tt, tmp_path):
     a = alpaca(tmp_path / "a.jsonl")
     before = digest(a)
-    r = tt("convert", "--from", "alpaca", "--rejects", a, a, tmp_path / "o.jsonl")
+    r = tt("convert", "--from", "alpaca", "--rejects", a, a, "-o", tmp_path / "o.jsonl")
     assert r.code == 2 and "Error: --rejects" in r.err and "refusing to overwrite an input" in r.err
     assert digest(a) == before and not (tmp_path / "o.jsonl").exists()
 
@@ -59,7 +59,7 @@ def test_convert_default_rejects_path_that_is_another_input_is_refused(tt, tmp_p
     spans, ann = FIX / "traces.jsonl", tmp_path / "o.rejects.jsonl"
     ann.write_bytes((FIX / "traces_annotations.jsonl").read_bytes())
     before = digest(ann)
-    r = tt("convert", "--from", "traces", "--annotations", ann, spans, tmp_path / "o.jsonl")
+    r = tt("convert", "--from", "traces", "--annotations", ann, spans, "-o", tmp_path / "o.jsonl")
     assert r.code == 2 and "is the input --annotations" in r.err
     assert digest(ann) == before
 
@@ -70,7 +70,7 @@ def test_convert_output_that_is_a_link_to_the_input_is_refused(tt, tmp_path, lin
     out = tmp_path / "o.jsonl"
     (os.symlink if link == "symlink" else os.link)(a, out)
     before = digest(a)
-    r = tt("convert", "--from", "alpaca", a, out)
+    r = tt("convert", "--from", "alpaca", a, "-o", out)
     assert r.code == 2 and "refusing to overwrite an input" in r.err
     assert digest(a) == before
 
@@ -79,8 +79,8 @@ def test_validate_report_onto_its_input_is_refused(tt, tmp_path):
     a = tmp_path / "a.jsonl"
     a.write_bytes((VALID / "sft.jsonl").read_bytes())
     before = digest(a)
-    r = tt("validate", a, "--report", a)
-    assert r.code == 2 and "--report" in r.err and "refusing to overwrite an input" in r.err
+    r = tt("validate", a, "-o", a)
+    assert r.code == 2 and "Error: -o" in r.err and "refusing to overwrite an input" in r.err
     assert digest(a) == before
 
 
@@ -101,7 +101,7 @@ def test_convert_rejects_a_record_with_a_remote_ref_without_fetching_it(tt, tmp_
     good = {**sft_with_tool({"type": "object"}, {}), "id": "r2"}
     f = jsonl(tmp_path / "a.jsonl", [rec, good])
     out = tmp_path / "o.jsonl"
-    r = tt("convert", "--from", "trajtune", f, out)
+    r = tt("convert", "--from", "trajtune", f, "-o", out)
     assert r.code == 0 and hits == []
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["r2"]
     rej = [json.loads(x) for x in (tmp_path / "o.rejects.jsonl").read_text().splitlines()]
@@ -131,7 +131,7 @@ def test_validate_refuses_inputs_that_never_end(tt, tmp_path, dev):
 
 
 def test_convert_refuses_a_character_device(tt, tmp_path):
-    r = tt("convert", "--from", "alpaca", "/dev/zero", tmp_path / "o.jsonl", timeout=30)
+    r = tt("convert", "--from", "alpaca", "/dev/zero", "-o", tmp_path / "o.jsonl", timeout=30)
     assert r.code == 2 and "a character device" in r.err
 
 
@@ -144,7 +144,7 @@ def test_a_300_deep_json_record_is_a_line_error_in_validate_and_a_reject_in_conv
     r = tt("validate", f)
     assert r.code == 1 and f"{f}:1: error" in r.out
     out = tmp_path / "o.jsonl"
-    r = tt("convert", "--from", "trajtune", f, out)
+    r = tt("convert", "--from", "trajtune", f, "-o", out)
     assert r.code == 0 and [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["ok"]
 
 
@@ -155,7 +155,7 @@ def test_malformed_rows_become_counted_rejects_and_the_run_goes_on(tt, tmp_path,
     f = tmp_path / "in.jsonl"
     f.write_text(good.read_text() + "".join(json.dumps(b) + "\n" for b in bad))
     out = tmp_path / "o.jsonl"
-    r = tt("convert", "--from", fmt, "--to", "sft" if fmt == "atif" else "preference", f, out)
+    r = tt("convert", "--from", fmt, "--to", "sft" if fmt == "atif" else "preference", f, "-o", out)
     n_good = len(good.read_text().splitlines())
     assert r.code == 0 and "rejected" in r.err
     rej = [json.loads(x) for x in (tmp_path / "o.rejects.jsonl").read_text().splitlines()]
@@ -167,7 +167,7 @@ def test_auto_detection_survives_a_row_of_the_wrong_shape(tt, tmp_path):
     f = jsonl(tmp_path / "in.jsonl", [{"messages": 1}, {"messages": [{"role": "user", "content": "hi"},
                                                                       {"role": "assistant", "content": "hello"}]}])
     out = tmp_path / "o.jsonl"
-    r = tt("convert", f, out)
+    r = tt("convert", f, "-o", out)
     assert r.code == 0 and len(out.read_text().splitlines()) == 1
     rej = [json.loads(x) for x in (tmp_path / "o.rejects.jsonl").read_text().splitlines()]
     assert [x["line"] for x in rej] == [1]
@@ -189,7 +189,7 @@ def test_temp_files_of_a_killed_run_are_swept_and_outputs_honour_the_umask(tt, t
     os.utime(legacy, (time.time() - 86400, time.time() - 86400))
     old_mask = os.umask(0o022)
     try:
-        r = tt("convert", "--from", "alpaca", alpaca(tmp_path / "a.jsonl"), out)
+        r = tt("convert", "--from", "alpaca", alpaca(tmp_path / "a.jsonl"), "-o", out)
     finally:
         os.umask(old_mask)
     assert r.code == 0 and not stale.exists() and not legacy.exists()
@@ -200,7 +200,7 @@ def test_temp_files_of_a_killed_run_are_swept_and_outputs_honour_the_umask(tt, t
 def test_sigterm_mid_convert_leaves_no_temp_file_and_no_output(tmp_path):
     out = tmp_path / "o.jsonl"
     env = {**os.environ, "PYTHONPATH": str(NETGUARD)}
-    proc = subprocess.Popen([sys.executable, "-m", "trajtune.cli.app", "convert", "--from", "alpaca", "-", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "trajtune.cli.app", "convert", "--from", "alpaca", "-", "-o", str(out),
                              "--rejects", str(tmp_path / "r.jsonl")], stdin=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, cwd=tmp_path)
     proc.stdin.write(b'{"instruction": "a", "output": "b"}\n')
@@ -222,21 +222,21 @@ def test_stdin_spools_of_a_killed_convert_are_swept_from_the_temp_folder(tt, tmp
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     spool = Path(tempfile.gettempdir()) / f"trajtune-convert-{dead.stdout.strip()}-abcdefgh.jsonl"
     spool.write_bytes(b"{}\n" * 1000)
-    r = tt("convert", "--from", "alpaca", "-", tmp_path / "o.jsonl", stdin='{"instruction": "a", "output": "b"}\n')
+    r = tt("convert", "--from", "alpaca", "-", "-o", tmp_path / "o.jsonl", stdin='{"instruction": "a", "output": "b"}\n')
     assert r.code == 0 and not spool.exists()
     assert not list(Path(tempfile.gettempdir()).glob(f"trajtune-convert-{os.getpid()}-*"))
 
 
-@pytest.mark.parametrize("cmd", ["convert", "validate-report"])
+@pytest.mark.parametrize("cmd", ["convert", "validate-output"])
 def test_an_output_that_is_a_folder_or_under_a_file_is_a_usage_error(tt, tmp_path, cmd):
     folder, plain = tmp_path / "folder", tmp_path / "plain.txt"
     folder.mkdir()
     plain.write_text("x")
     for target in (folder, plain / "out.jsonl"):
         if cmd == "convert":
-            r = tt("convert", "--from", "alpaca", alpaca(tmp_path / "a.jsonl"), target)
+            r = tt("convert", "--from", "alpaca", alpaca(tmp_path / "a.jsonl"), "-o", target)
         else:
-            r = tt("validate", VALID / "sft.jsonl", "--report", target)
+            r = tt("validate", VALID / "sft.jsonl", "-o", target)
         assert r.code == 2 and r.err.startswith("Error:"), (cmd, target, r.err)
         assert ("is a folder" in r.err or "is a file" in r.err), r.err
     assert plain.read_text() == "x"
@@ -245,7 +245,7 @@ def test_an_output_that_is_a_folder_or_under_a_file_is_a_usage_error(tt, tmp_pat
 def test_non_utf8_config_is_a_clear_error(tt, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(b"max_records: 3\n# caf\xe9\n")
-    r = tt("convert", "--config", bad, alpaca(tmp_path / "a.jsonl"), tmp_path / "o.jsonl")
+    r = tt("convert", "--config", bad, alpaca(tmp_path / "a.jsonl"), "-o", tmp_path / "o.jsonl")
     assert r.code == 2 and f"{bad}:2: not UTF-8 text" in r.err
 
 

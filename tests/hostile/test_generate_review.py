@@ -26,7 +26,7 @@ def test_generate_onto_its_catalog_is_refused(tt, tmp_path):
     cat = tmp_path / "tools.yaml"
     cat.write_bytes((ROOT / "data" / "tools" / "coding.yaml").read_bytes())
     before = digest(cat)
-    r = tt("generate", "trajectories", "--catalog", cat, "--count", "2", cat)
+    r = tt("generate", "trajectories", "--catalog", cat, "--count", "2", "-o", cat)
     assert r.code == 2 and "is the input --catalog" in r.err
     assert digest(cat) == before
 
@@ -36,7 +36,7 @@ def test_an_output_that_is_a_folder_or_under_a_file_is_a_usage_error(tt, tmp_pat
     folder.mkdir()
     plain.write_text("x")
     for target in (folder, plain / "out.jsonl"):
-        r = tt("generate", "tasks", "--count", "1", target)
+        r = tt("generate", "tasks", "--count", "1", "-o", target)
         assert r.code == 2 and r.err.startswith("Error:") and ("is a folder" in r.err or "is a file" in r.err), r.err
     assert plain.read_text() == "x"
 
@@ -55,5 +55,5 @@ def test_non_utf8_catalog_and_id_files_are_clear_errors(tt, tmp_path):
 
 def test_a_bad_set_value_is_a_usage_error(tt, tmp_path):
     r = tt("generate", "trajectories", "--set", "key=[unclosed", "--backend", "openai", "--base-url",
-           "http://127.0.0.1:9/v1", "--model", "m", tmp_path / "o.jsonl")
+           "http://127.0.0.1:9/v1", "--model", "m", "-o", tmp_path / "o.jsonl")
     assert r.code == 2 and "Error: --set key" in r.err and "invalid YAML" in r.err

@@ -27,7 +27,7 @@ def test_merge_lora_output_onto_or_around_the_adapter_is_refused_before_any_work
     adapter = fake_adapter(tmp_path / "runs" / "A")
     before = digest(adapter)
     out = adapter if where == "same" else adapter.parent
-    r = tt("merge-lora", "--base", "default", "--adapter", adapter, "--output", out, "--force")
+    r = tt("merge-lora", adapter, "--model", "default", "-o", out, "--force")
     assert r.code == 2 and "Error:" in r.err and "verified" not in r.out + r.err
     assert digest(adapter) == before
     assert r.seconds < 30
@@ -39,13 +39,13 @@ def test_evaluate_into_a_folder_holding_its_tasks_as_predictions_is_refused(tt, 
     tasks = ev / "predictions.jsonl"
     tasks.write_bytes((VALID / "task.jsonl").read_bytes())
     before = digest(tasks)
-    r = tt("evaluate", "--model", "default", "--tasks", tasks, "--output", ev)
-    assert r.code == 2 and "is the input --tasks" in r.err
+    r = tt("evaluate", tasks, "--model", "default", "-o", ev)
+    assert r.code == 2 and "is the input TASKS" in r.err
     assert digest(tasks) == before
 
 
 def test_a_hub_id_in_offline_mode_is_refused_saying_it_needs_the_network(tt, tmp_path):
-    r = tt("evaluate", "--model", "someorg/somemodel", "--tasks", VALID / "task.jsonl", "--output", tmp_path / "ev")
+    r = tt("evaluate", VALID / "task.jsonl", "--model", "someorg/somemodel", "-o", tmp_path / "ev")
     assert r.code == 2 and "would need the network" in r.err
 
 
@@ -53,7 +53,7 @@ def test_a_model_folder_with_only_config_json_names_what_is_missing(tt, tmp_path
     m = tmp_path / "m"
     m.mkdir()
     (m / "config.json").write_text("{}")
-    r = tt("evaluate", "--model", m, "--tasks", VALID / "task.jsonl", "--output", tmp_path / "ev")
+    r = tt("evaluate", VALID / "task.jsonl", "--model", m, "-o", tmp_path / "ev")
     assert r.code == 2 and "no weights" in r.err and "model.safetensors" in r.err
 
 
@@ -70,7 +70,7 @@ def test_a_catastrophic_task_regex_is_scored_in_bounded_time():
 def test_merge_lora_output_that_is_a_file_fails_before_the_merge(tt, tmp_path):
     f = tmp_path / "merged"
     f.write_text("keep me")
-    r = tt("merge-lora", "--base", "default", "--adapter", fake_adapter(tmp_path / "A"), "--output", f, "--force")
+    r = tt("merge-lora", fake_adapter(tmp_path / "A"), "--model", "default", "-o", f, "--force")
     assert r.code == 2 and "is a file, not a folder" in r.err and f.read_text() == "keep me" and r.seconds < 30
 
 
@@ -78,6 +78,6 @@ def test_an_evaluate_output_under_a_file_is_a_usage_error(tt, tmp_path):
     plain = tmp_path / "plain.txt"
     plain.write_text("x")
     for target in (plain, plain / "ev"):
-        r = tt("evaluate", "--model", "default", "--tasks", VALID / "task.jsonl", "--output", target)
+        r = tt("evaluate", VALID / "task.jsonl", "--model", "default", "-o", target)
         assert r.code == 2 and r.err.startswith("Error:") and "is a file" in r.err, r.err
     assert plain.read_text() == "x"

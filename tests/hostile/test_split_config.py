@@ -42,14 +42,14 @@ def test_split_into_the_folder_of_its_input_named_like_a_split_is_refused(tt, tm
 def test_a_yaml_alias_bomb_in_config_is_refused_in_bounded_memory(tt, tmp_path):
     cfg = tmp_path / "bomb.yaml"
     cfg.write_text(BOMB)
-    r = tt("convert", "--config", cfg, alpaca(tmp_path / "a.jsonl"), tmp_path / "o.jsonl", timeout=60)
+    r = tt("convert", "--config", cfg, alpaca(tmp_path / "a.jsonl"), "-o", tmp_path / "o.jsonl", timeout=60)
     assert r.code == 2 and f"Error: {cfg}" in r.err and "expands (through aliases)" in r.err
     assert len(r.err) < 2000
     # peak memory of that one command: measured from a fresh parent whose only child it is
     probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], capture_output=True); "
              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     peak_kb = int(subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "trajtune.cli.app", "convert",
-                                  "--config", str(cfg), str(tmp_path / "a.jsonl"), str(tmp_path / "o2.jsonl")],
+                                  "--config", str(cfg), str(tmp_path / "a.jsonl"), "-o", str(tmp_path / "o2.jsonl")],
                                  capture_output=True, text=True, timeout=60).stdout)
     assert peak_kb < 300 * 1024  # tens of MB, not the gigabytes of the expanded document
 

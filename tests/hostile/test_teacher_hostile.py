@@ -94,14 +94,14 @@ def test_cli_against_a_key_echoing_server_prints_and_saves_no_key(tmp_path, tt):
     with ScriptedServer(policy) as srv:
         srv.faults.extend(["echo_html", "400", "echo_body"])
         r = tt("generate", "trajectories", "--backend", "openai", "--base-url", srv.url, "--model", "scripted",
-               "--api-key-env", "TT_HOSTILE_KEY", "--concurrency", "1", "--count", "3", "--seed", "3", out, "--json",
+               "--api-key-env", "TT_HOSTILE_KEY", "--concurrency", "1", "--count", "3", "--seed", "3", "-o", out, "--json",
                env={"TT_HOSTILE_KEY": SECRET})
         assert {q["authorization"] for q in srv.requests} == {f"Bearer {SECRET}"}
     assert r.code == 0, r.err
     s = json.loads(r.out)
     assert (s["written"], s["failed"], s["rejected"]) == (3, 2, 1)
     files = {f.name: f.read_text() for f in tmp_path.iterdir() if f.is_file()}
-    assert {"train.jsonl", "train.rejects.jsonl", "train.teacher.yaml"} <= set(files)
+    assert {"train.jsonl", "train.rejects.jsonl", "train.config.yaml"} <= set(files)
     assert not any(SECRET in t for t in [r.out, r.err, *files.values()])
     assert "Bearer ***" in files["train.rejects.jsonl"]
     assert all("(auth: Bearer ***)" in rec.obj["messages"][-1]["content"] for rec in read_jsonl(out))

@@ -28,15 +28,15 @@ def test_train_sft_run_folder_holding_its_data_is_refused(tt, tmp_path):
     data = run / "train.jsonl"
     data.write_bytes((VALID / "sft.jsonl").read_bytes())
     before = digest(data)
-    r = tt("train-sft", data, "--output-dir", run, "--max-steps", "1")
-    assert r.code == 2 and "lies inside --output-dir" in r.err
+    r = tt("train-sft", data, "-o", run, "--max-steps", "1")
+    assert r.code == 2 and "lies inside --output" in r.err
     assert digest(data) == before
 
 
 def test_train_dpo_run_folder_holding_its_adapter_is_refused(tt, tmp_path):
     adapter = fake_adapter(tmp_path / "runs" / "sft" / "final")
     before = digest(adapter)
-    r = tt("train-dpo", "--data", VALID / "preference.jsonl", "--adapter", adapter,
-           "--output-dir", tmp_path / "runs" / "sft", "--max-steps", "1")
-    assert r.code == 2 and "lies inside --output-dir" in r.err
+    r = tt("train-dpo", VALID / "preference.jsonl", "--adapter", adapter,
+           "-o", tmp_path / "runs" / "sft", "--max-steps", "1")
+    assert r.code == 2 and "lies inside --output" in r.err
     assert digest(adapter) == before

@@ -1,4 +1,5 @@
-"""The validate engine (trajtune.schemas.validate): shipped examples, require_valid, never-crash fuzzing."""
+"""The validate engine (trajtune.schemas.validate) and its stage (trajtune.scripts.validate): shipped examples,
+require_valid, never-crash fuzzing."""
 import json
 import re
 from pathlib import Path
@@ -12,6 +13,8 @@ from trajtune.errors import DataError
 from trajtune.records import KINDS
 from trajtune.schemas import validate as v
 from trajtune.schemas.checks import SEVERITY
+from trajtune.scripts import validate as stage
+from trajtune.scripts.validate import Config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "data" / "examples"
@@ -20,7 +23,7 @@ EXPECT = re.compile(rb'"expect":\s*"(\w+)"')
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_valid_example_passes_with_no_problem(kind):
-    res = v.validate_file(str(EXAMPLES / "valid" / f"{kind}.jsonl"), v.ValidateConfig())
+    res = v.validate_file(str(EXAMPLES / "valid" / f"{kind}.jsonl"), Config())
     assert res.kind == kind
     assert res.problems == [] and res.errors == 0 and res.warnings == 0
     assert res.records == res.valid >= 2
@@ -35,7 +38,7 @@ def test_every_invalid_example_reports_exactly_its_check_at_its_line(kind):
         assert m, f"{path.name}:{lineno} carries no metadata.expect"
         expected[lineno] = m.group(1).decode()
     assert all(c in SEVERITY for c in expected.values())
-    res = v.validate_file(str(path), v.ValidateConfig(kind=None))
+    res = v.validate_file(str(path), Config(kind=None))
     found: dict[int, set] = {}
     for line, check, _msg, _where in res.problems:
         found.setdefault(line, set()).add(check)
@@ -70,7 +73,7 @@ def test_duplicates_are_counted_beyond_what_is_kept(tmp_path, monkeypatch):
     p = tmp_path / "d.jsonl"
     rec = {"id": "same", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     p.write_bytes(b"\n".join(orjson.dumps(rec) for _ in range(30)) + b"\n")
-    res = v.validate_file(str(p), v.ValidateConfig())
+    res = v.validate_file(str(p), Config())
     assert res.by_check == {"duplicate_id": 29, "duplicate_content": 29}
     assert res.valid == 1 and len(res.problems) <= 10
     assert res.to_dict()["problems_truncated"] is True
@@ -83,7 +86,7 @@ def test_leakage_exact_and_normalised(tmp_path):
     train = tmp_path / "train.jsonl"
     mk = lambda i, q: orjson.dumps({"id": i, "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "ok"}]})
     train.write_bytes(b"\n".join([mk("a", "Weather in Oslo?"), mk("b", "show me 5 orders"), mk("c", "fresh question")]) + b"\n")
-    res = v.validate([str(train)], v.ValidateConfig(against=[str(test)]))[0]
+    res = v.validate([str(train)], Config(against=[str(test)]))[0]
     assert [(ln, c, m) for ln, c, m, _ in res.problems] == [
         (1, "leakage", f"prompt also in {test}:1 (exact)"),
         (2, "leakage", f"prompt also in {test}:2 (after whitespace/case normalisation)"),
@@ -96,8 +99,11 @@ def _check_no_crash(tmp_path, data: bytes, **cfg):
     """The whole stage (validate, print, report) returns exit 0 or 1 on any input."""
     p = tmp_path / "fuzz.jsonl"
     p.write_bytes(data)
-    conf = v.ValidateConfig(report=str(tmp_path / "r.json"), format="github", **cfg)
-    code = v.run([str(p)], conf)
+    conf = Config(paths=[str(p)], output=str(tmp_path / "r.json"), format="github", **cfg)
+    conf.check()
+    report = stage.run(conf)
+    stage.render(report, conf)
+    code = report["exit_code"]
     f = orjson.loads((tmp_path / "r.json").read_bytes())["files"][0]
     assert code == (1 if f["errors"] else 0)
     assert 0 <= f["valid"] <= f["records"]
@@ -158,7 +164,7 @@ def test_a_record_of_another_kind_is_named_as_such(tmp_path):
     lines = (EXAMPLES / "valid" / "sft.jsonl").read_bytes().splitlines()[:3]
     lines.append((EXAMPLES / "valid" / "preference.jsonl").read_bytes().splitlines()[0])
     p.write_bytes(b"\n".join(lines) + b"\n")
-    res = v.validate_file(str(p), v.ValidateConfig())
+    res = v.validate_file(str(p), Config())
     assert res.kind == "sft"
     assert res.problems == [(4, "schema", "this looks like a preference record in a sft file; keep one kind per file "
                                           "(or pass --kind)", "$")]

@@ -8,7 +8,7 @@ import pytest
 
 from trajtune.config import build
 from trajtune.errors import DataError, UsageError
-from trajtune.scripts.evaluate import EvaluateConfig, evaluate
+from trajtune.scripts.evaluate import Config, run
 
 FIX = Path(__file__).parents[1] / "fixtures" / "evaluate"
 LEARNABLE = FIX / "learnable.jsonl"  # answer/no-call tasks, short prompts; gold replies in learnable_gold.jsonl
@@ -17,7 +17,7 @@ TOOL_TASKS = FIX / "tasks.jsonl"  # tool-call tasks (3 tools, strict/any order, 
 
 def cfg(**kw):
     kw.setdefault("max_new_tokens", 12)
-    return build(EvaluateConfig, None, {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()})
+    return build(Config, None, {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()})
 
 
 def preds(out):
@@ -70,7 +70,7 @@ def tuned(base64, tmp_path_factory):
 def test_tuned_vs_baseline_paired_report(base64, tuned, tmp_path):
     from scipy.stats import binomtest
 
-    rep = evaluate(cfg(tasks=LEARNABLE, output=tmp_path, model=tuned, baseline=base64, ready_threshold=0.7))
+    rep = run(cfg(tasks=LEARNABLE, output=tmp_path, model=tuned, baseline=base64, ready_threshold=0.7))
     c = rep["comparison"]
     tuned_m, base_m = rep["models"]["tuned"]["metrics"], rep["models"]["baseline"]["metrics"]
     # trained on 6 of the 8 replies with the renderer evaluate prompts with: those 6 must pass
@@ -93,8 +93,8 @@ def test_tuned_vs_baseline_paired_report(base64, tuned, tmp_path):
 
 
 def test_slot_engine_equals_generate_one_at_a_time(tuned, tmp_path):
-    one = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path / "b1", model=tuned, batch_size=1, engine="generate"))
-    many = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path / "s3", model=tuned, batch_size=3))  # refills slots
+    one = run(cfg(tasks=TOOL_TASKS, output=tmp_path / "b1", model=tuned, batch_size=1, engine="generate"))
+    many = run(cfg(tasks=TOOL_TASKS, output=tmp_path / "s3", model=tuned, batch_size=3))  # refills slots
     assert one["models"]["model"]["engine"] == "generate" and many["models"]["model"]["engine"] == "slots"
     st = many["models"]["model"]["engine_stats"]
     assert st["rows"] == 3 and st["prompts"] == 8 and st["prefix_share"] > 0.3  # the tool header is shared
@@ -117,14 +117,14 @@ def noisy(tiny_model, tmp_path_factory):
 
 def test_stop_strings_same_in_both_engines(noisy, tmp_path):
     kw = dict(tasks=TOOL_TASKS, model=noisy, max_new_tokens=24)
-    evaluate(cfg(output=tmp_path / "free", engine="generate", **kw))
+    run(cfg(output=tmp_path / "free", engine="generate", **kw))
     free = {x["task_id"]: x["output"] for x in preds(tmp_path / "free")}
     longest = max(free.values(), key=len)
     assert len(longest) >= 12, free
     stop = longest[len(longest) // 2: len(longest) // 2 + 3]  # a string the model writes mid-reply
     assert stop.strip() == stop and stop  # no whitespace: it cannot be completed by the prompt's last newline
-    evaluate(cfg(output=tmp_path / "g", engine="generate", stop=[stop], **kw))
-    evaluate(cfg(output=tmp_path / "s", engine="slots", stop=[stop], **kw))
+    run(cfg(output=tmp_path / "g", engine="generate", stop=[stop], **kw))
+    run(cfg(output=tmp_path / "s", engine="slots", stop=[stop], **kw))
     a = {x["task_id"]: x["output"] for x in preds(tmp_path / "g")}
     b = {x["task_id"]: x["output"] for x in preds(tmp_path / "s")}
     assert a == b and all(stop not in o for o in b.values())
@@ -141,14 +141,14 @@ def test_unsupported_model_falls_back_to_generate(tiny_model, tmp_path):
     gc = GenerationConfig.from_pretrained(m)
     gc.repetition_penalty = 1.2
     gc.save_pretrained(m)
-    rep = evaluate(cfg(tasks=LEARNABLE, output=tmp_path / "o", model=m))
+    rep = run(cfg(tasks=LEARNABLE, output=tmp_path / "o", model=m))
     assert rep["models"]["model"]["engine"] == "generate" and rep["models"]["model"]["metrics"]["tasks"] == 8
     with pytest.raises(UsageError, match="repetition_penalty"):
-        evaluate(cfg(tasks=LEARNABLE, output=tmp_path / "o2", model=m, engine="slots"))
+        run(cfg(tasks=LEARNABLE, output=tmp_path / "o2", model=m, engine="slots"))
 
 
 def test_metrics_reasons_and_breakdowns_on_tool_tasks(tiny_model, tmp_path):
-    rep = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path, model=tiny_model, max_new_tokens=8))
+    rep = run(cfg(tasks=TOOL_TASKS, output=tmp_path, model=tiny_model, max_new_tokens=8))
     m = rep["models"]["model"]["metrics"]
     assert m["tasks"] == 8 and m["pass_rate"] == 0.0  # a random model answers nothing right
     assert sum(m["reasons"].values()) == 8 and m["truncated"] + m["passed"] <= 8
@@ -162,10 +162,10 @@ def test_metrics_reasons_and_breakdowns_on_tool_tasks(tiny_model, tmp_path):
 
 
 def test_rerun_skips_done_tasks(tiny_model, tmp_path):
-    evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path, model=tiny_model, limit=3))
-    rep = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path, model=tiny_model))
+    run(cfg(tasks=TOOL_TASKS, output=tmp_path, model=tiny_model, limit=3))
+    rep = run(cfg(tasks=TOOL_TASKS, output=tmp_path, model=tiny_model))
     assert rep["models"]["model"]["done_before"] == 3 and rep["models"]["model"]["generated_now"] == 5
-    again = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path, model=tiny_model))
+    again = run(cfg(tasks=TOOL_TASKS, output=tmp_path, model=tiny_model))
     assert again["models"]["model"]["generated_now"] == 0 and again["models"]["model"]["backend"] is None
     assert len(preds(tmp_path)) == 8
     assert again["models"]["model"]["metrics"] == rep["models"]["model"]["metrics"]
@@ -176,10 +176,10 @@ def test_adapter_with_baseline_base(tiny_model, tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     adapter = mod.make_adapter(tiny_model, tmp_path / "run" / "final", seed=5)
-    rep = evaluate(cfg(tasks=LEARNABLE, output=tmp_path / "ev", model=tiny_model, adapter=[str(adapter)], baseline="base"))
+    rep = run(cfg(tasks=LEARNABLE, output=tmp_path / "ev", model=tiny_model, adapter=[str(adapter)], baseline="base"))
     assert list(rep["models"]) == ["baseline", "tuned"]
     assert rep["models"]["tuned"]["model"].endswith("final") and "+" not in rep["models"]["baseline"]["model"]
-    plain = evaluate(cfg(tasks=LEARNABLE, output=tmp_path / "plain", model=tiny_model))
+    plain = run(cfg(tasks=LEARNABLE, output=tmp_path / "plain", model=tiny_model))
     base_out = {x["task_id"]: x["output"] for x in preds(tmp_path / "ev") if x["model"] == "baseline"}
     tuned_out = {x["task_id"]: x["output"] for x in preds(tmp_path / "ev") if x["model"] == "tuned"}
     assert base_out == {x["task_id"]: x["output"] for x in preds(tmp_path / "plain")}
@@ -191,11 +191,11 @@ def test_bad_inputs(tiny_model, tmp_path):
     bad = tmp_path / "t.jsonl"
     bad.write_text(LEARNABLE.read_text().splitlines()[0] + "\n" + '{"id": "x", "prompt": [], "tools": [], "expected": {}}\n')
     with pytest.raises(DataError, match=r"t.jsonl:2: not a valid task"):
-        evaluate(cfg(tasks=bad, output=tmp_path / "o", model=tiny_model))
+        run(cfg(tasks=bad, output=tmp_path / "o", model=tiny_model))
     with pytest.raises(UsageError, match="no --adapter"):
-        evaluate(cfg(tasks=LEARNABLE, output=tmp_path / "o", model=tiny_model, baseline="base"))
+        run(cfg(tasks=LEARNABLE, output=tmp_path / "o", model=tiny_model, baseline="base"))
     with pytest.raises(UsageError, match="task file not found"):
-        evaluate(cfg(tasks=tmp_path / "missing.jsonl", output=tmp_path / "o", model=tiny_model))
+        run(cfg(tasks=tmp_path / "missing.jsonl", output=tmp_path / "o", model=tiny_model))
 
 
 def test_slots_shrink_to_fit_free_memory(tiny_model, tmp_path, monkeypatch):
@@ -205,11 +205,37 @@ def test_slots_shrink_to_fit_free_memory(tiny_model, tmp_path, monkeypatch):
 
     c = AutoConfig.from_pretrained(tiny_model)
     per_token = c.num_hidden_layers * 2 * c.num_key_value_heads * (c.hidden_size // c.num_attention_heads) * 4
-    full = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path / "full", model=tiny_model, batch_size=8))
+    full = run(cfg(tasks=TOOL_TASKS, output=tmp_path / "full", model=tiny_model, batch_size=8))
     longest = max(x["prompt_tokens"] for x in preds(tmp_path / "full"))
     per_row = (longest + 12 + 1) * per_token  # max_new_tokens 12 (cfg's default here)
     monkeypatch.setattr(trajtune.training, "free_memory_bytes", lambda device="cpu": 4 * 2 * per_row + 3)
-    small = evaluate(cfg(tasks=TOOL_TASKS, output=tmp_path / "small", model=tiny_model, batch_size=8))
+    small = run(cfg(tasks=TOOL_TASKS, output=tmp_path / "small", model=tiny_model, batch_size=8))
     assert full["models"]["model"]["engine_stats"]["rows"] == 8 and small["models"]["model"]["engine_stats"]["rows"] == 2
     assert {x["task_id"]: x["output"] for x in preds(tmp_path / "full")} == \
         {x["task_id"]: x["output"] for x in preds(tmp_path / "small")}
+
+
+def test_layering_stages_load_models_through_trajtune_models():
+    """trajtune/ is core: no module of it imports the CLI or a stage; the two stages share no code but
+    trajtune's (model loading in trajtune.models, merging in trajtune.merging, the report in trajtune.report)."""
+    import ast
+
+    root = Path(__file__).parents[2]
+
+    def imports(path):
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                out.add(node.module)
+            elif isinstance(node, ast.Import):
+                out |= {a.name for a in node.names}
+        return out
+
+    for f in sorted((root / "trajtune").glob("*.py")):
+        bad = [m for m in imports(f) if m.startswith(("trajtune.cli", "trajtune.scripts"))]
+        assert not bad, f"{f.name} imports {bad}"
+    for stage in ("evaluate", "merge_lora"):
+        mods = imports(root / "scripts" / f"{stage}.py")
+        assert not [m for m in mods if m.startswith("trajtune.scripts")], (stage, mods)
+        assert "trajtune.models" in mods
+

@@ -5,7 +5,7 @@ import pytest
 
 from trajtune.config import build
 from trajtune.errors import ConfigError, RunError, UsageError
-from trajtune.scripts.merge_lora import MergeConfig, merge
+from trajtune.scripts.merge_lora import Config, run
 
 
 def make_adapter(base, out, seed, *, base_name=None, on_top=None):
@@ -51,9 +51,9 @@ def sft_adapter(tiny_model, tmp_path_factory):
 def test_merged_model_generates_like_base_plus_adapter(tiny_model, sft_adapter, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trajtune.scripts.merge_lora import load_model
+    from trajtune.models import load_model
 
-    rep = merge(build(MergeConfig, None, {"adapter": [str(sft_adapter)], "output": str(tmp_path / "merged")}))
+    rep = run(build(Config, None, {"adapters": [str(sft_adapter)], "output": str(tmp_path / "merged")}))
     out = tmp_path / "merged"
     assert rep["passed"] and rep["max_abs_diff"] < 1e-3
     assert json.loads((out / "merge_report.json").read_text())["max_abs_diff"] == rep["max_abs_diff"]
@@ -71,25 +71,25 @@ def test_merged_model_generates_like_base_plus_adapter(tiny_model, sft_adapter, 
 
 def test_refuses_existing_folder_unless_force_and_skips_when_up_to_date(tiny_model, sft_adapter, tmp_path):
     out = tmp_path / "m"
-    cfg = build(MergeConfig, None, {"adapter": [str(sft_adapter)], "output": str(out)})
-    merge(cfg)
-    assert merge(cfg).get("skipped") is True  # same inputs: nothing to do
+    cfg = build(Config, None, {"adapters": [str(sft_adapter)], "output": str(out)})
+    run(cfg)
+    assert run(cfg).get("skipped") is True  # same inputs: nothing to do
     other = tmp_path / "other"
     other.mkdir()
     with pytest.raises(UsageError, match="already exists.*--force"):
-        merge(build(MergeConfig, None, {"adapter": [str(sft_adapter)], "output": str(other)}))
-    rep = merge(build(MergeConfig, None, {"adapter": [str(sft_adapter)], "output": str(other), "force": True}))
+        run(build(Config, None, {"adapters": [str(sft_adapter)], "output": str(other)}))
+    rep = run(build(Config, None, {"adapters": [str(sft_adapter)], "output": str(other), "force": True}))
     assert rep["passed"] and (other / "model.safetensors").is_file()
 
 
 def test_dpo_adapter_on_top_of_sft_adapter_chain(tiny_model, sft_adapter, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trajtune.scripts.merge_lora import load_model
+    from trajtune.models import load_model
 
     dpo = make_adapter(tiny_model, tmp_path / "dpo" / "final", seed=2, on_top=sft_adapter)
     out = tmp_path / "merged"
-    rep = merge(build(MergeConfig, None, {"adapter": [str(sft_adapter), str(dpo)], "output": str(out)}))
+    rep = run(build(Config, None, {"adapters": [str(sft_adapter), str(dpo)], "output": str(out)}))
     assert rep["passed"] and len(rep["adapters"]) == 2
     tok = AutoTokenizer.from_pretrained(out)
     want = greedy(load_model(str(tiny_model), [str(sft_adapter), str(dpo)], merge=False), tok)
@@ -97,12 +97,12 @@ def test_dpo_adapter_on_top_of_sft_adapter_chain(tiny_model, sft_adapter, tmp_pa
     assert want != greedy(load_model(str(tiny_model), [str(sft_adapter)], merge=False), tok)
     # a DPO adapter whose base is the SFT adapter folder expands into the chain by itself
     dpo2 = make_adapter(tiny_model, tmp_path / "dpo2" / "final", seed=2, on_top=sft_adapter, base_name=str(sft_adapter))
-    rep2 = merge(build(MergeConfig, None, {"adapter": [str(dpo2)], "base": str(tiny_model), "output": str(tmp_path / "m2")}))
+    rep2 = run(build(Config, None, {"adapters": [str(dpo2)], "model": str(tiny_model), "output": str(tmp_path / "m2")}))
     assert rep2["adapters"] == [str(sft_adapter), str(dpo2)] and rep2["max_abs_diff"] < 1e-3
 
 
 def test_bf16_output_within_tolerance(tiny_model, sft_adapter, tmp_path):
-    rep = merge(build(MergeConfig, None, {"adapter": [str(sft_adapter)], "output": str(tmp_path / "b"), "dtype": "bf16"}))
+    rep = run(build(Config, None, {"adapters": [str(sft_adapter)], "output": str(tmp_path / "b"), "dtype": "bf16"}))
     assert rep["passed"] and rep["dtype"] == "bf16" and rep["max_abs_diff"] <= rep["tolerance"]
     cfg = json.loads((tmp_path / "b" / "config.json").read_text())
     assert cfg.get("dtype", cfg.get("torch_dtype")) == "bfloat16"
@@ -110,7 +110,7 @@ def test_bf16_output_within_tolerance(tiny_model, sft_adapter, tmp_path):
 
 def test_verification_failure_leaves_no_output(tiny_model, sft_adapter, tmp_path):
     with pytest.raises(RunError, match="verification failed"):
-        merge(build(MergeConfig, None, {"adapter": [str(sft_adapter)], "output": str(tmp_path / "x"),
+        run(build(Config, None, {"adapters": [str(sft_adapter)], "output": str(tmp_path / "x"),
                                         "dtype": "bf16", "tolerance": 1e-9}))
     assert not (tmp_path / "x").exists()
     assert [p.name for p in tmp_path.iterdir()] == []
@@ -125,11 +125,11 @@ def test_refuses_quantized_base(tiny_model, sft_adapter, tmp_path):
     cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
     (q / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UsageError, match="quantized model \\(bitsandbytes\\)"):
-        merge(build(MergeConfig, None, {"adapter": [str(sft_adapter)], "base": str(q), "output": str(tmp_path / "o")}))
+        run(build(Config, None, {"adapters": [str(sft_adapter)], "model": str(q), "output": str(tmp_path / "o")}))
 
 
 def test_missing_adapter_and_output_are_usage_errors(tmp_path):
     with pytest.raises(ConfigError, match="no adapter"):
-        build(MergeConfig, None, {"output": str(tmp_path)})
+        build(Config, None, {"output": str(tmp_path)})
     with pytest.raises(UsageError, match="adapter folder not found"):
-        merge(build(MergeConfig, None, {"adapter": [str(tmp_path / "nope")], "output": str(tmp_path / "o")}))
+        run(build(Config, None, {"adapters": [str(tmp_path / "nope")], "output": str(tmp_path / "o")}))

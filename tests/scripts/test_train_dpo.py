@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # the pair builder beside this f
 from dpo_pairs import make_pairs, write_pairs  # noqa: E402
 from trajtune import config as cfglib
 from trajtune.errors import DataError
-from trajtune.scripts.train_dpo import TrainDPOConfig, encode_pairs, encode_side, train_dpo
+from trajtune.scripts.train_dpo import Config as TrainDPOConfig, encode_pairs, encode_side, run as train_dpo
 
 ROOT = Path(__file__).resolve().parents[2]
 # One thread: on a shared 2-core machine two OpenMP threads per process wait on each other (6x slower here).
@@ -36,7 +36,7 @@ def _one_thread():
 
 def cfg_for(tiny_model, tmp_path, **kw) -> TrainDPOConfig:
     data = kw.pop("data", None) or [str(write_pairs(tmp_path / "pairs.jsonl", 24))]
-    base = dict(model=str(tiny_model), data=data, output_dir=str(tmp_path / "run"), max_steps=4, batch_size=4,
+    base = dict(model=str(tiny_model), data=data, output=str(tmp_path / "run"), max_steps=4, batch_size=4,
                 save_steps=2, eval_steps=2, logging_steps=1, precision="fp32", learning_rate=1e-3)
     base.update(kw)
     return cfglib.build(TrainDPOConfig, None, base)
@@ -91,7 +91,7 @@ def test_completion_only_head_matches_trl_fused_head(tiny_model):
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from trajtune.scripts.train_dpo import add_completion_only_head
+    from trajtune.trainers import add_completion_only_head
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
@@ -119,7 +119,7 @@ def test_completion_only_head_chunked_path_matches(tiny_model):
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from trajtune.scripts.train_dpo import add_completion_only_head
+    from trajtune.trainers import add_completion_only_head
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     model.model.embed_tokens.weight.requires_grad_(False)  # frozen head (tied), as under LoRA
@@ -147,7 +147,7 @@ def test_shared_prompt_forward_matches_the_plain_forward(tiny_model):
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from trajtune.scripts.train_dpo import add_completion_only_head, shared_prefix_hidden
+    from trajtune.trainers import add_completion_only_head, shared_prefix_hidden
 
     torch.manual_seed(0)
     vocab = 200
@@ -165,7 +165,7 @@ def test_shared_prompt_forward_matches_the_plain_forward(tiny_model):
         p_len = prompt_lens[i % 2]
         labels[i, p_len:len(x)] = x[p_len:]
     from trajtune import training
-    from trajtune.scripts import train_dpo
+    from trajtune import trainers as train_dpo  # the module whose shared_prefix_hidden the head calls
 
     calls = []
     real = train_dpo.shared_prefix_hidden
@@ -298,8 +298,8 @@ def test_sigterm_stop_then_sigkill_then_resume_matches_an_uninterrupted_run(tiny
     data = write_pairs(tmp_path / "pairs.jsonl", 32)
     run = tmp_path / "run"
     opts = {"model": str(tiny_model), "data": [str(data)], "max_steps": 8, "batch_size": 4, "save_steps": 2,
-            "logging_steps": 1, "precision": "fp32", "learning_rate": 1e-3, "output_dir": str(run)}
-    whole = train_dpo(cfglib.build(TrainDPOConfig, None, {**opts, "output_dir": str(tmp_path / "whole")}))
+            "logging_steps": 1, "precision": "fp32", "learning_rate": 1e-3, "output": str(run)}
+    whole = train_dpo(cfglib.build(TrainDPOConfig, None, {**opts, "output": str(tmp_path / "whole")}))
 
     # 1) SIGTERM: a checkpoint at the current step, a clean stop, no final/
     monkeypatch.setenv("TRAJTUNE_TEST_STEP_SLEEP", "0.3")
@@ -312,8 +312,8 @@ def test_sigterm_stop_then_sigkill_then_resume_matches_an_uninterrupted_run(tiny
     assert not (run / "final").exists()
 
     # 2) the same command in a real process resumes; SIGKILL it after a later checkpoint
-    flags = ["--model", str(tiny_model), "--data", str(data), "--max-steps", "8", "--batch-size", "4", "--save-steps", "2",
-             "--logging-steps", "1", "--precision", "fp32", "--learning-rate", "1e-3", "--output-dir", str(run)]
+    flags = [str(data), "--model", str(tiny_model), "--max-steps", "8", "--batch-size", "4", "--save-steps", "2",
+             "--logging-steps", "1", "--precision", "fp32", "--learning-rate", "1e-3", "-o", str(run)]
     proc = _run_cli(flags, env={**os.environ, "TRAJTUNE_TEST_STEP_SLEEP": "0.5"})
     assert _wait_for(lambda: max(_steps(run)) > stopped, proc), proc.communicate()[1][-2000:]
     proc.send_signal(signal.SIGKILL)

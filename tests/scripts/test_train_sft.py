@@ -16,7 +16,8 @@ import sft_records  # noqa: E402
 from trajtune import training
 from trajtune.config import build
 from trajtune.errors import ConfigError
-from trajtune.scripts.train_sft import PadCollator, TrainSFTConfig, encode_records, label_loss, train_sft
+from trajtune.scripts.train_sft import Config as TrainSFTConfig, encode_records, run as train_sft
+from trajtune.trainers import PadCollator, label_loss
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "train_sft.py"
@@ -113,7 +114,7 @@ def test_logits_only_at_label_positions_give_the_same_loss_and_gradients(tok, ti
 
 
 def _cfg(tiny_model, data, out, **kw):
-    base = dict(model=str(tiny_model), data=[str(data)], output_dir=str(out), batch_size=4, logging_steps=1)
+    base = dict(model=str(tiny_model), data=[str(data)], output=str(out), batch_size=4, logging_steps=1)
     base.update(kw)
     return build(TrainSFTConfig, None, base)
 
@@ -207,10 +208,10 @@ def test_qlora_is_refused_on_cpu(tiny_model, data60, tmp_path):
 # --- real processes -------------------------------------------------------------------------
 
 def _args(tiny_model, data, out, **kw):
-    base = {"model": tiny_model, "data": data, "output-dir": out, "max-steps": 8, "save-steps": 2, "save-total-limit": 10,
+    base = {"model": tiny_model, "output": out, "max-steps": 8, "save-steps": 2, "save-total-limit": 10,
             "batch-size": 4, "logging-steps": 1, "precision": "fp32"}
     base.update(kw)
-    return [str(x) for k, v in base.items() for x in (f"--{k}", v)]
+    return [str(data)] + [str(x) for k, v in base.items() for x in (f"--{k}", v)]
 
 
 def _env(sleep=None):
@@ -263,7 +264,7 @@ def test_sigterm_then_sigkill_then_rerun_ends_like_an_uninterrupted_run(tiny_mod
     resumed_at = int(s["resumed_from"].rsplit("-", 1)[1])
     assert resumed_at > first_stop and s["finished"] and s["global_step"] == 8
     # the uninterrupted reference: same optimizer steps, same loss at every step incl. the resumed ones
-    r = train_sft(build(TrainSFTConfig, run / "config.yaml", {"output_dir": str(ref)}))
+    r = train_sft(build(TrainSFTConfig, run / "config.yaml", {"output": str(ref)}))
     assert r["global_step"] == 8
     got, want = _losses(run, 8), _losses(ref, 8)
     assert sorted(got) == sorted(want) == list(range(1, 9))
@@ -276,7 +277,7 @@ def test_sigterm_then_sigkill_then_rerun_ends_like_an_uninterrupted_run(tiny_mod
 def test_two_cpu_processes_over_gloo_produce_one_adapter(tiny_model, data60, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
-           *_args(tiny_model, data60, run, **{"max-steps": 3, "save-steps": 3, "batch-size": 2})]
+           *_args(tiny_model, data60, run, **{"max-steps": 3, "save-steps": 3, "batch-size": 2}), "--json"]
     res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     s = json.loads((run / "training_summary.json").read_text())

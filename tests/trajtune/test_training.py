@@ -127,7 +127,7 @@ def test_resume_path_that_does_not_exist_is_an_error(tmp_path):
 @dataclass
 class _Cfg:
     lr: float = 0.1
-    output_dir: str | None = None
+    output: str | None = None
     resume: str = "auto"
 
 
