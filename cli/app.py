@@ -9,7 +9,7 @@ from importlib import import_module
 import typer
 
 from trajtune.cli import common
-from trajtune.cli.command import register
+from trajtune.cli.command import group, register
 from trajtune.stage import Stage
 
 app = typer.Typer(
@@ -43,10 +43,7 @@ def _wire(name: str) -> None:
     if len(stages) == 1 and " " not in stages[0].name:
         register(app, stages[0])
         return
-    group = typer.Typer(name=name.replace("_", "-"), no_args_is_help=True, help=GROUP_HELP.get(name, ""))
-    for st in stages:
-        register(group, st)
-    app.add_typer(group, name=name.replace("_", "-"))
+    app.add_typer(group(stages, GROUP_HELP.get(name, "")), name=name.replace("_", "-"))
 
 
 for _name in COMMANDS:

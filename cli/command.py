@@ -188,16 +188,28 @@ def register(app: typer.Typer, stage: Stage, name: str | None = None) -> None:
     app.command(name or stage.command, help=stage.help, epilog=f"Example: {stage.example}")(callback(stage))
 
 
-def app_for(stage: Stage) -> typer.Typer:
-    """A one-command app: the script form of a stage."""
+def group(stages: list[Stage], help: str = "") -> typer.Typer:
+    """A command with subcommands (``generate trajectories``, ...): one Typer group, one command a stage."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help=help,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+    for st in stages:
+        register(app, st)
+    return app
+
+
+def app_for(stage: Stage | list[Stage], help: str = "") -> typer.Typer:
+    """The script form of a stage (a one-command app) or of a command with subcommands (a group)."""
+    if isinstance(stage, list):
+        return group(stage, help)
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                       context_settings={"help_option_names": ["-h", "--help"]})
     app.command(help=stage.help, epilog=f"Example: {stage.example}")(callback(stage))
     return app
 
 
-def script(stage: Stage) -> None:
+def script(stage: Stage | list[Stage], help: str = "") -> None:
     """``python -m trajtune.scripts.<command> ARGS``: the same command line as ``trajtune <command>``."""
     from trajtune.cli import common
 
-    common.run_app(app_for(stage), prog_name=f"python -m trajtune.scripts.{stage.command.replace('-', '_')}")
+    first = stage[0] if isinstance(stage, list) else stage
+    common.run_app(app_for(stage, help), prog_name=f"python -m trajtune.scripts.{first.name.split()[0].replace('-', '_')}")

@@ -268,21 +268,7 @@ STAGES = [
 ]
 
 
-def app():
-    """The ``generate`` group as its own app: ``python -m trajtune.scripts.generate trajectories ...``."""
-    import typer
-
-    from trajtune.cli.command import register
-
-    group = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                        context_settings={"help_option_names": ["-h", "--help"]},
-                        help="Generate synthetic agent data from a tool catalog.")
-    for st in STAGES:
-        register(group, st)
-    return group
-
-
 if __name__ == "__main__":
-    from trajtune.cli import common
+    from trajtune.cli.command import script
 
-    common.run_app(app(), prog_name="python -m trajtune.scripts.generate")
+    script(STAGES, help="Generate synthetic agent data from a tool catalog.")

@@ -171,10 +171,22 @@ def test_micro_batches_give_the_same_step_as_one_batch(tiny_model, tmp_path):
     import torch
     from transformers import AutoTokenizer
 
+    from transformers import AutoModelForCausalLM
+
     tok = AutoTokenizer.from_pretrained(tiny_model)
     ex, _ = encode_records(tok, records, 4096, "drop")
     counts = [sum(1 for lab in e["labels"][1:] if lab != -100) for e in ex]
     assert max(counts) > 3 * min(counts)
+    # the step's loss is the token-weighted mean over all records (a fresh LoRA adds nothing, so the
+    # base model gives the per-record losses of step 1); a mean of per-record means is visibly off
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    with torch.no_grad():
+        losses = [float(label_loss(base, PadCollator(tok.pad_token_id)([e]), True)[0]) for e in ex]
+    weighted = sum(l * c for l, c in zip(losses, counts)) / sum(counts)
+    mean_of_means = sum(losses) / len(losses)
+    assert one["train_loss"] == pytest.approx(weighted, rel=1e-3)
+    assert split["train_loss"] == pytest.approx(weighted, rel=1e-3)
+    assert abs(mean_of_means - weighted) > 20 * abs(one["train_loss"] - weighted)
     with pytest.raises(ConfigError, match="micro_batch_size must divide batch_size"):
         _cfg(tiny_model, data, tmp_path / "bad", micro_batch_size=3)
 
