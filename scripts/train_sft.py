@@ -10,7 +10,7 @@ Call :func:`run` with a :class:`Config` from Python. The run skeleton (run folde
 signals, final/, summary) is :func:`trajtune.training.run_training`, shared with train-dpo; the
 Trainer class lives in :mod:`trajtune.trainers`.
 
-How it trains fast on a CPU (levers measured in ../shared/MEASUREMENTS.md; bench/bench_train_sft.py):
+How it trains fast on a CPU (the levers and their figures: README design notes; bench/bench_train_sft.py):
 records are tokenized once with the shared renderer (labels only on trainable assistant turns);
 batches are grouped by length and padded to their longest row; the model returns logits only at
 positions that have a label (``logits_to_keep`` boolean mask), so the 49k-wide vocabulary

@@ -537,13 +537,10 @@ def count_parameters(model: Any) -> dict:
 
 def peak_memory_mb(device: str = "cpu") -> float:
     """Peak memory of this process: CUDA max allocated, else peak resident set size."""
-    try:
-        import torch
+    import torch
 
-        if device == "cuda" and torch.cuda.is_available():
-            return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    except ImportError:  # pragma: no cover
-        pass
+    if device == "cuda" and torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -552,13 +549,10 @@ def peak_memory_mb(device: str = "cpu") -> float:
 def free_memory_bytes(device: str = "cpu") -> int:
     """Memory a run can still use: free CUDA memory, else the system's available memory (psutil,
     which reads /proc/meminfo on Linux and the right source elsewhere; no silent guess)."""
-    try:
-        import torch
+    import torch
 
-        if device == "cuda" and torch.cuda.is_available():
-            return int(torch.cuda.mem_get_info()[0])
-    except ImportError:  # pragma: no cover
-        pass
+    if device == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info()[0])
     import psutil
 
     return int(psutil.virtual_memory().available)
