@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,9 @@ from typing import Any, Callable, Iterator
 
 import orjson
 
-from trajtune.errors import DataError, UsageError
-from trajtune.jsonl import BOM, MAX_DEPTH, Row, display_name, too_deep
+from trajtune.errors import DataError
+from trajtune.jsonl import (BOM, MAX_DEPTH, READ_ERRORS, Row, display_name, iter_lines, open_input, read_error,
+                            too_deep)
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
@@ -115,9 +115,10 @@ def _sweep_spools() -> None:
 class Source:
     """An input file read as rows with line numbers and byte offsets, re-readable.
 
-    JSONL files are streamed. A JSON array or stdin is first spooled to a temporary JSONL file
-    (one element a line), so every converter can make two passes and seek to offsets: grouping
-    converters keep only keys and offsets in memory.
+    JSONL files are streamed. Stdin, a ``.gz`` file or a JSON array is first spooled to a
+    temporary JSONL file (an array one element a line), so every converter can make two passes
+    and seek to offsets: grouping converters keep only keys and offsets in memory. Lines are read
+    by ``trajtune.jsonl.iter_lines``, so line numbers are those of every other command.
     """
 
     def __init__(self, path: str, emit: Emitter):
@@ -131,30 +132,19 @@ class Source:
             raise
 
     def _prepare(self, p: str) -> str:
-        if p == "-":
-            path = self._spool(sys.stdin.buffer)  # streamed to disk: stdin is read once, in chunks
-        else:
-            pp = Path(p)
-            if pp.is_dir():
-                raise UsageError(f"{p} is a directory, not a JSON/JSONL file")
-            from trajtune.paths import check_input
-
-            check_input(pp)  # missing, a device, a FIFO or a socket: refused before reading
-            if not pp.is_file():
-                raise UsageError(f"{p} is not a regular file")
-            if p.endswith(".gz"):
-                import gzip
-
-                try:
-                    with gzip.open(pp, "rb") as src:
-                        path = self._spool(src)
-                except (OSError, EOFError) as exc:
-                    raise DataError(f"cannot decompress ({exc})", path=self.name) from None
+        # a directory, a missing file, a device, a FIFO or a socket: refused before reading
+        src = open_input(p)
+        try:
+            if p == "-" or p.endswith(".gz"):  # streamed to disk: stdin is read once, in chunks
+                path = self._spool(src)
             else:
                 path = p
-        with open(path, "rb") as fh:
-            head = fh.read(4096).lstrip(BOM).lstrip()
-        if head.startswith(b"[") or (head.startswith(b"{") and not self._is_jsonl(Path(path))):
+        except READ_ERRORS as exc:
+            raise read_error(self.name, exc) from None
+        finally:
+            if p != "-":
+                src.close()
+        if self._is_json(path):
             return self._respool_json(path)
         return path
 
@@ -167,6 +157,22 @@ class Source:
         with os.fdopen(fd, "wb") as out:
             shutil.copyfileobj(src, out, 1 << 20)
         return tmp
+
+    @staticmethod
+    def _is_json(path: str) -> bool:
+        """Is this a JSON array, or one object over several lines, rather than JSONL?"""
+        for _, _, raw, _ in iter_lines(path):  # the first line that is not blank
+            raw = raw.lstrip()
+            if raw.startswith(b"["):
+                return True
+            if not raw.startswith(b"{"):
+                return False
+            try:
+                orjson.loads(raw)
+                return False
+            except orjson.JSONDecodeError:
+                return True
+        return False
 
     def _respool_json(self, path: str) -> str:
         """A JSON array (or one pretty-printed object) -> a temporary JSONL file, one element a
@@ -193,16 +199,6 @@ class Source:
             os.unlink(old)
         return tmp
 
-    @staticmethod
-    def _is_jsonl(pp: Path) -> bool:
-        with open(pp, "rb") as fh:
-            first = fh.readline().lstrip(BOM)
-        try:
-            orjson.loads(first)
-            return True
-        except orjson.JSONDecodeError:
-            return False
-
     def close(self) -> None:
         if self._tmp:
             try:
@@ -213,42 +209,34 @@ class Source:
 
     def raw_rows(self, *, report: bool = True) -> Iterator[RawRow]:
         """Every JSON object with its line and offset; bad lines are rejected (once, if report)."""
-        with open(self.path, "rb") as fh:
-            offset = 0
-            for lineno, raw in enumerate(fh, start=1):
-                start = offset
-                offset += len(raw)
-                if lineno == 1 and raw.startswith(BOM):
-                    raw = raw[3:]
-                raw = raw.strip()
-                if not raw:
-                    continue
-                try:
-                    obj = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    if report:
-                        text = raw[:2000].decode("utf-8", "replace")
-                        self.emit.reject(Row(self.name, lineno, None), "not valid JSON", str(exc), raw=text)
-                    continue
-                if not isinstance(obj, dict):
-                    if report:
-                        self.emit.reject(Row(self.name, lineno, obj), "not a JSON object", type(obj).__name__)
-                    continue
-                if too_deep(raw, obj):
-                    if report:
-                        self.emit.reject(Row(self.name, lineno, None), "nested too deeply",
-                                         f"more than {MAX_DEPTH} levels", raw=raw[:2000].decode("utf-8", "replace"))
-                    continue
-                yield RawRow(lineno, start, obj)
+        for lineno, offset, raw, _ in iter_lines(self.path):
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                if report:
+                    text = raw[:2000].decode("utf-8", "replace")
+                    self.emit.reject(Row(self.name, lineno, None), "not valid JSON", str(exc), raw=text)
+                continue
+            if not isinstance(obj, dict):
+                if report:
+                    self.emit.reject(Row(self.name, lineno, obj), "not a JSON object", type(obj).__name__)
+                continue
+            if too_deep(raw, obj):
+                if report:
+                    self.emit.reject(Row(self.name, lineno, None), "nested too deeply",
+                                     f"more than {MAX_DEPTH} levels", raw=raw[:2000].decode("utf-8", "replace"))
+                continue
+            yield RawRow(lineno, offset, obj)
 
     def rows(self, *, report: bool = True) -> Iterator[Row]:
         for r in self.raw_rows(report=report):
             yield Row(self.name, r.lineno, r.obj)
 
     def read_at(self, offset: int, lineno: int) -> Row:
-        with open(self.path, "rb") as fh:
-            fh.seek(offset)
-            return Row(self.name, lineno, orjson.loads(fh.readline()))
+        """The row at ``offset`` (one that raw_rows gave, with its ``lineno``)."""
+        for _, _, raw, _ in iter_lines(self.path, start=offset):
+            return Row(self.name, lineno, orjson.loads(raw))
+        raise DataError(f"no line at byte {offset}", path=self.name, line=lineno)
 
     def peek(self, n: int = 20) -> list[Any]:
         out = []

@@ -15,31 +15,28 @@ report: :mod:`trajtune.scripts.validate`. This module imports nothing of the CLI
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 import json
 import os
 import re
 import sys
-import zlib
 from array import array
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import orjson
 
 from trajtune import records
 from trajtune.errors import DataError, UsageError
-from trajtune.jsonl import MAX_DEPTH, too_deep
-from trajtune.paths import check_input, guard
+from trajtune.jsonl import MAX_DEPTH, display_name, iter_lines, open_input, too_deep
+from trajtune.paths import guard
 from trajtune.schemas.checks import ERROR, SEVERITY, WARNING, check_record
 
 KEEP_PROBLEMS = 10_000  # problems kept per file for printing and the report; counts are always complete
 DETECT_LINES = 200
 MIN_SPLIT_BYTES = 4 << 20  # smaller files are not worth starting worker processes for
 DETECT_BYTES = 8 << 20
-BOM = b"\xef\xbb\xbf"
+BOM_MESSAGE = "UTF-8 byte order mark at the start of the file (stripped)"
 _NAN = re.compile(rb"(?<![\"\w])(-?Infinity|NaN)(?![\"\w])")
 
 
@@ -100,55 +97,11 @@ def fast_record_validator(kind: str) -> Callable[[Any], bool]:
     return records.is_valid(kind)
 
 
-def _open(path: str):
-    if path == "-":
-        return sys.stdin.buffer
-    p = Path(path)
-    if p.is_dir():
-        raise UsageError(f"{path} is a directory, not a JSONL file", hint="pass the files inside it, e.g. DIR/*.jsonl")
-    if not p.exists():
-        raise UsageError(f"{path}: no such file")
-    check_input(p)  # /dev/zero, a FIFO or a socket would never end
-    try:
-        fh = open(p, "rb", buffering=1 << 20)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot open ({exc.strerror})") from None
-    if path.endswith(".gz"):
-        return gzip.GzipFile(fileobj=fh, mode="rb")
-    return fh
-
-
-def _lines(fh, limit: int, start: int = 0, end: float = float("inf")) -> Iterator[tuple[int, bytes | None, int]]:
-    """(1-based physical line number, raw bytes or None when longer than ``limit``, byte length)."""
-    pos = start
-    lineno = 0
-    readline = fh.readline
-    while pos < end:
-        raw = readline(limit)
-        if not raw:
-            return
-        pos += len(raw)
-        lineno += 1
-        if len(raw) >= limit and not raw.endswith(b"\n"):
-            total = len(raw)
-            while True:  # skip the rest of an over-long line in bounded pieces
-                more = readline(1 << 20)
-                if not more:
-                    break
-                pos += len(more)
-                total += len(more)
-                if more.endswith(b"\n"):
-                    break
-            yield lineno, None, total
-            continue
-        yield lineno, raw, len(raw)
-
-
 def _detect_kind(lines: list[bytes]) -> str | None:
     objs = []
     for raw in lines:
         try:
-            objs.append(orjson.loads(raw.removeprefix(BOM)))
+            objs.append(orjson.loads(raw))
         except orjson.JSONDecodeError:
             continue
     return records.detect_file_kind(objs)
@@ -192,8 +145,8 @@ class _Scan:
         if len(self.problems) < KEEP_PROBLEMS:
             self.problems.append((line, check, message, where))
 
-    # -- one line
-    def feed(self, lineno: int, raw: bytes | None, length: int, first: bool = False) -> None:
+    # -- one line (as trajtune.jsonl.iter_lines yields it: never blank, BOM stripped)
+    def feed(self, lineno: int, raw: bytes | None, length: int) -> None:
         self.lines = lineno
         if raw is None:
             self.records += 1
@@ -201,14 +154,9 @@ class _Scan:
                      "(raise --max-line-mb to check it)")
             self.error_lines.append(lineno)
             return
-        if first and raw.startswith(BOM):
-            raw = raw[3:]
-            self.add(lineno, "bom", "UTF-8 byte order mark at the start of the file (stripped)")
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            if not raw.strip():
-                return  # blank line: not a record
             self.records += 1
             self.error_lines.append(lineno)
             self._bad_json(lineno, raw, exc)
@@ -410,31 +358,34 @@ def _count_tokens(tok, obj: dict, kind: str) -> int:
 
 # --------------------------------------------------------------------------- per file
 
+def _line_limit(cfg: Any) -> int:
+    return int(cfg.max_line_mb * 1e6) + 2  # the line ending (CRLF) on top
+
+
 def _scan_range(args: tuple) -> dict:
     """Worker: validate the lines of path[start:end] (line numbers relative to the range)."""
     path, start, end, kind, cfg, against = args
     scan = _Scan(kind, cfg, against)
-    limit = int(cfg.max_line_mb * 1e6) + 2
-    with open(path, "rb", buffering=1 << 20) as fh:
-        fh.seek(start)
-        for lineno, raw, length in _lines(fh, limit, start, end):
-            scan.feed(lineno, raw, length, first=(start == 0 and lineno == 1))
+    feed = scan.feed
+    for lineno, _, raw, length in iter_lines(path, limit=_line_limit(cfg), start=start, end=end,
+                                             on_bom=lambda: scan.add(1, "bom", BOM_MESSAGE)):
+        feed(lineno, raw, length)
     return scan.export()
 
 
-def _split(path: str, parts: int) -> list[tuple[int, int]]:
+def _split(path: str, parts: int, limit: int) -> list[tuple[int, int]]:
+    """About equal byte ranges, each ending just after a line that iter_lines yields: a range's
+    last line number is then its count of lines (blank lines after it would go uncounted), by
+    which _merge shifts the line numbers of the ranges after it."""
     size = os.path.getsize(path)
     bounds = [0]
-    with open(path, "rb") as fh:
-        for i in range(1, parts):
-            fh.seek(max(size * i // parts, bounds[-1]))
-            if fh.tell() > 0:
-                fh.seek(fh.tell() - 1)
-                while True:  # advance to just after the next newline (bounded reads)
-                    chunk = fh.readline(1 << 20)
-                    if not chunk or chunk.endswith(b"\n"):
-                        break
-            bounds.append(fh.tell())
+    for i in range(1, parts):
+        end = size
+        # the first line from here (perhaps the tail of one) that is not blank ends the range
+        for _, offset, _, length in iter_lines(path, limit=limit, start=max(size * i // parts, bounds[-1])):
+            end = offset + length
+            break
+        bounds.append(end)
     bounds.append(size)
     return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
@@ -442,39 +393,36 @@ def _split(path: str, parts: int) -> list[tuple[int, int]]:
 def validate_file(path: str, cfg: Any, *, against: tuple[dict, dict] | None = None,
                   on_record: Callable[[dict], None] | None = None) -> FileResult:
     """Validate one JSONL file (or '-'); raises UsageError when it cannot be read."""
-    name = "<stdin>" if path == "-" else path
-    limit = int(cfg.max_line_mb * 1e6) + 2
-    fh = _open(path)
+    name = display_name(path)
+    bom: list[bool] = []
+    lines = iter_lines(path, limit=_line_limit(cfg), on_bom=lambda: bom.append(True))
     try:
         # 1) the kind, from the first lines (kept, so stdin is read once)
-        head: list[tuple[int, bytes | None, int]] = []
-        it = _lines(fh, limit)
+        head: list[tuple[int, int, bytes | None, int]] = []
         size = 0
-        for item in it:
+        for item in lines:
             head.append(item)
-            size += item[2]
+            size += item[3]
             if len(head) >= DETECT_LINES or size >= DETECT_BYTES:
                 break
-        kind = cfg.kind or _detect_kind([raw for _, raw, _ in head if raw is not None])
+        kind = cfg.kind or _detect_kind([raw for _, _, raw, _ in head if raw is not None])
         seekable = path != "-" and not path.endswith(".gz")
         workers = cfg.workers if (seekable and on_record is None and os.path.getsize(path) >= MIN_SPLIT_BYTES) else 1
         # 2) stream the lines
         if workers == 1:
             scan = _Scan(kind, cfg, against, on_record)
-            for lineno, raw, length in head:
-                scan.feed(lineno, raw, length, first=lineno == 1)
-            for lineno, raw, length in it:
-                scan.feed(lineno, raw, length, first=lineno == 1)
+            if bom:
+                scan.add(1, "bom", BOM_MESSAGE)
+            feed = scan.feed
+            for lineno, _, raw, length in head:
+                feed(lineno, raw, length)
+            for lineno, _, raw, length in lines:
+                feed(lineno, raw, length)
             parts = [scan.export()]
-        else:
+        else:  # the first range's worker reports a BOM
             parts = _run_workers(path, workers, kind, cfg, against)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise DataError(f"not a readable gzip file ({exc})", path=name) from None
-    except OSError as exc:
-        raise UsageError(f"{name}: read error ({exc})") from None
     finally:
-        if fh is not sys.stdin.buffer:
-            fh.close()
+        lines.close()
     # 3) merge the parts and find duplicates across all of them
     return _merge(name, kind, parts, cfg)
 
@@ -482,7 +430,7 @@ def validate_file(path: str, cfg: Any, *, against: tuple[dict, dict] | None = No
 def _run_workers(path: str, workers: int, kind: str | None, cfg: Any, against) -> list[dict]:
     import multiprocessing as mp
 
-    ranges = _split(path, workers)
+    ranges = _split(path, workers, _line_limit(cfg))
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     with ctx.Pool(len(ranges)) as pool:
         return pool.map(_scan_range, [(path, a, b, kind, cfg, against) for a, b in ranges])
@@ -575,24 +523,19 @@ def load_against(paths: list[str]) -> tuple[dict, dict]:
     exact: dict[int, tuple[str, int]] = {}
     norm: dict[int, tuple[str, int]] = {}
     for path in paths:
-        fh = _open(path)
-        name = "<stdin>" if path == "-" else path
-        try:
-            for lineno, raw, _ in _lines(fh, 64 << 20):
-                try:
-                    obj = orjson.loads(raw.removeprefix(BOM)) if raw is not None else None
-                except orjson.JSONDecodeError:
-                    continue
-                if not isinstance(obj, dict):
-                    continue
-                text = records.prompt_text(obj)
-                if not text.strip():
-                    continue
-                exact.setdefault(_digest(text.encode("utf-8", "surrogatepass")), (name, lineno))
-                norm.setdefault(_digest(records.normalize_text(text).encode("utf-8", "surrogatepass")), (name, lineno))
-        finally:
-            if fh is not sys.stdin.buffer:
-                fh.close()
+        name = display_name(path)
+        for lineno, _, raw, _ in iter_lines(path, limit=64 << 20):
+            try:
+                obj = orjson.loads(raw) if raw is not None else None
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            text = records.prompt_text(obj)
+            if not text.strip():
+                continue
+            exact.setdefault(_digest(text.encode("utf-8", "surrogatepass")), (name, lineno))
+            norm.setdefault(_digest(records.normalize_text(text).encode("utf-8", "surrogatepass")), (name, lineno))
     return exact, norm
 
 
@@ -604,7 +547,7 @@ def validate(paths: list[str], cfg: Any) -> list[FileResult]:
         raise UsageError("no files given", hint="trajtune validate data/train.jsonl")
     for p in list(paths) + list(cfg.against):
         if p != "-":
-            _open(p).close()  # missing file or directory: a usage error, before any work
+            open_input(p).close()  # missing file, directory, device: a usage error, before any work
     if sum(1 for p in list(paths) + list(cfg.against) if p == "-") > 1:
         raise UsageError("'-' (stdin) can be given only once")
     guard({"PATH": paths, "--against": cfg.against}, files={"-o": cfg.output})

@@ -1,39 +1,37 @@
 """Streaming JSONL: read with line numbers (files, .gz, '-'), write atomically or append+fsync.
 
-Reading never loads a whole file: lines are yielded one at a time with their 1-based line
-number. CRLF endings are tolerated; a UTF-8 BOM on the first line is stripped with a warning.
+THE reader of the project: ``open_input`` opens an input and ``iter_lines`` yields its lines,
+one at a time, never loading a whole file; ``read_jsonl`` (parsed rows), validate (byte ranges
+across worker processes) and convert's ``Source`` all read through them, so every command numbers
+lines alike: physical 1-based line numbers, blank lines skipped (but counted), CRLF tolerated, a
+UTF-8 BOM on the first line stripped (``read_jsonl`` warns, validate reports it).
 """
 from __future__ import annotations
 
 import gzip
-import io
+import itertools
 import os
 import sys
 import warnings
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import orjson
 
-from trajtune.errors import DataError, UsageError
+from trajtune.errors import DataError, TrajtuneError, UsageError
 
 BOM = b"\xef\xbb\xbf"
+_WS = b" \t\n\r\x0b\x0c"  # what bytes.strip() strips: a line of only these is blank
+_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+# what reading an open input may raise (BadGzipFile is an OSError): see read_error
+READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
 class BOMWarning(UserWarning):
     pass
-
-
-@dataclass
-class Line:
-    """One raw line of a JSONL file: ``raw`` is bytes without the line ending."""
-
-    path: str
-    lineno: int
-    raw: bytes
-    offset: int = 0
 
 
 @dataclass
@@ -49,54 +47,102 @@ def display_name(path: str | os.PathLike) -> str:
     return "<stdin>" if str(path) == "-" else str(path)
 
 
-def _open_binary(path: str | os.PathLike):
+def open_input(path: str | os.PathLike) -> BinaryIO:
+    """Open an input for reading bytes: '-' is stdin (never close it), a ``.gz`` file is
+    decompressed. A directory, a missing file, a device, FIFO or socket (they never end) or a file
+    that cannot be opened is a UsageError naming the path, raised before anything is read."""
     p = str(path)
     if p == "-":
         return sys.stdin.buffer
     pp = Path(p)
     if pp.is_dir():
-        raise UsageError(f"{p} is a directory, not a JSONL file", hint="pass the files inside it")
-    if not pp.exists():
-        raise UsageError(f"{p}: no such file")
+        raise UsageError(f"{p} is a directory, not a JSONL file", hint="pass the files inside it, e.g. DIR/*.jsonl")
     from trajtune.paths import check_input
 
-    check_input(pp)  # a device, FIFO or socket never ends: refused
+    check_input(pp)  # missing, or /dev/zero, a FIFO or a socket: refused
     try:
-        fh = open(pp, "rb")
+        if p.endswith(".gz"):
+            return gzip.GzipFile(pp, "rb")  # owns (and closes) its file
+        return open(pp, "rb", buffering=1 << 18)
     except OSError as exc:
         raise UsageError(f"{p}: cannot open ({exc.strerror})") from None
-    if p.endswith(".gz"):
-        return gzip.GzipFile(fileobj=fh, mode="rb")
-    return fh
 
 
-def iter_lines(path: str | os.PathLike, *, max_line_bytes: int | None = None) -> Iterator[Line]:
-    """Yield raw lines with 1-based numbers and byte offsets. Blank lines are skipped.
+def read_error(name: str, exc: BaseException) -> TrajtuneError:
+    """The error to raise for ``exc`` (one of READ_ERRORS) met while reading input ``name``."""
+    if isinstance(exc, _GZIP_ERRORS):
+        return DataError(f"not a readable gzip file ({exc})", path=name)
+    return UsageError(f"{name}: read error ({exc})")
 
-    ``max_line_bytes`` guards memory on pathological inputs: a longer line is yielded with
-    ``raw`` truncated to that many bytes (callers report it as too long).
+
+def iter_lines(path: str | os.PathLike, *, limit: int | None = None, start: int = 0, end: int | None = None,
+               on_bom: Callable[[], None] | None = None) -> Iterator[tuple[int, int, bytes | None, int]]:
+    """Yield ``(lineno, offset, raw, length)`` for each non-blank line of ``path`` (see open_input).
+
+    ``lineno`` is the 1-based physical line number (blank lines are skipped but counted);
+    ``offset`` the byte offset of the line and ``length`` its byte length, line ending included
+    (of the decompressed stream for ``.gz``); ``raw`` its bytes without the line ending (LF or
+    CRLF), or None when the line is longer than ``limit`` bytes (line ending included): such a
+    line is skipped in bounded pieces, never held in memory. A torn last line (no line ending) is
+    yielded as it is.
+
+    ``start``/``end``: only the lines that start in that byte range of a plain file (a line is
+    taken to start at ``start``; line numbers count from it). A UTF-8 BOM at byte 0 is stripped
+    and ``on_bom()`` called, when given. Read errors are raised as :func:`read_error` says.
     """
     name = display_name(path)
-    fh = _open_binary(path)
-    offset = 0
+    fh = open_input(path)
+    stdin = str(path) == "-"
+    limit = limit or sys.maxsize
+    stop = sys.maxsize if end is None else end
+    first = start == 0
     try:
-        for lineno, raw in enumerate(fh, start=1):
-            start = offset
-            offset += len(raw)
-            if lineno == 1 and raw.startswith(BOM):
-                warnings.warn(f"{name}:1: UTF-8 byte order mark stripped", BOMWarning, stacklevel=2)
-                raw = raw[3:]
-            raw = raw.rstrip(b"\r\n")
-            if not raw.strip():
+        if start:
+            fh.seek(start)
+        readline = fh.readline
+        pos = start
+        lineno = 0
+        while pos < stop:
+            raw = readline(limit)
+            if not raw:
+                return
+            n = len(raw)
+            pos += n
+            lineno += 1
+            if raw[-1] != 10 and n >= limit:  # no line ending within the limit: too long
+                first = False
+                total = n
+                while True:
+                    more = readline(1 << 20)
+                    if not more:
+                        break
+                    pos += len(more)
+                    total += len(more)
+                    if more[-1] == 10:
+                        break
+                yield lineno, pos - total, None, total
                 continue
-            if max_line_bytes is not None and len(raw) > max_line_bytes:
-                raw = raw[:max_line_bytes]
-            yield Line(name, lineno, raw, start)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"read error: {exc}", path=name) from None
+            if first:
+                first = False
+                if raw.startswith(BOM):
+                    raw = raw[3:]
+                    if on_bom is not None:
+                        on_bom()
+            raw = raw.rstrip(b"\r\n")
+            if not raw or (raw[0] in _WS and not raw.strip()):
+                continue  # a blank line
+            yield lineno, pos - n, raw, n
+    except READ_ERRORS as exc:
+        raise read_error(name, exc) from None
     finally:
-        if fh is not sys.stdin.buffer:
+        if not stdin:
             fh.close()
+
+
+def _warn_bom(name: str) -> Callable[[], None]:
+    def warn() -> None:
+        warnings.warn(f"{name}:1: UTF-8 byte order mark stripped", BOMWarning, stacklevel=3)
+    return warn
 
 
 # Records nested deeper than this are refused where they are read: orjson writes at most 255
@@ -128,66 +174,48 @@ def loads(raw: bytes | str) -> Any:
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[Row]:
     """Yield parsed objects; raise DataError with file:line on the first bad line."""
-    for line in iter_lines(path):
-        try:
-            obj = orjson.loads(line.raw)
-        except orjson.JSONDecodeError as exc:
-            raise DataError(f"not valid JSON ({exc})", path=line.path, line=line.lineno,
-                            hint="each line must be one JSON object; run `trajtune validate` for a full report") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=line.path, line=line.lineno)
-        if too_deep(line.raw, obj):
-            raise DataError(f"nested deeper than {MAX_DEPTH} levels", path=line.path, line=line.lineno)
-        yield Row(line.path, line.lineno, obj)
+    name = display_name(path)
+    yield from _rows(name, iter_lines(path, on_bom=_warn_bom(name)))
 
 
-def read_json_or_jsonl(path: str | os.PathLike) -> Iterator[Row]:
-    """Accept either a JSON array/object file or JSONL (many real datasets ship arrays)."""
-    p = str(path)
-    fh = _open_binary(p)
-    try:
-        head = fh.peek(64)[:64] if hasattr(fh, "peek") else b""
-    except Exception:
-        head = b""
-    stripped = head.lstrip(BOM).lstrip()
-    if p != "-" and stripped.startswith(b"["):
-        fh.close()
-        data = Path(p).read_bytes()
-        if p.endswith(".gz"):
-            data = gzip.decompress(data)
-        if data.startswith(BOM):
-            data = data[3:]
-        try:
-            arr = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise DataError(f"not valid JSON ({exc})", path=p) from None
-        for i, obj in enumerate(arr, start=1):
-            yield Row(p, i, obj)
-        return
-    if p != "-":
-        fh.close()
-        yield from read_jsonl(p)
-        return
-    # stdin: buffer it so we can sniff arrays too
-    data = fh.read()
-    if data.startswith(BOM):
-        data = data[3:]
-    if data.lstrip().startswith(b"["):
-        try:
-            arr = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise DataError(f"not valid JSON ({exc})", path="<stdin>") from None
-        for i, obj in enumerate(arr, start=1):
-            yield Row("<stdin>", i, obj)
-        return
-    for lineno, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
+def _rows(name: str, lines: Iterable[tuple[int, int, bytes | None, int]]) -> Iterator[Row]:
+    for lineno, _, raw, _ in lines:
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise DataError(f"not valid JSON ({exc})", path="<stdin>", line=lineno) from None
-        yield Row("<stdin>", lineno, obj)
+            raise DataError(f"not valid JSON ({exc})", path=name, line=lineno,
+                            hint="each line must be one JSON object; run `trajtune validate` for a full report") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=name, line=lineno)
+        if too_deep(raw, obj):
+            raise DataError(f"nested deeper than {MAX_DEPTH} levels", path=name, line=lineno)
+        yield Row(name, lineno, obj)
+
+
+def read_json_or_jsonl(path: str | os.PathLike) -> Iterator[Row]:
+    """Accept either a JSON array file (many real datasets ship arrays) or JSONL.
+
+    An array (its first non-blank line starts with ``[``) is parsed whole, JSON gives no other
+    way; its rows are numbered by element. Otherwise this is :func:`read_jsonl`.
+    """
+    name = display_name(path)
+    bom: list[bool] = []
+    lines = iter_lines(path, on_bom=lambda: bom.append(True))
+    first = next(lines, None)
+    if first is None:
+        return
+    if first[2].lstrip().startswith(b"["):
+        data = b"\n".join([first[2], *(raw for _, _, raw, _ in lines)])
+        try:
+            arr = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise DataError(f"not valid JSON ({exc})", path=name) from None
+        for i, obj in enumerate(arr, start=1):
+            yield Row(name, i, obj)
+        return
+    if bom:
+        _warn_bom(name)()
+    yield from _rows(name, itertools.chain([first], lines))
 
 
 def dumps(obj: Any) -> bytes:

@@ -67,3 +67,26 @@ def test_gzipped_jsonl_and_json_arrays_are_read(tmp_path):
         src = Source(str(tmp_path / name), emit)
         assert [r.obj[key] for r in src.rows()] == [1, 2]
         src.close()
+
+
+def test_source_reads_through_trajtune_jsonl_bom_blank_lines_and_offsets(tmp_path):
+    from trajtune.errors import DataError, UsageError
+
+    emit = Emitter()
+    p = tmp_path / "a.jsonl"
+    p.write_bytes(b'\xef\xbb\xbf{"a": 1}\r\n\r\n{"a": 2}\r\n')
+    src = Source(str(p), emit)
+    rows = list(src.raw_rows())
+    assert [(r.lineno, r.offset) for r in rows] == [(1, 0), (3, 15)]
+    assert [src.read_at(r.offset, r.lineno).obj for r in rows] == [{"a": 1}, {"a": 2}]  # the BOM too
+    one = tmp_path / "one.jsonl"
+    one.write_bytes(b'\n\n{"a": 1}\n')  # one object after blank lines is JSONL, numbered where it is
+    assert [r.lineno for r in Source(str(one), emit).rows()] == [3]
+    with pytest.raises(UsageError, match="is a directory, not a JSONL file"):
+        Source(str(tmp_path), emit)
+    with pytest.raises(UsageError, match="nope.jsonl: no such file"):
+        Source(str(tmp_path / "nope.jsonl"), emit)
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(b"not gzip\n")
+    with pytest.raises(DataError, match="bad.jsonl.gz: not a readable gzip file"):
+        Source(str(bad), emit)

@@ -168,3 +168,68 @@ def test_a_record_of_another_kind_is_named_as_such(tmp_path):
     assert res.kind == "sft"
     assert res.problems == [(4, "schema", "this looks like a preference record in a sft file; keep one kind per file "
                                           "(or pass --kind)", "$")]
+
+
+# ----------------------------------------------------------------------------- one reader, one numbering
+
+_MSGS = b'"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"yo"}]}'
+MESSY = (b'\xef\xbb\xbf{"id":"a",' + _MSGS + b'\r\n'  # 1  BOM, CRLF
+         b'\r\n'                                     # 2  blank (CRLF)
+         b'   \n'                                    # 3  blank (spaces)
+         b'{"id":"a",' + _MSGS + b'\r\n'             # 4  duplicate id
+         b'{"id": \r\n'                              # 5  not JSON
+         b'\n'                                       # 6  blank
+         b'[1, 2]\n'                                 # 7  not an object
+         b'{"id":"b",' + _MSGS.replace(b"yo", b"ok") + b'\n'  # 8  fine
+         b'{"id":"c","messages":[{"role":"user","con')  # 9  torn last line
+
+
+@pytest.mark.parametrize("name", ["messy.jsonl", "messy.jsonl.gz"])
+def test_validate_and_convert_number_lines_as_trajtune_jsonl_does(tmp_path, monkeypatch, name):
+    import gzip
+
+    from trajtune import config, jsonl
+    from trajtune.converters.common import Emitter, Source
+    from trajtune.converters.convert import run_convert
+    from trajtune.scripts.convert import Config as ConvertConfig
+
+    p = tmp_path / name
+    p.write_bytes(gzip.compress(MESSY) if name.endswith(".gz") else MESSY)
+    lines = [ln for ln, _, _, _ in jsonl.iter_lines(p)]
+    assert lines == [1, 4, 5, 7, 8, 9]
+    # validate, in one process and (a plain file) split by byte ranges across workers
+    for workers in (1, 2, 3) if not name.endswith(".gz") else (1,):
+        monkeypatch.setattr(v, "MIN_SPLIT_BYTES", 0 if workers > 1 else 4 << 20)
+        res = v.validate_file(str(p), Config(workers=workers))
+        assert sorted((ln, c) for ln, c, _, _ in res.problems) == [
+            (1, "bom"), (4, "duplicate_content"), (4, "duplicate_id"), (5, "not_json"), (7, "not_object"),
+            (9, "not_json")], workers
+        assert "id already used at line 1" in [m for _, c, m, _ in res.problems if c == "duplicate_id"]
+        assert res.records == len(lines) and res.valid == 2
+    # convert: its source rows and its rejects (the file convert writes)
+    rejected = []
+    src = Source(str(p), Emitter(rejected.append))
+    rows = [r.lineno for r in src.raw_rows()]
+    src.close()
+    assert rows == [1, 4, 8] and [e["line"] for e in rejected] == [5, 7, 9]
+    assert sorted(rows + [e["line"] for e in rejected]) == lines
+    out = tmp_path / "out.jsonl"
+    run_convert(config.build(ConvertConfig, None, {"input": str(p), "output": str(out), "source_format": "openai"}))
+    rejects = [orjson.loads(x) for x in (tmp_path / "out.rejects.jsonl").read_bytes().splitlines()]
+    assert [(e["line"], e["reason"]) for e in rejects] == [(4, "duplicate id"), (5, "not valid JSON"),
+                                                          (7, "not a JSON object"), (9, "not valid JSON")]
+    assert rejects[0]["detail"] == "a first seen at line 1"
+    # the same parse error in the same words
+    assert rejects[1]["detail"] in [m for ln, c, m, _ in res.problems if ln == 5][0]
+
+
+def test_byte_ranges_never_end_in_blank_lines_so_every_split_numbers_lines_alike(tmp_path, monkeypatch):
+    p = tmp_path / "blanks.jsonl"
+    blanks = [1 + i * 37 % 300 for i in range(40)]  # runs of blank lines longer than the records: splits land in them
+    p.write_bytes(b"".join(b'{"id":"x",' + _MSGS.replace(b"yo", b"%d" % i) + b"\n" * n for i, n in enumerate(blanks))
+                  + b"{oops\n\n  \n")
+    one = v.validate_file(str(p), Config())
+    assert len(one.problems) == 40 and one.problems[-1][:2] == (sum(blanks) + 1, "not_json")
+    monkeypatch.setattr(v, "MIN_SPLIT_BYTES", 0)
+    for workers in range(2, 9):
+        assert v.validate_file(str(p), Config(workers=workers)).problems == one.problems, workers

@@ -13,9 +13,26 @@ from trajtune.errors import DataError, UsageError
 def test_iter_lines_numbers_physical_lines_skips_blanks_and_tolerates_crlf(tmp_path):
     p = tmp_path / "a.jsonl"
     p.write_bytes(b'{"a": 1}\r\n\r\n   \n{"a": 2}\n{"a": 3}')
-    lines = list(jsonl.iter_lines(p))
-    assert [(ln.lineno, ln.raw) for ln in lines] == [(1, b'{"a": 1}'), (4, b'{"a": 2}'), (5, b'{"a": 3}')]
-    assert lines[1].offset == len(b'{"a": 1}\r\n\r\n   \n')
+    # (line number, byte offset, bytes without the line ending, byte length with it); the torn last line as it is
+    assert list(jsonl.iter_lines(p)) == [(1, 0, b'{"a": 1}', 10), (4, 16, b'{"a": 2}', 9), (5, 25, b'{"a": 3}', 8)]
+
+
+def test_iter_lines_reads_a_byte_range_numbering_from_its_start(tmp_path):
+    p = tmp_path / "a.jsonl"
+    data = b'{"a": 1}\n\n{"a": 2}\n{"a": 3}\n'
+    p.write_bytes(data)
+    cut = data.index(b'{"a": 2}')
+    assert [(ln, raw) for ln, _, raw, _ in jsonl.iter_lines(p, end=cut)] == [(1, b'{"a": 1}')]
+    assert [(ln, off) for ln, off, _, _ in jsonl.iter_lines(p, start=cut)] == [(1, cut), (2, cut + 9)]
+
+
+def test_bom_is_stripped_only_at_byte_0_and_reported_through_on_bom(tmp_path):
+    p = tmp_path / "bom.jsonl"
+    p.write_bytes(b'\xef\xbb\xbf{"a": 1}\n\xef\xbb\xbf{"a": 2}\n')
+    seen = []
+    lines = list(jsonl.iter_lines(p, on_bom=lambda: seen.append(1)))
+    assert seen == [1] and [raw for _, _, raw, _ in lines] == [b'{"a": 1}', b'\xef\xbb\xbf{"a": 2}']
+    assert [raw for _, _, raw, _ in jsonl.iter_lines(p, start=lines[1][1])] == [b'\xef\xbb\xbf{"a": 2}']
 
 
 def test_bom_is_stripped_with_a_warning(tmp_path):
@@ -46,22 +63,27 @@ def test_read_jsonl_errors_name_file_and_line(tmp_path):
         list(jsonl.read_jsonl(p))
 
 
-def test_missing_file_directory_and_corrupt_gzip(tmp_path):
-    with pytest.raises(UsageError, match="no such file"):
+def test_missing_file_directory_device_and_corrupt_gzip(tmp_path):
+    with pytest.raises(UsageError, match=r"nope.jsonl: no such file"):
         list(jsonl.iter_lines(tmp_path / "nope.jsonl"))
-    with pytest.raises(UsageError, match="is a directory"):
+    with pytest.raises(UsageError, match="is a directory, not a JSONL file"):
         list(jsonl.iter_lines(tmp_path))
+    with pytest.raises(UsageError, match="/dev/zero is a character device"):
+        jsonl.open_input("/dev/zero")
     bad = tmp_path / "x.jsonl.gz"
     bad.write_bytes(b"not gzip at all\n")
-    with pytest.raises(DataError, match="read error"):
+    with pytest.raises(DataError, match=r"x.jsonl.gz: not a readable gzip file"):
         list(jsonl.iter_lines(bad))
+    with pytest.raises(DataError, match=r"x.jsonl.gz: not a readable gzip file"):
+        list(jsonl.read_jsonl(bad))
 
 
-def test_max_line_bytes_truncates_an_overlong_line(tmp_path):
+def test_a_line_over_the_limit_is_none_with_its_length_and_never_held_in_memory(tmp_path):
     p = tmp_path / "long.jsonl"
-    p.write_bytes(b'"' + b"x" * 1000 + b'"\n{"a": 1}\n')
-    lines = list(jsonl.iter_lines(p, max_line_bytes=10))
-    assert len(lines[0].raw) == 10 and lines[1].raw == b'{"a": 1}'
+    p.write_bytes(b'"' + b"x" * 3_000_000 + b'"\r\n{"a": 1}\n')
+    lines = list(jsonl.iter_lines(p, limit=1000))
+    assert lines == [(1, 0, None, 3_000_004), (2, 3_000_004, b'{"a": 1}', 9)]
+    assert [raw for _, _, raw, _ in jsonl.iter_lines(p)][0] == b'"' + b"x" * 3_000_000 + b'"'  # no limit
 
 
 def test_read_json_or_jsonl_accepts_arrays_and_lines(tmp_path, monkeypatch):
