@@ -76,3 +76,25 @@ $(D)/eval/report.json: $(D)/merged/config.json $(D)/data/tasks.jsonl
 
 demo-clean:
 	rm -rf $(D)
+
+
+# ---------------------------------------------------------------------------------------------
+# BFCL: base vs the demo's tuned model on tasks nobody wrote for it (Berkeley Function Calling
+# Leaderboard data, read from the bfcl-eval wheel: fetched once with pip download --no-deps, never
+# installed), scored the way BFCL's AST checker scores. BFCL is evaluation data only.
+# `make bfcl` (all tasks of each category) or `make bfcl BFCL_LIMIT=40` (the first 40 of each).
+BFCL_CATEGORIES ?= simple_python multiple parallel parallel_multiple irrelevance
+BFCL_LIMIT      ?=
+BFCL_MAX_NEW    ?= 128
+BF              := $(D)/bfcl$(if $(BFCL_LIMIT),-$(BFCL_LIMIT))
+
+.PHONY: bfcl
+bfcl: install $(BF)/eval/report.json
+	@echo; sed -n '/^| metric/,/^| ready for RL/p;/^## Pass rate by category/,/mean over categories/p' $(BF)/eval/report.md; \
+	echo; echo "full report: $(BF)/eval/report.md"
+
+$(BF)/tasks.jsonl: $(D)/model.txt
+	$(STAGE) bfcl-convert 'mkdir -p $(BF) && for c in $(BFCL_CATEGORIES); do $(TT) convert --from bfcl $$c -o $(BF)/$$c.jsonl $(if $(BFCL_LIMIT),--max-records $(BFCL_LIMIT)) || exit 1; done && cat $(foreach c,$(BFCL_CATEGORIES),$(BF)/$(c).jsonl) > $@.part && mv $@.part $@'
+
+$(BF)/eval/report.json: $(D)/merged/config.json $(BF)/tasks.jsonl
+	$(STAGE) bfcl-evaluate '$(TT) evaluate $(BF)/tasks.jsonl --model $(D)/merged --baseline $(MODEL) --match bfcl --max-new-tokens $(BFCL_MAX_NEW) -o $(BF)/eval'

@@ -48,6 +48,9 @@ def metrics(preds: list[dict], tasks_by_id: dict[str, dict]) -> dict:
         for name in names or (["(no call)"] if "calls" in exp else ["(answer)"]):
             groups["tool"][name].append(p["pass"])
     out["by"] = {g: {k: {"tasks": len(v), "pass_rate": _rate(v)} for k, v in sorted(d.items())} for g, d in groups.items()}
+    # the unweighted mean over categories (how BFCL summarises; a big category does not drown a small one)
+    cats = [v["pass_rate"] for v in out["by"]["category"].values() if v["pass_rate"] is not None]
+    out["category_mean_pass_rate"] = round(sum(cats) / len(cats), 4) if len(cats) > 1 else None
     return out
 
 
@@ -78,7 +81,8 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-METRIC_ROWS = [("pass rate", "pass_rate", _pct), ("tool-name accuracy", "tool_name_accuracy", _pct),
+METRIC_ROWS = [("pass rate", "pass_rate", _pct), ("pass rate, mean over categories", "category_mean_pass_rate", _pct),
+               ("tool-name accuracy", "tool_name_accuracy", _pct),
                ("argument accuracy", "argument_accuracy", _pct), ("valid-JSON rate", "valid_json_rate", _pct),
                ("hallucination rate", "hallucination_rate", _pct), ("no-call accuracy", "no_call_accuracy", _pct),
                ("mean latency per task", "mean_latency_s", lambda x: "-" if x is None else f"{x:.3f} s"),
@@ -111,6 +115,17 @@ def render_markdown(report: dict) -> str:
               "that attempted a call. No-call accuracy: tasks whose right answer is no call. Latency: a task's "
               "share of the generation time (its own prefill plus its share of each decode step it ran in; with "
               "--engine generate, its batch's time divided by the batch size), so latencies add up to the run's time."]
+    roles = list(report["models"])
+    cats = sorted({k for m in report["models"].values() for k in m["metrics"]["by"]["category"]})
+    if len(cats) > 1:  # the models side by side, per category
+        lines += ["", "## Pass rate by category", "", "| category | tasks | " + " | ".join(roles) + " |",
+                  "|---|---|" + "---|" * len(roles)]
+        for k in cats:
+            cells = [m["metrics"]["by"]["category"].get(k, {}) for m in report["models"].values()]
+            lines.append(f"| {k} | {max(c.get('tasks', 0) for c in cells)} | "
+                         + " | ".join(_pct(c.get("pass_rate")) for c in cells) + " |")
+        lines.append("| **mean over categories** | | " + " | ".join(
+            _pct(report["models"][r]["metrics"].get("category_mean_pass_rate")) for r in roles) + " |")
     for role, m in report["models"].items():
         mm = m["metrics"]
         lines += ["", f"## {role}: failure reasons", ""]
