@@ -160,11 +160,15 @@ def normalize_text(text: str) -> str:
 
 
 def prompt_text(obj: dict) -> str:
-    """The user-facing prompt of a record: the user turns (and anchor for triplets)."""
+    """The user-facing prompt of a record: the user turns (and anchor for triplets; the first turn's
+    user messages of a raw BFCL question line, so `validate --against` takes BFCL's files as they ship)."""
     kind = detect_kind(obj)
     if kind == "triplet":
         return str(obj.get("anchor", ""))
     msgs = obj.get("messages") if kind == "sft" else obj.get("prompt")
+    if kind is None and isinstance(obj.get("question"), list):  # a raw BFCL line: question = [turn, ...]
+        first = obj["question"][0] if obj["question"] else []
+        msgs = first if isinstance(first, list) else obj["question"]
     if isinstance(msgs, str):
         return msgs
     if not isinstance(msgs, list):

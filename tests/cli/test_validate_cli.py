@@ -231,3 +231,21 @@ def test_runs_as_a_script_and_stdin_is_given_once(tmp_path):
     assert json.loads(rep.read_text())["ok"] is True and res.stdout == ""
     res = subprocess.run([sys.executable, "-m", "trajtune.scripts.validate"], capture_output=True, text=True)
     assert res.returncode == 2 and "no files given" in res.stderr
+
+
+def test_against_takes_a_raw_bfcl_question_file(tmp_path):
+    """Training data is checked for prompt overlap with BFCL's files as they ship (own BFCL-shaped lines)."""
+    import json
+    import subprocess
+    import sys
+
+    bfcl = tmp_path / "BFCL_v4_simple_python.json"
+    bfcl.write_text(json.dumps({"id": "simple_python_0", "question": [[{"role": "user", "content": "Reverse the list [3, 1, 2]."}]],
+                                "function": [{"name": "rev", "parameters": {"type": "dict", "properties": {}}}]}) + "\n")
+    train = tmp_path / "train.jsonl"
+    rec = {"id": "t1", "metadata": {}, "messages": [{"role": "user", "content": "reverse the list [3, 1, 2]."},
+                                                    {"role": "assistant", "content": "[2, 1, 3]"}]}
+    train.write_text(json.dumps(rec) + "\n")
+    res = subprocess.run([sys.executable, "-m", "trajtune.cli.app", "validate", str(train), "--against", str(bfcl)],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and f"{train}:1: error [leakage]" in res.stdout and "BFCL_v4_simple_python.json:1" in res.stdout
