@@ -30,7 +30,6 @@ from typing import Any, Literal, Optional
 from trajtune import training
 from trajtune.config import field
 from trajtune.errors import ConfigError, RunError
-from trajtune.stage import Stage
 from trajtune.training import redefault
 
 NAME = "train-dpo"
@@ -226,13 +225,8 @@ def setup(ctx: training.RunContext) -> training.Setup:
     return training.Setup(trainer=trainer, tokenizer=tokenizer, has_eval=has_eval, early=early, info=info, finish=finish)
 
 
-def run(cfg: Config) -> dict:
-    """Run one DPO training job end to end; returns the training summary (also written to disk)."""
-    return training.run_training(NAME, cfg, "preference", setup)
-
-
-STAGE = Stage(
-    name=NAME, config=Config, run=run, render=training.render_summary,
+STAGE = training.stage(
+    NAME, Config, "preference", setup,
     help="Preference (DPO) fine-tuning on preference pairs: from the base model (new LoRA; the reference is "
          "the same weights with the adapter off), from an SFT adapter (--adapter RUN/final: it keeps training, a "
          "frozen copy is the reference), or from a merged model. Data is validated and review-gated first; the "
@@ -241,6 +235,8 @@ STAGE = Stage(
          "Ctrl-C/SIGTERM saves a checkpoint first (exit 130).",
     example="trajtune train-dpo data/pairs.jsonl --adapter runs/sft/final --config configs/train_dpo/smollm2-135m.yaml -o runs/dpo",
 )
+
+run = STAGE.run  # run(cfg) -> summary: the stage as a function
 
 if __name__ == "__main__":
     from trajtune.cli.command import script

@@ -25,7 +25,6 @@ from typing import Any, Literal, Union
 from trajtune import training
 from trajtune.config import field
 from trajtune.errors import ConfigError, RunError
-from trajtune.stage import Stage
 
 NAME = "train-sft"
 
@@ -183,13 +182,8 @@ def setup(ctx: training.RunContext) -> training.Setup:
     return training.Setup(trainer=trainer, tokenizer=tokenizer, has_eval=has_eval, early=early, info=info, finish=finish)
 
 
-def run(cfg: Config) -> dict:
-    """Run one SFT training job end to end; returns the training summary (also written to disk)."""
-    return training.run_training(NAME, cfg, "sft", setup)
-
-
-STAGE = Stage(
-    name=NAME, config=Config, run=run, render=training.render_summary,
+STAGE = training.stage(
+    NAME, Config, "sft", setup,
     help="Fine-tune a model on sft records (agent trajectories). The loss covers assistant turns only "
          "(thoughts and tool calls), never system/user/tool messages nor turns marked train: false. "
          "Data is validated and review-gated before the model loads; >100 records without --eval-data are "
@@ -200,6 +194,8 @@ STAGE = Stage(
     example="trajtune train-sft data/train.jsonl --config configs/train_sft/smollm2-135m.yaml -o runs/sft "
             "--max-steps 100 --set lora_r=8",
 )
+
+run = STAGE.run  # run(cfg) -> summary: the stage as a function
 
 if __name__ == "__main__":
     from trajtune.cli.command import script

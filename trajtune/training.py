@@ -846,6 +846,17 @@ def load_tokenizer(path: str, trust_remote_code: bool) -> Any:
     return tokenizer
 
 
+def stage(name: str, config: type, kind: str, setup: Any, *, help: str, example: str) -> Any:
+    """A training stage: ``run`` is :func:`run_training` with the stage's own ``setup``."""
+    from trajtune.stage import Stage
+
+    def run(cfg: Any) -> dict:
+        return run_training(name, cfg, kind, setup)
+
+    run.__doc__ = f"Run one {name} job end to end; returns the training summary (also written to disk)."
+    return Stage(name=name, config=config, run=run, render=render_summary, help=help, example=example)
+
+
 def render_summary(summary: dict, cfg: Any) -> None:
     """The one line a training command ends with (stderr)."""
     if summary.get("skipped") or not is_main_process():
