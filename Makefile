@@ -94,7 +94,7 @@ bfcl: install $(BF)/eval/report.json
 	echo; echo "full report: $(BF)/eval/report.md"
 
 $(BF)/tasks.jsonl: $(D)/model.txt
-	$(STAGE) bfcl-convert 'mkdir -p $(BF) && for c in $(BFCL_CATEGORIES); do $(TT) convert --from bfcl $$c -o $(BF)/$$c.jsonl $(if $(BFCL_LIMIT),--max-records $(BFCL_LIMIT)) || exit 1; done && cat $(foreach c,$(BFCL_CATEGORIES),$(BF)/$(c).jsonl) > $@.part && mv $@.part $@'
+	$(STAGE) bfcl-convert 'mkdir -p $(BF) && for c in $(BFCL_CATEGORIES); do $(TT) convert --from bfcl --to task $$c -o $(BF)/$$c.jsonl $(if $(BFCL_LIMIT),--max-records $(BFCL_LIMIT)) || exit 1; done && cat $(foreach c,$(BFCL_CATEGORIES),$(BF)/$(c).jsonl) > $@.part && mv $@.part $@'
 
 $(BF)/eval/report.json: $(D)/merged/config.json $(BF)/tasks.jsonl
 	$(STAGE) bfcl-evaluate '$(TT) evaluate $(BF)/tasks.jsonl --model $(D)/merged --baseline $(MODEL) --match bfcl --max-new-tokens $(BFCL_MAX_NEW) -o $(BF)/eval'

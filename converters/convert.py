@@ -69,7 +69,7 @@ def saved_config(cfg: Any) -> dict:
 def _stamp(cfg: Any, inp: str) -> str:
     """What the output depends on besides the config: the input files' sizes and mtimes."""
     parts = []
-    for f in (inp, cfg.annotations):
+    for f in (inp, cfg.annotations, *registry.side_inputs(cfg.source_format, cfg, inp)):
         if f:
             st = Path(f).stat()
             parts.append(f"{Path(f).resolve()} {st.st_size} {st.st_mtime_ns}")
@@ -103,13 +103,14 @@ def run_convert(cfg: Any) -> dict:
     """Convert ``cfg.input`` to ``cfg.output`` (a :class:`trajtune.scripts.convert.Config`). A
     file-to-file run whose config and inputs are unchanged since the last run (OUT.convert.yaml)
     is skipped unless ``cfg.force``; its summary says ``up_to_date``."""
-    inp, out = cfg.input, cfg.output
+    out = cfg.output
+    inp = registry.resolve_input(cfg.source_format, cfg.input)  # bfcl: a category name -> its cached file
     # 1) what to produce: a record kind, possibly exported to another format
     export = exports.EXPORTS.get(cfg.to)
     kind = "sft" if export else cfg.to
     rejects_path = cfg.rejects or default_rejects(out)
     # no output may be an input (symlinks and hard links included), checked before any work
-    guard({"IN": inp, "--annotations": cfg.annotations},
+    guard({"IN": inp, "--annotations": cfg.annotations, "--answers": registry.side_inputs(cfg.source_format, cfg, inp)},
           files={"OUT": out, "--rejects": rejects_path, "the saved config": None if out == "-" else config_path(out)})
     files = inp != "-" and out != "-" and Path(inp).is_file()
     if files and not cfg.force:
@@ -133,7 +134,8 @@ def run_convert(cfg: Any) -> dict:
                     fmt = registry.detect(head, source.name)
             module = registry.get(fmt) if fmt != "unknown" else None
             if module is not None and kind not in module.KINDS:
-                raise UsageError(f"--from {fmt} gives {', '.join(module.KINDS)} records, not {kind}")
+                raise UsageError(f"--from {fmt} gives {', '.join(module.KINDS)} records, not {kind}",
+                                 hint=f"pass --to {module.KINDS[0]}")
             # 3) convert, run THE record check (schema, then validate's agent checks), write
             seen: dict[str, int] = {}
             n = 0

@@ -10,6 +10,7 @@ from trajtune.errors import UsageError
 # name -> module; detection tries them in this order (most specific shapes first).
 FORMATS = {
     "trajtune": "trajtune.converters.ours",
+    "bfcl": "trajtune.converters.bfcl",
     "interactions": "trajtune.converters.interactions",
     "tool-logs": "trajtune.converters.tool_logs",
     "traces": "trajtune.converters.traces",
@@ -31,6 +32,22 @@ def get(name: str) -> ModuleType:
         hint = f"did you mean '{close[0]}'?" if close else "formats: " + ", ".join(FORMATS)
         raise UsageError(f"--from: unknown format '{name}'", hint=hint)
     return import_module(FORMATS[name])
+
+
+def resolve_input(fmt: str, inp: str) -> str:
+    """IN as a file to read: a format may name inputs that are not files (bfcl: ``bfcl:<category>``,
+    or with ``--from bfcl`` a bare category name, extracted from the cached bfcl-eval wheel)."""
+    if fmt == "bfcl" or (fmt == "auto" and inp.startswith("bfcl:")):
+        return get("bfcl").resolve_input(inp)
+    return inp
+
+
+def side_inputs(fmt: str, cfg: Any, inp: str) -> list[str]:
+    """Other files a conversion of ``inp`` reads (bfcl: its possible_answer file), for the
+    up-to-date check of a re-run."""
+    if fmt in ("bfcl", "auto"):
+        return get("bfcl").side_inputs(cfg, inp)
+    return []
 
 
 def detect(objs: list[Any], path: str) -> str:

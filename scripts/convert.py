@@ -17,12 +17,14 @@ from trajtune.stage import Stage
 
 @dataclass
 class Config:
-    input: str = field("", positional=True, metavar="IN", help="input JSON or JSONL file ('-' = stdin)")
+    input: str = field("", positional=True, metavar="IN", help="input JSON or JSONL file ('-' = stdin; bfcl: also "
+                       "bfcl:CATEGORY or, with --from bfcl, a category name)")
     output: str = field("", flags=("-o",), output=True, metavar="OUT", help="output JSONL file ('-' = stdout)")
     source_format: str = field("auto", flags=("--from",), metavar="FORMAT",
                                help="input format (alpaca, sharegpt, openai, hermes, tool-logs, interactions, traces, "
-                                    "atif, critiques, hh-rlhf, trajtune); auto = detect from the first rows")
-    to: str = field("sft", metavar="KIND", help="output: a record kind (sft, preference, group, triplet) or an export "
+                                    "atif, critiques, hh-rlhf, bfcl, trajtune); auto = detect from the first rows")
+    to: str = field("sft", metavar="KIND", help="output: a record kind (sft, preference, group, triplet; task from "
+                    "bfcl) or an export "
                     "(openai, sharegpt, alpaca-text)")
     rejects: Optional[str] = field(None, output=True, metavar="FILE",
                                    help="rejects JSONL (default: OUT with .rejects.jsonl beside it; none when OUT is '-')")
@@ -49,6 +51,10 @@ class Config:
     approved_only: bool = field(True, help="traces -> sft: only spans annotated approved")
     sessions: bool = field(False, help="traces -> sft: one multi-turn trajectory per session.id")
     min_turns: int = field(2, help="traces --sessions: fewest turns in a session")
+    # bfcl
+    answers: Optional[str] = field(None, metavar="FILE",
+                                   help="bfcl: the possible_answer file (default: found beside IN, or in the cached "
+                                        "bfcl-eval wheel)")
 
     def check(self) -> None:
         from trajtune.converters.exports import EXPORTS
@@ -60,7 +66,7 @@ class Config:
             raise UsageError("no output given: -o OUT ('-' = stdout)",
                              hint=f"trajtune convert {self.input} -o data/sft.jsonl")
         if self.to not in KINDS and self.to not in EXPORTS:
-            raise ConfigError(f"--to must be a kind ({', '.join(k for k in KINDS if k != 'task')}) or an export "
+            raise ConfigError(f"--to must be a kind ({', '.join(KINDS)}) or an export "
                               f"({', '.join(EXPORTS)}), got '{self.to}'")
         if self.min_tool_calls < 0 or self.max_tool_calls < self.min_tool_calls:
             raise ConfigError("--min-tool-calls/--max-tool-calls: need 0 <= min-tool-calls <= max-tool-calls")
@@ -107,7 +113,8 @@ def render(s: dict, cfg: Config) -> None:
 STAGE = Stage(
     name="convert", config=Config, run=run, render=render,
     help="Convert agent data (alpaca, sharegpt, openai, hermes, tool-logs, interactions, traces, atif, critiques, "
-         "hh-rlhf, trajtune) into trajtune records, or export sft records to openai / sharegpt / alpaca-text.\n\n"
+         "hh-rlhf, trajtune) into trajtune records, or export sft records to openai / sharegpt / alpaca-text; "
+         "BFCL questions (--from bfcl) into task records.\n\n"
          "Every record is checked against its schema; rejected inputs go to a rejects JSONL with their line and "
          "reason. '-' reads stdin / writes stdout. An unchanged file-to-file run is skipped (--force converts "
          "again); the resolved config is saved as OUT.convert.yaml (repeat the run with --config). "

@@ -43,6 +43,7 @@ class Config:
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = field("auto", help="auto: bf16 on CUDA, fp32 on CPU")
     limit: Optional[int] = field(None, help="evaluate only the first N tasks")
     trust_remote_code: bool = field(False, help="allow custom model code from the model folder")
+    match: Literal["auto", "bfcl", "trajtune"] = field("auto", help="scoring rules: 'trajtune' (type-aware, exact strings), 'bfcl' (the Berkeley Function Calling Leaderboard's AST checker: normalised strings, int for float, ...; see trajtune/scoring.py); auto: per task, 'bfcl' where its metadata.scoring says so")
 
     def check(self) -> None:
         if not self.tasks:
@@ -288,7 +289,7 @@ def run_model(spec: ModelSpec, tasks: list[dict], cfg: Config, appender, say: Ca
 
     def done(i: int, text: str, n_tokens: int, truncated: bool, seconds: float) -> None:
         t = todo[i]
-        s = score(t, text, truncated)
+        s = score(t, text, truncated, match=cfg.match)
         appender.write({
             "id": f"{spec.key}:{t['id']}", "task_id": t["id"], "model": spec.role, "model_key": spec.key,
             "model_path": spec.label, "output": text, "calls": s.calls, "pass": s.passed, "reason": s.reason,
