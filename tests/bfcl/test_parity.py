@@ -326,7 +326,7 @@ def _irrelevance_replies(row: dict) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_bfcl_mode_agrees_with_bfcl_checker(bfcl):
+def test_bfcl_mode_agrees_with_bfcl_checker(bfcl, capsys):
     agree: Counter = Counter()
     total: Counter = Counter()
     per_kind: dict[str, Counter] = defaultdict(Counter)
@@ -355,18 +355,19 @@ def test_bfcl_mode_agrees_with_bfcl_checker(bfcl):
                     known_seen.add((cat, row["id"], label))
                 else:
                     disagreements.append((cat, row["id"], label, theirs, ours, text, score(task, text).detail))
-    print()
-    for cat in CATEGORIES:
-        print(f"{cat:18s} {agree[cat]:6d}/{total[cat]:<6d} = {agree[cat] / max(total[cat], 1):.4%} agree"
-              f"  ({len(bfcl.data[cat])} rows, {rejected[cat]} rejected by the converter)")
-    n_agree, n = sum(agree.values()), sum(total.values())
-    print(f"{'overall':18s} {n_agree:6d}/{n:<6d} = {n_agree / n:.4%} agree"
-          f"  (+{len(known_seen)} known, explained disagreements: {sorted(known_seen)})")
-    print("replies scored per perturbation (BFCL passes / all):",
-          ", ".join(f"{k} {v['bfcl_pass']}/{v['n']}" for k, v in sorted(per_kind.items())))
-    for d in disagreements[:8]:
-        cat, rid, label, theirs, ours, text, detail = d
-        print(f"DISAGREE {rid} {label}: bfcl={theirs} ours={ours} ({detail})\n  {text[:400]}")
+    with capsys.disabled():  # the agreement rate is printed in CI's log too, not only with -s
+        print()
+        for cat in CATEGORIES:
+            print(f"{cat:18s} {agree[cat]:6d}/{total[cat]:<6d} = {agree[cat] / max(total[cat], 1):.4%} agree"
+                  f"  ({len(bfcl.data[cat])} rows, {rejected[cat]} rejected by the converter)")
+        n_agree, n = sum(agree.values()), sum(total.values())
+        print(f"{'overall':18s} {n_agree:6d}/{n:<6d} = {n_agree / n:.4%} agree"
+              f"  (+{len(known_seen)} known, explained disagreements: {sorted(known_seen)})")
+        print("replies scored per perturbation (BFCL passes / all):",
+              ", ".join(f"{k} {v['bfcl_pass']}/{v['n']}" for k, v in sorted(per_kind.items())))
+        for d in disagreements[:8]:
+            cat, rid, label, theirs, ours, text, detail = d
+            print(f"DISAGREE {rid} {label}: bfcl={theirs} ours={ours} ({detail})\n  {text[:400]}")
     assert sum(rejected.values()) == 0, rejected
     assert not disagreements, f"{len(disagreements)} disagreements, first: {disagreements[0][:5]}"
     assert known_seen == KNOWN, f"a known disagreement no longer occurs: {KNOWN - known_seen}"
