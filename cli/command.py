@@ -20,7 +20,7 @@ from typing import Any, List, Optional
 import typer
 
 from trajtune.stage import Stage
-
+# the options every command has besides its Config fields
 COMMON = ("--config", "--set", "--json", "--help")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from trajtune.console import err_console, out_console  # noqa: F401 - re-exported for the command modules
+from trajtune.console import err_console
 from trajtune.errors import TrajtuneError
 
 

@@ -4,8 +4,8 @@ Input: a BFCL category file (``BFCL_v4_<category>.json``, JSON lines: ``id``, ``
 of messages), ``function`` (the tools)) with its possible_answer file (``ground_truth``: the
 calls, each argument listing its acceptable values), found beside it
 (``possible_answer/BFCL_v4_<category>.json`` next to the file, or under a sibling
-``possible_answer`` folder), given with ``--answers FILE``, or else read from the cached
-``bfcl-eval`` wheel (:mod:`trajtune.bfcl`). IN may also be ``bfcl:<category>`` or, with
+``possible_answer`` folder), given with ``--answers FILE``, or else read from the ``bfcl-eval`` wheel when it is
+already cached (:mod:`trajtune.bfcl`; a file's name never triggers a download). IN may also be ``bfcl:<category>`` or, with
 ``--from bfcl``, a bare category name (``trajtune convert --from bfcl --to task simple_python
 -o tasks.jsonl``): the category is extracted from the cached wheel.
 
@@ -129,6 +129,9 @@ class Answers:
             if category not in bfcl.CATEGORIES or category in bfcl.NO_ANSWERS:
                 raise Reject("no possible answer file", "none beside IN and not a BFCL category with answers: "
                                                         "pass --answers FILE")
+            if bfcl.cached_wheel() is None:  # a file's name never makes convert download anything
+                raise Reject("no possible answer file", "none beside IN, and the bfcl-eval wheel is not cached: pass "
+                                                        f"--answers FILE, or convert the category by name ({category})")
             if category not in self._wheel:
                 table = self._wheel[category] = {}
                 for line in bfcl.category_files(category)[1]:

@@ -68,13 +68,6 @@ def arg_validator(parameters: dict) -> ArgSchema:
     return arg_schema(parameters)
 
 
-def _json_path(parts, root: str = "$") -> str:
-    out = root
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else f".{p}"
-    return out
-
-
 # --------------------------------------------------------------------------- helpers
 # These run on every record: no string formatting unless something is wrong.
 

@@ -41,6 +41,14 @@ def _offline() -> bool:
     return os.environ.get("TRAJTUNE_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
+def cached_wheel() -> Path | None:
+    """The bfcl-eval wheel when it is already in the cache (never downloads)."""
+    from trajtune.models import cache_dir
+
+    found = sorted((cache_dir() / "wheels").glob(f"bfcl_eval-{VERSION}-*.whl"))
+    return found[0] if found else None
+
+
 def wheel_path() -> Path:
     """The cached bfcl-eval wheel, downloaded (no dependencies) on first use."""
     from trajtune.models import cache_dir

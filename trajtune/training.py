@@ -132,7 +132,7 @@ def resolve_run_dir(stage: str, cfg: Any, output_dir: str | None, resume: str) -
             p = base / f"{stage}-{stamp}-{n}"
 
 
-def save_config(cfg: Any, run_dir: Path, output_dir: str | Path | None = None) -> None:
+def save_config(cfg: Any, run_dir: Path) -> None:
     """Write the resolved config (secrets redacted) as ``run_dir/config.yaml``."""
     if not is_main_process():
         return

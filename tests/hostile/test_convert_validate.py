@@ -252,3 +252,13 @@ def test_non_utf8_config_is_a_clear_error(tt, tmp_path):
 def test_negative_limits_are_usage_errors(tt, tmp_path):
     r = tt("validate", VALID / "sft.jsonl", "--max-line-mb", "-1")
     assert r.code == 2 and "--max-line-mb must be a positive" in r.err
+
+
+def test_a_bfcl_named_file_without_answers_never_downloads_the_wheel(tt, tmp_path):
+    f = tmp_path / "BFCL_v4_simple_python.json"  # our own BFCL-shaped line; no possible_answer beside it
+    f.write_text(json.dumps({"id": "simple_python_0", "question": [[{"role": "user", "content": "Add 1 and 2."}]],
+                             "function": [{"name": "add", "parameters": {"type": "dict", "properties": {
+                                 "a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}}]}) + "\n")
+    r = tt("convert", "--to", "task", f, "-o", tmp_path / "o.jsonl", env={"TRAJTUNE_CACHE": str(tmp_path / "cache")})
+    assert r.code == 1 and "no possible answer file" in r.err + (tmp_path / "o.rejects.jsonl").read_text()
+    assert not (tmp_path / "cache" / "wheels").exists()
