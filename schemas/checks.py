@@ -49,6 +49,7 @@ SEVERITY: dict[str, str] = {
     "no_assistant": ERROR,
     "empty_prompt": ERROR,
     "chosen_equals_rejected": ERROR,
+    "step_labels": ERROR,
     "positive_equals_negative": ERROR,
     "flat_rewards": WARNING,
     "bad_regex": ERROR,
@@ -244,6 +245,21 @@ def check_preference(obj: dict) -> list[Issue]:
     return issues
 
 
+def check_labelled(obj: dict) -> list[Issue]:
+    issues: list[Issue] = []
+    tools, prompt, pending = _check_prompt(obj, issues)
+    completion = obj["completion"]
+    _check_dialogue(completion, "$.completion", tools, issues, start_pending=pending, seen_ids=_ids_in(prompt),
+                    need_user_first=False)
+    steps = sum(1 for m in completion if m["role"] == "assistant")
+    if not steps:
+        issues.append(("no_assistant", "the completion has no assistant turn: nothing is judged", "$.completion"))
+    elif "labels" in obj and len(obj["labels"]) != steps:
+        issues.append(("step_labels", f"{len(obj['labels'])} labels for {steps} assistant step(s) of the completion",
+                       "$.labels"))
+    return issues
+
+
 def check_group(obj: dict) -> list[Issue]:
     issues: list[Issue] = []
     tools, prompt, pending = _check_prompt(obj, issues)
@@ -318,6 +334,7 @@ CHECKS: dict[str, Callable[[dict], list[Issue]]] = {
     "group": check_group,
     "triplet": check_triplet,
     "task": check_task,
+    "labelled": check_labelled,
 }
 
 

@@ -200,7 +200,7 @@ class _Scan:
         kind = self.kind
         if kind is None:
             self.add(lineno, "unknown_kind", "cannot tell the record kind (no messages, chosen/rejected, responses, "
-                     "anchor/positive/negative or expected key); pass --kind")
+                     "anchor/positive/negative, expected or completion+label key); pass --kind")
             return
         rid = obj.get("id")
         if type(rid) is str:
@@ -266,6 +266,8 @@ class _Scan:
             lists = [obj["prompt"], obj["chosen"]]
         elif kind == "group":
             lists = [obj["prompt"], obj["responses"][0]["messages"]]
+        elif kind == "labelled":
+            lists = [obj["prompt"], obj["completion"]]
         elif kind == "task":
             lists = [obj["prompt"]]
             self.tool_calls += len(obj["expected"].get("calls") or ())
@@ -351,6 +353,8 @@ def _count_tokens(tok, obj: dict, kind: str) -> int:
         return max(n(chat.render(tok, obj["prompt"] + obj[s], tools)) for s in ("chosen", "rejected"))
     if kind == "group":
         return max(n(chat.render(tok, obj["prompt"] + r["messages"], tools)) for r in obj["responses"])
+    if kind == "labelled":
+        return n(chat.render(tok, obj["prompt"] + obj["completion"], tools))
     if kind == "task":
         return n(chat.render_prompt(tok, obj["prompt"], tools))
     return max(n(obj[k]) for k in ("anchor", "positive", "negative"))

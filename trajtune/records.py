@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-KINDS = ("sft", "preference", "group", "triplet", "task")
+KINDS = ("sft", "preference", "group", "triplet", "task", "labelled")
 
 # A record's kind is given by its distinguishing keys.
 _KIND_KEYS = {
@@ -27,6 +27,7 @@ _KIND_KEYS = {
     "group": ("responses",),
     "triplet": ("anchor", "positive", "negative"),
     "task": ("expected",),
+    "labelled": ("prompt", "completion"),  # and label (one verdict) or labels (one a step)
 }
 
 
@@ -34,8 +35,8 @@ def detect_kind(obj: Any) -> str | None:
     """Guess the kind of one record from its keys; None when it matches none."""
     if not isinstance(obj, dict):
         return None
-    for kind in ("task", "preference", "group", "triplet", "sft"):
-        if all(k in obj for k in _KIND_KEYS[kind]):
+    for kind in ("task", "preference", "group", "triplet", "labelled", "sft"):
+        if all(k in obj for k in _KIND_KEYS[kind]) and (kind != "labelled" or "label" in obj or "labels" in obj):
             return kind
     return None
 
@@ -184,7 +185,8 @@ def called_tools(obj: dict) -> list[str]:
     if kind == "task":
         exp = obj.get("expected") or {}
         return [c.get("name") for c in exp.get("calls", []) if isinstance(c, dict)]
-    lists = [obj.get("messages")] if kind == "sft" else [obj.get("chosen")]
+    lists = [obj.get("messages")] if kind == "sft" else [obj.get("completion")] if kind == "labelled" \
+        else [obj.get("chosen")]
     for msgs in lists:
         for m in msgs or []:
             if isinstance(m, dict):
