@@ -23,11 +23,14 @@ app = typer.Typer(
 )
 
 # the commands in the order --help lists them (importing a stage module is cheap: heavy imports are lazy)
-COMMANDS = ("validate", "convert", "split", "merge_lora", "train_sft", "generate", "review", "train_dpo", "evaluate")
+COMMANDS = ("validate", "convert", "split", "merge_lora", "train_sft", "generate", "review", "train_dpo", "evaluate",
+            "advise", "runs")
 GROUP_HELP = {
     "generate": "Generate synthetic agent data from a tool catalog: trajectories (sft), preference pairs, eval tasks. "
                 "Offline by default (templates + tool simulators), deterministic for a seed; re-running appends only "
                 "the records still missing. Records carry metadata.review: pending until `trajtune review` approves them.",
+    "runs": "Find, inspect, compare and promote runs: every stage writes a lineage manifest beside its output and "
+            "registers the run in an SQLite index (runs/registry.sqlite, or $TRAJTUNE_REGISTRY).",
 }
 
 

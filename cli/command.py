@@ -166,7 +166,7 @@ def callback(stage: Stage):
         outputs = [f.name for f in dataclasses.fields(stage.config) if f.metadata.get("output")]
         if as_json and any(getattr(cfg, o, None) == "-" for o in outputs):
             raise UsageError("--json and an output of '-' both use stdout", hint="write the output to a file")
-        summary = stage.run(cfg)
+        summary = stage.execute(cfg)  # run(cfg) + its lineage manifest and registry entry
         if stage.render is not None:
             if "as_json" in inspect.signature(stage.render).parameters:
                 stage.render(summary, cfg, as_json=as_json)

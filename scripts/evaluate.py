@@ -364,7 +364,10 @@ def evaluate(cfg: Config, say: Callable[[str], None] | None = None) -> dict:
         p = row.obj
         if p.get("model_key") in preds and p.get("task_id") in by_id:
             preds[p["model_key"]][p["task_id"]] = p
+    from trajtune.records import content_id
+
     report: dict[str, Any] = {"tasks_file": cfg.tasks, "tasks": len(tasks), "output": str(out),
+                              "tasks_digest": content_id(sorted(tasks, key=lambda t: str(t["id"]))),  # runs compare: same tasks?
                               "ready_threshold": cfg.ready_threshold, "models": {}}
     for s in specs:
         plist = [preds[s.key][t["id"]] for t in tasks if t["id"] in preds[s.key]]
@@ -390,8 +393,29 @@ def render(report: dict, cfg: Config) -> None:
     err_console.print(f"wrote {Path(cfg.output) / 'report.md'} and report.json", markup=False)
 
 
+HEADLINE = ("pass_rate", "tool_name_accuracy", "argument_accuracy", "valid_json_rate", "hallucination_rate",
+            "no_call_accuracy", "mean_latency_s", "truncated")
+
+
+def lineage(cfg: Config, report: dict) -> dict:
+    """The evaluation in the manifest: each model's key (its rows in predictions.jsonl) and headline
+    metrics, the task set's digest (``trajtune runs compare`` pairs only identical task sets)."""
+    if report.get("kind") == "retrieval":  # a ranking report: the generic headline numbers
+        return {}
+    roles = {role: {"model": m["model"], "key": m["key"], "metrics": {k: m["metrics"].get(k) for k in HEADLINE}}
+             for role, m in report["models"].items()}
+    main = "tuned" if "tuned" in roles else "model"
+    metrics = {"tasks": report["tasks"], "pass_rate": roles[main]["metrics"]["pass_rate"]}
+    c = report.get("comparison")
+    if c:
+        metrics.update(baseline_pass_rate=c["baseline_pass_rate"], improvement_points=c["improvement_points"],
+                       mcnemar_p=c["mcnemar_p"])
+    return {"metrics": metrics, "evaluation": {"tasks": report["tasks"], "tasks_digest": report.get("tasks_digest"),
+                                               "primary": main, "roles": roles}}
+
+
 STAGE = Stage(
-    name="evaluate", config=Config, run=run, render=render,
+    name="evaluate", config=Config, run=run, render=render, lineage=lineage,
     help="Evaluate a model on task records: prompts rendered exactly as in training, batched greedy generation "
          "(shared prompt prefixes computed once, no padding, finished sequences replaced at once), "
          "each reply scored (tool names, type-aware arguments, order, no-call, answers). Writes predictions.jsonl "

@@ -96,8 +96,13 @@ def render(s: dict, cfg: Config) -> None:
                           markup=False)
 
 
+def lineage(cfg: Config, summary: dict) -> dict:
+    """review's output is its input, rewritten: the manifest beside FILE (the generating run's is kept in it)."""
+    return {"output": cfg.input, "outputs": [cfg.input]}
+
+
 STAGE = Stage(
-    name="review", config=Config, run=run, render=render,
+    name="review", config=Config, run=run, render=render, lineage=lineage,
     help="Review generated records (metadata.review: pending) before training: walk through them and approve, "
          "reject or skip each one (answers read from stdin), or decide in bulk with --approve-all / --approve-ids / "
          "--reject-ids. Decisions are saved as they are made in FILE.review.jsonl, so an interrupted review resumes "

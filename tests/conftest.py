@@ -1,10 +1,17 @@
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the runs tests start register in a registry of their own, never in the developer's runs/registry.sqlite
+_REGISTRY_DIR = tempfile.mkdtemp(prefix="trajtune-test-registry-")
+atexit.register(shutil.rmtree, _REGISTRY_DIR, True)
+os.environ.setdefault("TRAJTUNE_REGISTRY", os.path.join(_REGISTRY_DIR, "registry.sqlite"))
 
 ROOT = Path(__file__).resolve().parents[1]
 

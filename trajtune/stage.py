@@ -8,6 +8,12 @@ it by ``trajtune.cli.command``. ``run`` does the work and returns a JSON-able su
 ``exit_code`` key (default 0) is the process exit code (1: bad data or a failed run, 130:
 interrupted). ``render(summary, cfg)`` prints the human report on stderr.
 
+``execute(cfg)`` is how the CLI (and the script form) runs a stage: ``run(cfg)`` with its lineage
+manifest written beside the output and the run registered (:mod:`trajtune.lineage`,
+:mod:`trajtune.registry`), once for every stage. ``lineage(cfg, summary) -> dict`` is the
+stage's optional hook for what only it knows (which folder the manifest describes, its outputs,
+headline metrics, the model it made).
+
 This module is core: it imports nothing of the CLI, so stages can be imported, called and tested
 as plain functions.
 """
@@ -25,6 +31,16 @@ class Stage:
     help: str
     example: str
     render: Optional[Callable[[dict, Any], None]] = None
+    lineage: Optional[Callable[[Any, dict], dict]] = None
+
+    def execute(self, cfg: Any) -> dict:
+        """``run(cfg)``, then its manifest and registry entry (a stage without an output has none)."""
+        from trajtune.lineage import Recorder
+
+        recorder = Recorder(self, cfg)
+        summary = self.run(cfg)
+        recorder.finish(summary)
+        return summary
 
     @property
     def command(self) -> str:

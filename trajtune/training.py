@@ -285,8 +285,11 @@ def prepare_data(data: Sequence[str], kind: str, *, weights: Sequence[float] | N
     train: list[dict] = []
     for i, (records, w) in enumerate(zip(per_file, weights)):
         train.extend(apply_weight(records, w, seed + i))
+    from trajtune.generators.review import PENDING, review_state
+
+    approved = sum(1 for records in per_file for r in records if review_state(r) != PENDING)
     counts = {"files": {p: len(r) for p, r in zip(data, per_file)}, "weights": dict(zip(data, weights)),
-              "records_read": n_total, "train_records": len(train), "eval_records": len(eval_records), "eval_split": split}
+              "records_read": n_total, "approved": approved, "train_records": len(train), "eval_records": len(eval_records), "eval_split": split}
     return PreparedData(train, eval_records, counts)
 
 
@@ -738,6 +741,10 @@ def run_training(stage: str, cfg: TrainConfig, kind: str, setup: Any) -> dict:
                         allow_unreviewed=cfg.allow_unreviewed, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
                         auto_split_over=100 if cfg.auto_split else float("inf"))
     check_eval_save_steps(bool(data.eval), cfg.eval_steps, cfg.save_steps)
+    from trajtune.advice import shortfall
+
+    if (below := shortfall(kind, data.counts["approved"])) is not None:  # the same words as `trajtune advise`
+        warn(below)
     precision = choose_precision(cfg.precision, cfg.device)
     if cfg.method == "qlora" and precision.device != "cuda":
         raise ConfigError("method: qlora needs a CUDA GPU (bitsandbytes 4-bit); on CPU use method: lora")
@@ -854,7 +861,21 @@ def stage(name: str, config: type, kind: str, setup: Any, *, help: str, example:
         return run_training(name, cfg, kind, setup)
 
     run.__doc__ = f"Run one {name} job end to end; returns the training summary (also written to disk)."
-    return Stage(name=name, config=config, run=run, render=render_summary, help=help, example=example)
+    return Stage(name=name, config=config, run=run, render=render_summary, help=help, example=example,
+                 lineage=lineage)
+
+
+def lineage(cfg: Any, summary: dict) -> dict:
+    """What a training run's manifest adds: the run folder (final/, the summary, the config) and
+    the model it made (base, the adapter it continued, method)."""
+    run_dir = Path(summary["run_dir"])
+    keys = ("global_step", "train_loss", "eval_loss", "perplexity", "tokens_per_second", "train_time_s",
+            "rewards_accuracy", "eval_rewards_accuracy")
+    return {"output": str(run_dir),
+            "outputs": [p for p in (run_dir / "final", run_dir / SUMMARY_NAME, run_dir / CONFIG_NAME) if p.exists()],
+            "metrics": {k: summary[k] for k in keys if isinstance(summary.get(k), (int, float))},
+            "model": {"base": cfg.model, "adapter": getattr(cfg, "adapter", None), "method": summary.get("method", cfg.method),
+                      "final": summary.get("final"), "kind": "adapter" if summary.get("method", cfg.method) != "full" else "model"}}
 
 
 def render_summary(summary: dict, cfg: Any) -> None:
