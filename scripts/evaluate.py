@@ -43,6 +43,7 @@ class Config:
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = field("auto", help="auto: bf16 on CUDA, fp32 on CPU")
     limit: Optional[int] = field(None, help="evaluate only the first N tasks")
     trust_remote_code: bool = field(False, help="allow custom model code from the model folder")
+    corpus: Optional[str] = field(None, metavar="FILE", help="retrieval: rank this corpus for every task with an embedding model (--model, default all-MiniLM-L6-v2) instead of generating: a tool catalog (OpenAI tools JSON, YAML) or a documents JSONL ({id, text}); scores recall@1/5/10, MRR@10, nDCG@10 (trajtune/retrieval.py). A tasks file of retrieval queries ({id, query, relevant}) needs no --corpus when it holds its documents")
     match: Literal["auto", "bfcl", "trajtune"] = field("auto", help="scoring rules: 'trajtune' (type-aware, exact strings), 'bfcl' (the Berkeley Function Calling Leaderboard's AST checker: normalised strings, int for float, ...; see trajtune/scoring.py); auto: per task, 'bfcl' where its metadata.scoring says so")
 
     def check(self) -> None:
@@ -330,6 +331,10 @@ def evaluate(cfg: Config, say: Callable[[str], None] | None = None) -> dict:
     from trajtune.report import compare, metrics, render_markdown
 
     say = say or (lambda msg: None)
+    from trajtune import retrieval
+
+    if cfg.corpus or retrieval.is_retrieval_file(cfg.tasks):  # embedding models ranking a corpus: its own module
+        return retrieval.evaluate(cfg, say)
     out = Path(cfg.output)
     guard({"TASKS": cfg.tasks, "--model": cfg.model, "--baseline": cfg.baseline, "--adapter": list(cfg.adapter)},
           files={name: out / name for name in ("predictions.jsonl", "report.json", "report.md", "config.yaml")},
@@ -389,6 +394,8 @@ def render(report: dict, cfg: Config) -> None:
     from trajtune.console import err_console
     from trajtune.report import rich_table
 
+    if report.get("kind") == "retrieval":
+        from trajtune.retrieval import rich_table
     err_console.print(rich_table(report))
     err_console.print(f"wrote {Path(cfg.output) / 'report.md'} and report.json", markup=False)
 

@@ -78,3 +78,38 @@ def build_noisy_model(src: str | Path, out_dir: str | Path, *, std: float = 0.5,
     scramble(AutoModelForCausalLM.from_pretrained(src), std=std, seed=seed).save_pretrained(out)
     AutoTokenizer.from_pretrained(src).save_pretrained(out)
     return out
+
+
+_EMBED_WORDS = (
+    "the a an of to in for on with and or is it this that me my please can you find get run read write list "
+    "file files folder text search docs query sql table logs service deploy restart weather city tests test "
+    "open show fetch recent lines rename function class variable everywhere suite path parameters commit "
+    "branch create delete update send email message user order orders price stock report status build image"
+).split()
+
+
+def build_tiny_embedder(out_dir: str | Path, *, hidden: int = 32, layers: int = 2, seed: int = 0,
+                        words: tuple[str, ...] | None = None) -> Path:
+    """A real (random) 2-layer BERT with a WordPiece tokenizer built from a small vocabulary, as a
+    sentence-transformers folder (transformer + mean pooling + normalise): trains in milliseconds."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out = Path(out_dir)
+    raw = out.parent / f"{out.name}-hf"
+    raw.mkdir(parents=True, exist_ok=True)
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(words or _EMBED_WORDS),
+             *chars, *"_-.,:;?!'\"()/", *(f"##{c}" for c in chars + "_")]
+    (raw / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(raw / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(seed)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                         intermediate_size=hidden * 2, max_position_embeddings=256)).save_pretrained(raw)
+    tok.save_pretrained(raw)
+    tr = Transformer(str(raw), max_seq_length=128)
+    SentenceTransformer(modules=[tr, Pooling(tr.get_embedding_dimension(), "mean"), Normalize()], device="cpu").save(str(out))
+    return out
