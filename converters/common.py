@@ -49,6 +49,16 @@ def as_reject(exc: BaseException) -> "Reject":
     return Reject("malformed row", f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__)
 
 
+class Ambiguous(Exception):
+    """``detect``'s answer for an object that fits two formats equally: auto-detection asks for
+    ``--from`` when most of the first objects are like it."""
+
+    def __init__(self, names: tuple[str, ...], why: str):
+        super().__init__(why)
+        self.names = names
+        self.why = why
+
+
 class Skip(Exception):
     """One input is valid but left out by a filter (counted under 'skipped')."""
 
@@ -62,6 +72,7 @@ class Emitter:
 
     def __init__(self, write_reject: Callable[[dict], None] | None = None):
         self._write = write_reject
+        self.unit = "line"  # the key a reject's row number goes under ("row" for Parquet / datasets)
         self.rejected: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
 
@@ -70,7 +81,7 @@ class Emitter:
         (``raw`` text when it was not JSON) and, when it got that far, the converted ``record``."""
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
         if self._write is not None:
-            entry = {"source": row.path if row else None, "line": row.lineno if row else None, "reason": reason}
+            entry = {"source": row.path if row else None, self.unit: row.lineno if row else None, "reason": reason}
             if detail:
                 entry["detail"] = detail
             entry["input"] = raw if raw is not None else (row.obj if row is not None else None)
@@ -116,7 +127,8 @@ class Source:
     """An input file read as rows with line numbers and byte offsets, re-readable.
 
     JSONL files are streamed. Stdin, a ``.gz`` file or a JSON array is first spooled to a
-    temporary JSONL file (an array one element a line), so every converter can make two passes
+    temporary JSONL file (an array one element a line; a Parquet file or a ``datasets`` folder
+    one row a line, see :mod:`trajtune.containers`), so every converter can make two passes
     and seek to offsets: grouping converters keep only keys and offsets in memory. Lines are read
     by ``trajtune.jsonl.iter_lines``, so line numbers are those of every other command.
     """
@@ -124,6 +136,7 @@ class Source:
     def __init__(self, path: str, emit: Emitter):
         self.name = display_name(path)
         self.emit = emit
+        self.unit = "line"  # what a row number counts: 'row' for Parquet and datasets folders
         self._tmp: str | None = None
         try:
             self.path = self._prepare(str(path))
@@ -132,6 +145,10 @@ class Source:
             raise
 
     def _prepare(self, p: str) -> str:
+        from trajtune import containers
+
+        if p != "-" and containers.sniff(p) == "dataset":  # a datasets save_to_disk folder
+            return self._respool_rows(p, "dataset")
         # a directory, a missing file, a device, a FIFO or a socket: refused before reading
         src = open_input(p)
         try:
@@ -144,9 +161,28 @@ class Source:
         finally:
             if p != "-":
                 src.close()
+        if containers.sniff(path) == "parquet":  # by its magic bytes, so '-' can be Parquet too
+            return self._respool_rows(path, "parquet")
         if self._is_json(path):
             return self._respool_json(path)
         return path
+
+    def _respool_rows(self, path: str, container: str) -> str:
+        """A Parquet file or datasets folder -> a temporary JSONL file, one row a line, read in
+        record batches (bounded memory); row N is line N, and rejects say ``row``."""
+        from trajtune import containers
+
+        self.unit = "row"
+        self.emit.unit = "row"
+        old = self._tmp
+        _sweep_spools()
+        fd, tmp = tempfile.mkstemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", suffix=".jsonl")
+        self._tmp = tmp
+        with os.fdopen(fd, "wb") as out:
+            containers.to_jsonl(path, container, out, self.name)
+        if old:
+            os.unlink(old)
+        return tmp
 
     def _spool(self, src) -> str:
         import shutil

@@ -11,16 +11,18 @@ The command and its options (``cfg``): :mod:`trajtune.scripts.convert`.
 """
 from __future__ import annotations
 
+import os
 import re
-from contextlib import nullcontext
+import tempfile
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from trajtune import config, records
+from trajtune import config, containers, records
 from trajtune.converters import exports, registry
-from trajtune.converters.common import ROW_ERRORS, Emitter, Source, as_reject
+from trajtune.converters.common import ROW_ERRORS, Emitter, Reject, Source, as_reject
 from trajtune.errors import ConfigError, UsageError
 from trajtune.jsonl import atomic_writer
 from trajtune.paths import guard
@@ -45,19 +47,30 @@ def _placeholder(rec: dict) -> str | None:
     return None
 
 
+def _stem(p: Path) -> str:
+    for ext in (".jsonl", ".parquet"):
+        if p.name.endswith(ext):
+            return p.name[: -len(ext)]
+    return p.name
+
+
 def default_rejects(out: str) -> str | None:
     if out == "-":
         return None
     p = Path(out)
-    stem = p.name[:-6] if p.name.endswith(".jsonl") else p.name
-    return str(p.with_name(stem + ".rejects.jsonl"))
+    return str(p.with_name(_stem(p) + ".rejects.jsonl"))
 
 
 def config_path(out: str) -> Path:
     """Where the resolved config of a conversion is saved: OUT.convert.yaml beside OUT."""
     p = Path(out)
-    stem = p.name[:-6] if p.name.endswith(".jsonl") else p.name
-    return p.with_name(stem + ".convert.yaml")
+    return p.with_name(_stem(p) + ".convert.yaml")
+
+
+def _files(path: str) -> list[Path]:
+    """A file, or every file of a datasets folder (its stamp is theirs)."""
+    p = Path(path)
+    return sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
 
 
 def saved_config(cfg: Any) -> dict:
@@ -70,16 +83,16 @@ def _stamp(cfg: Any, inp: str) -> str:
     """What the output depends on besides the config: the input files' sizes and mtimes."""
     parts = []
     for f in (inp, cfg.annotations, *registry.side_inputs(cfg.source_format, cfg, inp)):
-        if f:
-            st = Path(f).stat()
-            parts.append(f"{Path(f).resolve()} {st.st_size} {st.st_mtime_ns}")
+        for one in _files(f) if f else ():
+            st = one.stat()
+            parts.append(f"{one.resolve()} {st.st_size} {st.st_mtime_ns}")
     return "; ".join(parts)
 
 
 def _saved(cfg: Any, inp: str, out: str, rejects: str | None) -> dict | None:
     """The summary of the previous identical run when its outputs are still there, else None."""
     side = config_path(out)
-    if not (Path(out).is_file() and side.is_file() and (rejects is None or Path(rejects).is_file())):
+    if not (Path(out).exists() and side.is_file() and (rejects is None or Path(rejects).is_file())):
         return None
     try:
         text = side.read_text("utf-8")
@@ -99,26 +112,49 @@ def _saved(cfg: Any, inp: str, out: str, rejects: str | None) -> dict | None:
     return None
 
 
+@contextmanager
+def _writer(out: str, container: str):
+    """The output as a binary JSONL stream: the file itself (atomic), or for Parquet and datasets
+    folders a spool file turned into the container once every record is in (atomic too)."""
+    if container == "jsonl":
+        with atomic_writer(out) as fh:
+            yield fh
+        return
+    from trajtune.converters.common import SPOOL_PREFIX, _sweep_spools
+
+    _sweep_spools()
+    fd, spool = tempfile.mkstemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", suffix=".jsonl")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        containers.write(container, spool, out)
+    finally:
+        Path(spool).unlink(missing_ok=True)
+
+
 def run_convert(cfg: Any) -> dict:
     """Convert ``cfg.input`` to ``cfg.output`` (a :class:`trajtune.scripts.convert.Config`). A
     file-to-file run whose config and inputs are unchanged since the last run (OUT.convert.yaml)
     is skipped unless ``cfg.force``; its summary says ``up_to_date``."""
     out = cfg.output
     inp = registry.resolve_input(cfg.source_format, cfg.input)  # bfcl: a category name -> its cached file
-    # 1) what to produce: a record kind, possibly exported to another format
+    # 1) what to produce: a record kind, possibly exported to another format, in a container
     export = exports.EXPORTS.get(cfg.to)
-    kind = "sft" if export else cfg.to
+    kind = exports.KIND.get(cfg.to, "sft") if export else cfg.to
+    container = containers.output_container(cfg.container, out)
     rejects_path = cfg.rejects or default_rejects(out)
     # no output may be an input (symlinks and hard links included), checked before any work
+    folder = {"OUT": out} if container == "dataset" else {}
     guard({"IN": inp, "--annotations": cfg.annotations, "--answers": registry.side_inputs(cfg.source_format, cfg, inp)},
-          files={"OUT": out, "--rejects": rejects_path, "the saved config": None if out == "-" else config_path(out)})
-    files = inp != "-" and out != "-" and Path(inp).is_file()
+          files={"OUT": None if folder else out, "--rejects": rejects_path,
+                 "the saved config": None if out == "-" else config_path(out)}, replaced=folder)
+    files = inp != "-" and out != "-" and (Path(inp).is_file() or containers.sniff(inp) == "dataset")
     if files and not cfg.force:
         previous = _saved(cfg, inp, out, rejects_path)
         if previous is not None:
             return {**previous, "up_to_date": True}
 
-    with (atomic_writer(rejects_path) if rejects_path else nullcontext()) as rej_fh, atomic_writer(out) as out_fh:
+    with (atomic_writer(rejects_path) if rejects_path else nullcontext()) as rej_fh, _writer(out, container) as out_fh:
         emit = Emitter((lambda e: rej_fh.write(orjson.dumps(e) + b"\n")) if rejects_path else None)
         source = Source(inp, emit)
         try:
@@ -161,13 +197,21 @@ def run_convert(cfg: Any) -> dict:
                 if cfg.max_records is not None and n >= cfg.max_records:
                     emit.skip("beyond max_records")
                     continue
+                if export:
+                    try:
+                        out_rec = export(rec)
+                    except Reject as r:  # a record the export format cannot hold
+                        emit.reject(row, r.reason, r.detail, record=rec)
+                        continue
+                else:
+                    out_rec = rec
                 seen[rec["id"]] = row.lineno
-                out_fh.write(orjson.dumps(export(rec) if export else rec) + b"\n")
+                out_fh.write(orjson.dumps(out_rec) + b"\n")
                 n += 1
         finally:
             source.close()
     summary = {
-        "from": fmt, "to": cfg.to, "input": source.name, "output": out, "rejects": rejects_path,
+        "from": fmt, "to": cfg.to, "input": source.name, "output": out, "container": container, "rejects": rejects_path,
         "converted": n, "rejected": dict(sorted(emit.rejected.items())),
         "skipped": dict(sorted(emit.skipped.items())), "up_to_date": False,
     }

@@ -1,4 +1,6 @@
-"""Exports of sft records (``--to``): openai, sharegpt, alpaca-text.
+"""Exports (``--to``): sft records to openai, sharegpt, alpaca-text and TRL's formats; preference
+and labelled records to TRL's formats. ``KIND`` says which record kind an export reads (sft when
+absent); an export that cannot hold a record raises Reject and the record is rejected.
 
 * ``openai``: chat fine-tuning JSONL, ``arguments`` as JSON strings, ``train`` as ``weight``;
   ``id`` and ``metadata`` are kept (hosted APIs ignore unknown top-level keys; drop them with
@@ -7,6 +9,16 @@
   JSON string). Call ids and ``train`` flags are kept only where they cannot be re-derived.
 * ``alpaca-text``: ``{"id", "text"}`` in the Alpaca prompt layout for text-only trainers;
   tool calls are written in the fallback format of :mod:`trajtune.chat` (one-way).
+* TRL's conversational formats (``id`` and ``metadata`` kept, ``tools`` as trl reads them,
+  tool-call ``arguments`` as objects as chat templates expect; in Parquet they become JSON text,
+  see :mod:`trajtune.containers`): ``trl`` (sft -> language modeling ``messages``, for
+  ``SFTTrainer`` with ``assistant_only_loss``), ``trl-prompt-completion`` (sft -> ``prompt`` =
+  the turns before the first assistant turn, ``completion`` = the rest), ``trl-preference``
+  (preference -> ``prompt``/``chosen``/``rejected``, explicit prompt), ``trl-unpaired``
+  (labelled with ``label`` -> ``prompt``/``completion``/``label``, KTO) and ``trl-stepwise``
+  (labelled with ``labels`` -> ``prompt``/``completions``/``labels``; TRL's stepwise format is
+  text only, so steps must be plain assistant text). Messages keep our ``train`` and ``reasoning``
+  keys (trl ignores them), so every TRL export reads back into the same records.
 """
 from __future__ import annotations
 
@@ -15,6 +27,7 @@ from typing import Any, Callable
 import orjson
 
 from trajtune.chat import format_tool_call
+from trajtune.converters.common import Reject
 
 
 def _json(obj: Any) -> str:
@@ -106,4 +119,50 @@ def to_alpaca_text(rec: dict) -> dict:
     return out
 
 
-EXPORTS: dict[str, Callable[[dict], dict]] = {"openai": to_openai, "sharegpt": to_sharegpt, "alpaca-text": to_alpaca_text}
+def _with_tools(rec: dict) -> dict:
+    out = _head(rec)
+    if "tools" in rec:
+        out["tools"] = rec["tools"]
+    return out
+
+
+def to_trl(rec: dict) -> dict:
+    return {**_with_tools(rec), "messages": rec["messages"]}
+
+
+def to_trl_prompt_completion(rec: dict) -> dict:
+    msgs = rec["messages"]
+    first = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")  # checked records have one
+    return {**_with_tools(rec), "prompt": msgs[:first], "completion": msgs[first:]}
+
+
+def to_trl_preference(rec: dict) -> dict:
+    return {**_with_tools(rec), "prompt": rec["prompt"], "chosen": rec["chosen"], "rejected": rec["rejected"]}
+
+
+def to_trl_unpaired(rec: dict) -> dict:
+    if "label" not in rec:
+        raise Reject("stepwise record", "it has per-step labels: export it with --to trl-stepwise")
+    return {**_with_tools(rec), "prompt": rec["prompt"], "completion": rec["completion"], "label": rec["label"]}
+
+
+def to_trl_stepwise(rec: dict) -> dict:
+    if "labels" not in rec:
+        raise Reject("unpaired record", "it has one label: export it with --to trl-unpaired")
+    steps = rec["completion"]
+    if any(set(m) != {"role", "content"} or m["role"] != "assistant" for m in steps):
+        raise Reject("stepwise record not text-only", "TRL's stepwise format holds plain text steps (no tool calls, "
+                     "tool results or train flags); keep it as JSONL labelled records")
+    prompt = rec["prompt"]
+    one_user = len(prompt) == 1 and set(prompt[0]) == {"role", "content"} and prompt[0]["role"] == "user"
+    return {**_with_tools(rec), "prompt": prompt[0]["content"] if one_user else prompt,
+            "completions": [m["content"] for m in steps], "labels": rec["labels"]}
+
+
+EXPORTS: dict[str, Callable[[dict], dict]] = {
+    "openai": to_openai, "sharegpt": to_sharegpt, "alpaca-text": to_alpaca_text,
+    "trl": to_trl, "trl-prompt-completion": to_trl_prompt_completion, "trl-preference": to_trl_preference,
+    "trl-unpaired": to_trl_unpaired, "trl-stepwise": to_trl_stepwise,
+}
+# the record kind an export reads (sft unless named here)
+KIND = {"trl-preference": "preference", "trl-unpaired": "labelled", "trl-stepwise": "labelled"}

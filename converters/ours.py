@@ -11,7 +11,7 @@ from trajtune.converters.common import Reject, parse_tools, per_row, record
 from trajtune.records import detect_kind
 
 NAME = "trajtune"
-KINDS = ("sft", "preference", "group", "triplet")
+KINDS = ("sft", "preference", "group", "triplet", "labelled")
 
 
 def detect(obj: Any) -> bool:
@@ -45,6 +45,13 @@ def convert_obj(obj: dict, kind: str) -> dict | list[dict]:
         body = {"prompt": openai.build_messages(obj["prompt"], need_assistant=False),
                 "responses": [{"messages": _msgs(r.get("messages")), "reward": r.get("reward")}
                               for r in obj["responses"] if isinstance(r, dict)]}
+    elif kind == "labelled":
+        prompt, completion = obj["prompt"], obj["completion"]
+        if not isinstance(prompt, list) or not isinstance(completion, list):
+            raise Reject("prompt/completion not message lists")
+        msgs = openai.build_messages(prompt + completion)  # one message each: cut back at the prompt's end
+        body = {"prompt": msgs[:len(prompt)], "completion": msgs[len(prompt):]}
+        body.update({k: obj[k] for k in ("label", "labels") if k in obj})
     else:
         body = {k: obj.get(k) for k in ("anchor", "positive", "negative")}
     return record(obj["id"], NAME, body, meta, tools)

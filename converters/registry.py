@@ -19,6 +19,8 @@ FORMATS = {
     "hh-rlhf": "trajtune.converters.hh_rlhf",
     "hermes": "trajtune.converters.hermes",
     "sharegpt": "trajtune.converters.sharegpt",
+    "cold-start": "trajtune.converters.cold_start",
+    "trl": "trajtune.converters.trl",
     "openai": "trajtune.converters.openai",
     "alpaca": "trajtune.converters.alpaca",
 }
@@ -56,16 +58,27 @@ def detect(objs: list[Any], path: str) -> str:
         from trajtune.errors import DataError
 
         raise DataError("no JSON objects to convert", path=path)
+    from trajtune.converters.common import Ambiguous
+
     votes: dict[str, int] = {}
+    unsure: dict[tuple[str, ...], tuple[int, str]] = {}  # formats -> (objects, why) for Ambiguous answers
     for obj in objs:
         for name in FORMATS:
             try:
                 hit = get(name).detect(obj)
+            except Ambiguous as a:
+                n, _ = unsure.get(a.names, (0, a.why))
+                unsure[a.names] = (n + 1, a.why)
+                break
             except Exception:  # a malformed row is no vote (its converter rejects it later)
                 hit = False
             if hit:
                 votes[name] = votes.get(name, 0) + 1
                 break  # first (most specific) match wins for this object
+    for names, (n, why) in unsure.items():
+        if n >= max(votes.values(), default=0):
+            raise UsageError(f"input format is ambiguous ({' or '.join(names)}): {why}", path=path,
+                             hint="pass " + " or ".join(f"--from {x}" for x in names))
     if not votes:
         raise UsageError("cannot tell the input format", path=path,
                          hint="pass --from with one of: " + ", ".join(FORMATS))

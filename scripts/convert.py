@@ -17,20 +17,27 @@ from trajtune.stage import Stage
 
 @dataclass
 class Config:
-    input: str = field("", positional=True, metavar="IN", help="input JSON or JSONL file ('-' = stdin; bfcl: also "
-                       "bfcl:CATEGORY or, with --from bfcl, a category name)")
-    output: str = field("", flags=("-o",), output=True, metavar="OUT", help="output JSONL file ('-' = stdout)")
+    input: str = field("", positional=True, metavar="IN", help="input JSON, JSONL or Parquet file, or a datasets "
+                       "save_to_disk folder ('-' = stdin, Parquet too; bfcl: also bfcl:CATEGORY or, with --from bfcl, "
+                       "a category name)")
+    output: str = field("", flags=("-o",), output=True, metavar="OUT",
+                        help="output file or folder ('-' = stdout); its container: --container")
     source_format: str = field("auto", flags=("--from",), metavar="FORMAT",
-                               help="input format (alpaca, sharegpt, openai, hermes, tool-logs, interactions, traces, "
-                                    "atif, critiques, hh-rlhf, bfcl, trajtune); auto = detect from the first rows")
-    to: str = field("sft", metavar="KIND", help="output: a record kind (sft, preference, group, triplet; task from "
-                    "bfcl) or an export "
-                    "(openai, sharegpt, alpaca-text)")
+                               help="input format (alpaca, sharegpt, openai, trl, cold-start, hermes, tool-logs, "
+                                    "interactions, traces, atif, critiques, hh-rlhf, bfcl, trajtune); auto = detect "
+                                    "from the first rows")
+    to: str = field("sft", metavar="KIND", help="output: a record kind (sft, preference, labelled, group, triplet; "
+                    "task from bfcl) or an export (openai, sharegpt, alpaca-text, trl, trl-prompt-completion, "
+                    "trl-preference, trl-unpaired, trl-stepwise)")
+    container: str = field("auto", choices=("auto", "jsonl", "parquet", "dataset"), metavar="WHAT",
+                           help="how OUT is written: jsonl, parquet (one file) or dataset (a datasets save_to_disk "
+                                "folder); auto = parquet for *.parquet, else jsonl")
     rejects: Optional[str] = field(None, output=True, metavar="FILE",
                                    help="rejects JSONL (default: OUT with .rejects.jsonl beside it; none when OUT is '-')")
     max_records: Optional[int] = field(None, help="stop after this many converted records")
     allow_placeholders: bool = field(False, help="keep records with unfilled {{placeholders}} (template data)")
     force: bool = field(False, help="convert again even if OUT is up to date")
+    keep_failed: bool = field(False, help="cold-start: keep rows whose metadata.success is false")
     # tool-invocation logs
     quality_threshold: float = field(0.90, help="tool-logs: minimum success rate kept")
     min_tool_calls: int = field(1, help="tool-logs: shortest tool sequence kept (tool calls)")
@@ -93,8 +100,9 @@ def render(s: dict, cfg: Config) -> None:
         err_console.print(f"{escape(s['output'])} is up to date ({s['converted']} records); --force converts again",
                           soft_wrap=True)
     else:
-        err_console.print(f"[bold]{s['converted']}[/] records ({s['from']} -> {s['to']}) written to {escape(s['output'])}",
-                          soft_wrap=True)
+        as_ = f" ({s['container']})" if s.get("container", "jsonl") != "jsonl" else ""
+        err_console.print(f"[bold]{s['converted']}[/] records ({s['from']} -> {s['to']}) written to "
+                          f"{escape(s['output'])}{as_}", soft_wrap=True)
         for title, counts in (("rejected", s["rejected"]), ("skipped", s["skipped"])):
             if counts:
                 total = sum(counts.values())
@@ -112,11 +120,12 @@ def render(s: dict, cfg: Config) -> None:
 
 STAGE = Stage(
     name="convert", config=Config, run=run, render=render,
-    help="Convert agent data (alpaca, sharegpt, openai, hermes, tool-logs, interactions, traces, atif, critiques, "
-         "hh-rlhf, trajtune) into trajtune records, or export sft records to openai / sharegpt / alpaca-text; "
-         "BFCL questions (--from bfcl) into task records.\n\n"
-         "Every record is checked against its schema; rejected inputs go to a rejects JSONL with their line and "
-         "reason. '-' reads stdin / writes stdout. An unchanged file-to-file run is skipped (--force converts "
+    help="Convert agent data (alpaca, sharegpt, openai, TRL's dataset formats, cold-start exports, hermes, "
+         "tool-logs, interactions, traces, atif, critiques, hh-rlhf, trajtune) into trajtune records, or export "
+         "records to openai / sharegpt / alpaca-text / TRL's formats; BFCL questions (--from bfcl) into task "
+         "records. Inputs and outputs are JSONL, Parquet or datasets folders.\n\n"
+         "Every record is checked against its schema; rejected inputs go to a rejects JSONL with their line (row, "
+         "for Parquet) and reason. '-' reads stdin / writes stdout. An unchanged file-to-file run is skipped (--force converts "
          "again); the resolved config is saved as OUT.convert.yaml (repeat the run with --config). "
          "Exit 1 when nothing converts.",
     example="trajtune convert --from sharegpt --to sft glaive.json -o data/sft.jsonl",
