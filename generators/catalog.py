@@ -49,6 +49,13 @@ class Tool:
     parameters: dict
     simulator: dict = field(default_factory=dict)
     source: str = ""
+    result_schema: dict | None = None  # foreign catalogs: the declared result (simulated when no `simulate`)
+    meta: dict = field(default_factory=dict)  # x-trajtune: domain, family, sense, split, style
+
+    @property
+    def split(self) -> str:
+        """``eval`` for a synthetic tool held out of training (whole families), else ``train``."""
+        return str(self.meta.get("split") or "train")
 
     def openai(self) -> dict:
         return {"type": "function", "function": {"name": self.name, "description": self.description,
@@ -65,6 +72,10 @@ class Tool:
         errs = self.check(arguments)
         if errs:
             return f"Error: invalid arguments for {self.name}: " + "; ".join(errs)
+        if "result" not in self.simulator:  # a foreign tool: a result shaped by its declared schema
+            from trajtune.generators.values import result
+
+            return result(self.name, arguments, self.result_schema)
         values = dict(self.simulator.get("defaults") or {})
         values.update(arguments)
         for case in self.simulator.get("cases") or []:
@@ -127,16 +138,65 @@ class Catalog:
         return out
 
 
-def _files(path: str | Path | None) -> list[Path]:
-    p = Path(path) if path is not None else default_catalog_dir()
-    if p.is_dir():
-        files = sorted(list(p.glob("*.yaml")) + list(p.glob("*.yml")))
-        if not files:
-            raise ConfigError(f"{p}: no *.yaml tool files in this folder")
-        return files
-    if not p.is_file():
-        raise ConfigError(f"tool catalog not found: {p}", hint="pass a YAML file or a folder of them with --catalog")
-    return [p]
+def paths(path: str | Path | list | tuple | None) -> list[Path | None]:
+    """``--catalog`` values: none (the default catalog), one path, or several (merged)."""
+    if path is None or (isinstance(path, (list, tuple)) and not path):
+        return [None]
+    if isinstance(path, (list, tuple)):
+        return [Path(p) for p in path]
+    return [Path(path)]
+
+
+def _files(path: str | Path | list | tuple | None) -> list[Path]:
+    out: list[Path] = []
+    for q in paths(path):
+        p = q if q is not None else default_catalog_dir()
+        if p.is_dir():
+            files = sorted(list(p.glob("*.yaml")) + list(p.glob("*.yml")) + list(p.glob("*.json")))
+            if not files:
+                raise ConfigError(f"{p}: no *.yaml or *.json tool files in this folder")
+            out += files
+        elif not p.is_file():
+            raise ConfigError(f"tool catalog not found: {p}",
+                              hint="pass a YAML/JSON file or a folder of them with --catalog (OpenAI tools, MCP tools/list, OpenAPI 3)")
+        else:
+            out.append(p)
+    return out
+
+
+def is_default(path: str | Path | list | tuple | None) -> bool:
+    return paths(path) == [None]
+
+
+def _foreign(f: Path, data: Any, tools: dict, problems: list) -> bool:
+    """Tools of an OpenAI / MCP / OpenAPI document into ``tools``; False when ``data`` is ours."""
+    from trajtune.generators import toolsrc
+
+    k = toolsrc.kind(data)
+    if k in (None, "trajtune"):
+        return False
+    found, probs = toolsrc.parse(data)
+    for msg in probs:
+        problems.append((str(f), None, msg))
+    for t in found:
+        name = t["name"]
+        where = f"tool {name!r}"
+        if not _NAME.match(name):
+            problems.append((str(f), None, f"{where}: `name` must match [A-Za-z0-9_.-]{{1,64}}"))
+            continue
+        if name in tools:
+            problems.append((str(f), None, f"{where}: duplicate name (first defined in {tools[name].source})"))
+            continue
+        problem = arg_schema(t["parameters"]).schema_error if t["parameters"].get("type") == "object" else \
+            "`parameters` must be a JSON Schema with type: object"
+        if problem:
+            problems.append((str(f), None, f"{where}: `parameters` is not a usable JSON Schema: {problem}"))
+            continue
+        tools[name] = Tool(name=name, description=" ".join(t["description"].split()) or " ".join(name.split("_")),
+                           category=t["category"], parameters=t["parameters"], simulator={}, source=str(f),
+                           result_schema=t.get("result") if isinstance(t.get("result"), dict) else None,
+                           meta=t.get("meta") or {})
+    return True
 
 
 def _line_of(text: str, name: str) -> int | None:
@@ -163,16 +223,29 @@ def check_catalog(path: str | Path | None = None) -> tuple[Catalog, list[tuple[s
     return _load(path)
 
 
-def _load(path: str | Path | None) -> tuple[Catalog, list[tuple[str, int | None, str]]]:
+def _parse_json(text: str, f: Path) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not valid JSON: {exc.msg}", path=str(f), line=exc.lineno) from None
+    except RecursionError:
+        raise ConfigError("JSON nested too deeply", path=str(f)) from None
+
+
+def _load(path: str | Path | list | None) -> tuple[Catalog, list[tuple[str, int | None, str]]]:
     tools: dict[str, Tool] = {}
     problems: list[tuple[str, int | None, str]] = []
     files = _files(path)
     for f in files:
         try:
             text = read_text(f, "tool catalog")
-            data = safe_yaml(text, str(f))
+            data = _parse_json(text, f) if f.suffix == ".json" else safe_yaml(text, str(f))
         except ConfigError as exc:
             problems.append((str(f), exc.line, exc.message))
+            continue
+        if _foreign(f, data, tools, problems):
             continue
         if isinstance(data, dict) and "tools" in data:
             data = data["tools"]
@@ -249,8 +322,8 @@ def check_tools(catalog: str | Path | None = None, templates: str | Path | None 
     if with_templates and not problems:
         from trajtune.generators.templates import load_templates
 
-        try:
-            load_templates(templates, cat)
+        try:  # the default templates beside a user's catalog: those calling its tools
+            load_templates(templates, cat, lenient=templates is None and not is_default(catalog))
         except DataError as exc:
             problems.append((exc.path or "", exc.line, exc.message))
     return cat, problems

@@ -22,12 +22,14 @@ import json
 import random
 import string
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 from trajtune.chat import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, format_tool_call
 from trajtune.config import field
 from trajtune.errors import ConfigError
-from trajtune.generators.catalog import CATEGORIES, Catalog, load_catalog
+from trajtune.generators import shapes
+from trajtune.generators.catalog import CATEGORIES, Catalog, is_default, load_catalog
+from trajtune.generators.shapes import DEFAULT_SHARES, SHAPES, parse_shares
 from trajtune.generators.templates import Instance, NoCall, Template, TemplateSet, load_templates
 from trajtune.records import content_id, normalize_text
 
@@ -44,8 +46,14 @@ NOCALL_CATEGORY = "chat"
 class SourceOptions:
     """Where the tools and the task templates come from (``generate tools`` reads them too)."""
 
-    catalog: str | None = field(None, metavar="PATH", help="tool catalog YAML file or folder (default: data/tools)")
+    catalog: list[str] = field(default_factory=list, metavar="PATH",
+                               help="tool catalog: our YAML, an OpenAI tools JSON list, an MCP tools/list result or an "
+                                    "OpenAPI 3 document (file or folder; repeat to merge; default: data/tools)")
     templates: str | None = field(None, metavar="PATH", help="task templates YAML file or folder (default: data/templates)")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.catalog, str):
+            self.catalog = [self.catalog]
 
 
 @dataclass
@@ -63,6 +71,17 @@ class GenerateConfig(SourceOptions):
     no_call_share: float = field(0.12, help="share of records whose right answer is a plain reply (no tool call)")
     system_prompt: str = field(DEFAULT_SYSTEM, help="system message of every record")
     max_attempts: int = field(30, help="give up after count x this many candidates (pools exhausted)")
+    shapes: dict | list[str] = field(default_factory=lambda: dict(DEFAULT_SHARES), metavar="SHAPE=SHARE,...",
+                                     help="shares of the task shapes for tools without templates: "
+                                          + ", ".join(SHAPES) + " (unlisted keep their default; 0 disables one)")
+    template_share: Optional[float] = field(None, help="share of records from hand-written templates; default: all of "
+                                            "them when every tool has templates, else 0.3 (0 when none apply)")
+    optional_share: float = field(0.35, help="chance that an optional parameter is stated (and sent) in a schema-engine request")
+    no_system_share: float = field(0.4, help="share of schema-engine records without a system message (as benchmarks prompt)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.shapes = parse_shares(self.shapes)
 
     def check(self) -> None:
         if self.count < 0:
@@ -74,6 +93,10 @@ class GenerateConfig(SourceOptions):
             raise ConfigError("need 0 <= distractors_min <= distractors_max")
         if not 0.0 <= self.no_call_share <= 1.0:
             raise ConfigError("no_call_share must be between 0 and 1")
+        for name in ("template_share", "optional_share", "no_system_share"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1")
 
 
 @dataclass
@@ -111,6 +134,7 @@ class PreferencesConfig(GenerateConfig):
     later_step_share: float = field(0.3, help="share of pairs taken at a later step of a multi-step task")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.failure_mix, str):
             self.failure_mix = [self.failure_mix]
         if isinstance(self.failure_mix, (list, tuple)):
@@ -153,10 +177,46 @@ class Sources:
     catalog: Catalog
     templates: TemplateSet
 
+    def templated(self) -> set[str]:
+        """Tools that hand-written templates call (the grammar leaves them to the templates)."""
+        return {s.call for t in self.templates.templates.values() for s in t.steps}
+
+    def training(self) -> "Sources":
+        """The sources training generation sees: tools held out for evaluation removed."""
+        tools = {n: t for n, t in self.catalog.tools.items() if t.split != "eval"}
+        if len(tools) == len(self.catalog.tools):
+            return self
+        return Sources(Catalog(tools, self.catalog.sources), self.templates)
+
 
 def load_sources(cfg: GenerateConfig) -> Sources:
     catalog = load_catalog(cfg.catalog)
-    return Sources(catalog, load_templates(cfg.templates, catalog))
+    lenient = cfg.templates is None and not is_default(cfg.catalog)
+    return Sources(catalog, load_templates(cfg.templates, catalog, lenient=lenient))
+
+
+class Rejected:
+    """A candidate a quality gate refused: counted in the summary's ``gates`` table."""
+
+    def __init__(self, gate: str, reason: str):
+        self.gate, self.reason = gate, reason
+
+
+def _schema_setup(cfg: GenerateConfig, src: Sources, split: str):
+    """(engine or None, template share) for the schema-driven shapes of :mod:`shapes`."""
+    from trajtune.generators.shapes import Engine
+
+    engine = Engine(src.catalog, split=split, shares=cfg.shapes, optional_share=cfg.optional_share,
+                    no_system_share=cfg.no_system_share, system_prompt=cfg.system_prompt,
+                    exclude=src.templated(), max_tools=max(cfg.max_tools, 2))
+    has_templates = bool(src.templates.select(split=split))
+    if not engine.targets:
+        if not has_templates:
+            raise ConfigError("no tool can be phrased: the catalog has no tools without templates the grammar can phrase, "
+                              "and no templates apply", hint="run `trajtune generate tools --check --catalog ...`")
+        return None, 1.0
+    share = cfg.template_share if cfg.template_share is not None else 0.3
+    return engine, (share if has_templates else 0.0)
 
 
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -254,10 +314,11 @@ def _run(kind: str, out: str, cfg: GenerateConfig, make: Callable[[int], tuple[d
     check = _Checker(kind)
     summary: dict[str, Any] = {"kind": kind, "backend": "offline", "out": str(out), "target": cfg.count, "seed": cfg.seed,
                                "existing": 0, "written": 0, "dropped_near_duplicates": 0, "invalid": 0,
-                               "invalid_reasons": {}}
+                               "invalid_reasons": {}, "semantic_rejects": 0, "semantic_reasons": {},
+                               "not_applicable": 0}
     for b in buckets:
         summary[f"by_{b}"] = {}
-    with Appender(out) as app:
+    with Appender(out, sync_every=256) as app:
         seen: set[str] = set()
         if app.existing:
             for row in read_jsonl(out):
@@ -273,6 +334,13 @@ def _run(kind: str, out: str, cfg: GenerateConfig, make: Callable[[int], tuple[d
             made = make(i)
             i += 1
             if made is None:
+                continue
+            if isinstance(made, Rejected):
+                if made.gate == "semantic":
+                    summary["semantic_rejects"] += 1
+                    _bump(summary["semantic_reasons"], made.reason.split(": ", 1)[-1].split(" ", 2)[-1][:60])
+                else:
+                    summary["not_applicable"] += 1
                 continue
             rec, key = made
             if rec["id"] in app.existing_ids:
@@ -290,13 +358,40 @@ def _run(kind: str, out: str, cfg: GenerateConfig, make: Callable[[int], tuple[d
             total += 1
             summary["written"] += 1
             for b in buckets:
-                _bump(summary[f"by_{b}"], rec["metadata"].get(b))
+                _bump(summary[f"by_{b}"], rec["metadata"].get(b, "template" if b == "shape" else None))
             if progress:
                 progress(total, cfg.count)
         summary["candidates"] = i
     summary["total"] = total
+    # the APIGen-style table: how many candidates each quality gate refused
+    summary["gates"] = {"format": summary["invalid"], "semantic": summary["semantic_rejects"],
+                        "dedup": summary["dropped_near_duplicates"], "passed": summary["written"]}
     summary["short"] = max(0, cfg.count - total)
     return summary
+
+
+# ------------------------------------------------------------------------- schema engine
+
+_DIFFICULTY = {"single": "easy", "irrelevance": "easy", "missing_info": "easy", "choose": "medium", "typed": "medium",
+               "parallel": "medium", "parallel_multi": "hard", "multi_step": "hard"}
+
+
+def _episode(engine: Any, rng: random.Random) -> Any:
+    """One gated episode, or Rejected (the shape cannot be made here, or the semantic gate)."""
+    ep, shape = engine.episode(rng)
+    if ep is None:
+        return Rejected("shape", f"{shape}: not possible with this catalog")
+    problem = shapes.semantic_problem(engine, ep)
+    if problem:
+        return Rejected("semantic", problem)
+    return ep
+
+
+def _schema_meta(ep: Any, split: str, engine: Any, **kw: Any) -> dict:
+    t = ep.target
+    reason = kw.pop("split_reason", None)
+    return _meta(category=engine._domain(t), difficulty=_DIFFICULTY[ep.shape], template_id="schema", shape=ep.shape,
+                 tool=t.name, phrasing=ep.frame, steps=len(ep.turns), split=split, split_reason=reason, **kw)
 
 
 # ------------------------------------------------------------------------------ trajectories
@@ -333,13 +428,21 @@ def _sft_key(rec: dict) -> str:
 def generate_trajectories(cfg: TrajectoriesConfig, out: str, *, progress=None, sources: Sources | None = None) -> dict:
     """Multi-step sft records (thought -> call -> observation ... -> answer) for training phrasings."""
     # 1) load the catalog and templates; pick the categories that have training templates
-    src = sources or load_sources(cfg)
-    cats = _categories(cfg, src.templates, "train")
+    src = (sources or load_sources(cfg)).training()
+    engine, tshare = _schema_setup(cfg, src, "train")
+    cats = _categories(cfg, src.templates, "train") if tshare > 0 else []
     nocalls = src.templates.nocall_for("train")
 
-    # 2) candidate i: a no-call exchange or a filled template, rendered as a trajectory
+    # 2) candidate i: a schema-engine episode, a no-call exchange or a filled template, as a trajectory
     def make(i: int):
         rng = random.Random(f"{cfg.seed}:trajectories:{i}")
+        if engine is not None and rng.random() >= tshare:
+            ep = _episode(engine, rng)
+            if isinstance(ep, Rejected):
+                return ep
+            body = shapes.sft_body(ep)
+            rec = {"id": content_id(body, "traj-"), "metadata": _schema_meta(ep, "train", engine), **body}
+            return rec, _sft_key(rec)
         if nocalls and rng.random() < cfg.no_call_share:
             n = rng.choice(nocalls)
             tools, msgs = nocall_record(src, cfg, n, rng)
@@ -353,7 +456,7 @@ def generate_trajectories(cfg: TrajectoriesConfig, out: str, *, progress=None, s
         return rec, _sft_key(rec)
 
     # 3) append what is missing
-    return _run("sft", out, cfg, make, _sft_key, progress, ("category", "difficulty"))
+    return _run("sft", out, cfg, make, _sft_key, progress, ("category", "difficulty", "shape"))
 
 
 # ------------------------------------------------------------------------------- preferences
@@ -489,15 +592,40 @@ def _pref_key(rec: dict) -> str:
 def generate_preferences(cfg: PreferencesConfig, out: str, *, progress=None, sources: Sources | None = None) -> dict:
     """Preference pairs: chosen = the correct next step, rejected = a labelled realistic failure."""
     # 1) load; failure types by weight
-    src = sources or load_sources(cfg)
-    cats = _categories(cfg, src.templates, "train")
+    src = (sources or load_sources(cfg)).training()
+    engine, tshare = _schema_setup(cfg, src, "train")
+    cats = _categories(cfg, src.templates, "train") if tshare > 0 else []
     nocalls = src.templates.nocall_for("train")
     types = [t for t in FAILURE_TYPES if cfg.failure_mix.get(t, 0) > 0]
     weights = [float(cfg.failure_mix[t]) for t in types]
 
+    def schema_pair(rng: random.Random):
+        ep = _episode(engine, rng)
+        if isinstance(ep, Rejected):
+            return ep
+        step = 1 if len(ep.turns) > 1 and rng.random() < cfg.later_step_share else 0
+        task = shapes.task_body(ep, step)
+        if ep.turns:
+            chosen = [shapes._call_msg(ep.turns[step], sum(len(t) for t in ep.turns[:step]) + 1)]
+        else:
+            chosen = [{"role": "assistant", "content": ep.reply}]
+        bad = None
+        for ftype in rng.choices(types, weights=weights, k=len(types) * 2):
+            bad = shapes.rejected_turn(engine, ep, step, ftype, rng)
+            if bad is not None:
+                break
+        if bad is None:
+            return None
+        body = {"tools": task["tools"], "prompt": task["prompt"], "chosen": chosen, "rejected": [bad[0]]}
+        rec = {"id": content_id(body, "pref-"), "metadata": _schema_meta(ep, "train", engine, step=step, failure_type=bad[1]),
+               **body}
+        return rec, _pref_key(rec)
+
     # 2) candidate i: a prompt (user request + earlier steps), the right step and a failure
     def make(i: int):
         rng = random.Random(f"{cfg.seed}:preferences:{i}")
+        if engine is not None and rng.random() >= tshare:
+            return schema_pair(rng)
         if nocalls and rng.random() < cfg.no_call_share:
             n = rng.choice(nocalls)
             tools, prompt = nocall_record(src, cfg, n, rng)
@@ -534,7 +662,7 @@ def generate_preferences(cfg: PreferencesConfig, out: str, *, progress=None, sou
         return rec, _pref_key(rec)
 
     # 3) append what is missing
-    return _run("preference", out, cfg, make, _pref_key, progress, ("category", "difficulty", "failure_type"))
+    return _run("preference", out, cfg, make, _pref_key, progress, ("category", "difficulty", "failure_type", "shape"))
 
 
 # ------------------------------------------------------------------------------------- tasks
@@ -549,14 +677,33 @@ def _task_key(rec: dict) -> str:
 def _task_maker(cfg: TasksConfig, src: Sources) -> Callable[[int], tuple[dict, str] | None]:
     """make(i) -> (task record, near-duplicate key) or None, deterministic for (seed, split, i)."""
     split = cfg.split
-    cats = _categories(cfg, src.templates, split)
+    if split != "eval":
+        src = src.training()
+    engine, tshare = _schema_setup(cfg, src, split)
+    cats = _categories(cfg, src.templates, split) if tshare > 0 else []
     nocalls = src.templates.nocall_for(split)
     held_templates = [t for t in src.templates.select(categories=cfg.category or None, split="eval") if t.split == "eval"]
     if split != "eval":
         held_templates = []
 
+    def schema_task(rng: random.Random):
+        ep = _episode(engine, rng)
+        if isinstance(ep, Rejected):
+            return ep
+        step = 1 if len(ep.turns) > 1 and rng.random() < cfg.later_step_share else 0
+        body = shapes.task_body(ep, step)
+        if split == "eval":
+            reason = "held_out_tool" if ep.target.split == "eval" else "held_out_phrasing"
+        else:
+            reason = "train_phrasing"
+        rec = {"id": content_id(body, "task-"), "metadata": _schema_meta(ep, split, engine, step=step, split_reason=reason),
+               **body}
+        return rec, _task_key(rec)
+
     def make(i: int):
         rng = random.Random(f"{cfg.seed}:tasks:{split}:{i}")
+        if engine is not None and rng.random() >= tshare:
+            return schema_task(rng)
         r = rng.random()
         if nocalls and r < cfg.no_call_share:
             n = rng.choice(nocalls)
@@ -603,7 +750,7 @@ def generate_tasks(cfg: TasksConfig, out: str, *, progress=None, sources: Source
     # 2) candidate i: pick the kind, fill a phrasing, cut at a step, list acceptable values
     make = _task_maker(cfg, src)
     # 3) append what is missing
-    return _run("task", out, cfg, make, _task_key, progress, ("category", "difficulty", "split_reason"))
+    return _run("task", out, cfg, make, _task_key, progress, ("category", "difficulty", "split_reason", "shape"))
 
 
 def iter_tasks(cfg: TasksConfig, *, sources: Sources | None = None, first_step_only: bool = True) -> Iterator[dict]:
@@ -621,7 +768,7 @@ def iter_tasks(cfg: TasksConfig, *, sources: Sources | None = None, first_step_o
     while misses < max(1000, cfg.max_attempts * 100):
         made = make(i)
         i += 1
-        if made is None:
+        if made is None or isinstance(made, Rejected):
             misses += 1
             continue
         rec, key = made

@@ -211,11 +211,14 @@ def _line_of(text: str, key: str) -> int | None:
     return text.count("\n", 0, m.start()) + 1 if m else None
 
 
-def load_templates(path: str | Path | None = None, catalog: Catalog | None = None) -> TemplateSet:
+def load_templates(path: str | Path | None = None, catalog: Catalog | None = None, *,
+                   lenient: bool = False) -> TemplateSet:
     """Load and check templates (YAML file or folder; default ``data/templates``).
 
     With a catalog, every step's tool must exist and its filled arguments must satisfy the
     tool's parameters (checked on one filling per template). Problems raise DataError file:line.
+    ``lenient`` (the default templates beside a user's own catalog): a template calling a tool the
+    catalog lacks is left out instead.
     """
     pools: dict[str, list] = {}
     raw_templates: list[tuple[Path, str, dict]] = []
@@ -282,6 +285,9 @@ def load_templates(path: str | Path | None = None, catalog: Catalog | None = Non
             if used - set(slots):
                 raise bad(f"phrasing {p!r} uses undeclared slot(s) {', '.join(sorted(used - set(slots)))}")
         steps = []
+        if lenient and catalog is not None and any(isinstance(s, dict) and s.get("call") not in catalog
+                                                   for s in t.get("steps") or []):
+            continue
         for s in t.get("steps") or []:
             if not isinstance(s, dict) or not isinstance(s.get("call"), str):
                 raise bad("each step needs `call` (a tool name)")

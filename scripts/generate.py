@@ -112,7 +112,25 @@ class TasksConfig(offline.TasksConfig, command_options("offline")):
 
 @dataclass
 class ToolsConfig(offline.SourceOptions):
-    check: bool = field(False, help="validate the catalog and the templates that use it (exit 1 on any problem)")
+    check: bool = field(False, help="validate the catalog and the templates that use it, and report every tool the "
+                                    "phrasing grammar cannot phrase (exit 1 on any problem)")
+    synthesize: int = field(0, metavar="N", help="write N synthetic tools (procedural API synthesis over 43 domains: "
+                                                 "naming styles, parameter types, families of look-alikes) to -o")
+    seed: int = field(0, help="random seed of --synthesize; the same seed gives the same tools")
+    eval_share: float = field(0.1, help="--synthesize: share of tool families held out for evaluation (x-trajtune.split: eval)")
+    output: str = field("", flags=("-o",), output=True, metavar="OUT",
+                        help="--synthesize: the OpenAI tools JSON file to write (atomically; usable as --catalog)")
+
+    def __post_init__(self) -> None:  # (`check` is a field here)
+        super().__post_init__()
+        if self.synthesize < 0:
+            raise UsageError("--synthesize must be 0 or more")
+        if self.synthesize and not self.output:
+            raise UsageError("--synthesize needs -o OUT", hint="trajtune generate tools --synthesize 1000 -o data/synth_tools.json")
+        if self.output and not self.synthesize:
+            raise UsageError("-o is the output of --synthesize", hint="add --synthesize N")
+        if not 0.0 <= self.eval_share < 1.0:
+            raise UsageError("--eval-share must be in [0, 1)")
 
 
 # ------------------------------------------------------------------------------------ running
@@ -181,12 +199,16 @@ def render(s: dict, cfg: Any) -> None:
     for key in sorted(k for k in s if k.startswith("by_") and isinstance(s[k], dict)):
         if s[key]:
             table.add_row(key[3:].replace("_", " "), ", ".join(f"{k}: {v}" for k, v in sorted(s[key].items())))
+    if s.get("gates"):
+        g = s["gates"]
+        table.add_row("quality gates", f"format rejected {g['format']}, semantic rejected {g['semantic']}, "
+                                       f"duplicates dropped {g['dedup']}, passed {g['passed']}")
     for key in ("existing", "written", "total", "target", "dropped_near_duplicates", "invalid",
                 "rejected", "failed", "requests", "retries", "prompt_tokens", "completion_tokens", "ties",
                 "flat_groups", "pass_rate", "mean_reward"):
         if key in s:
             table.add_row(key.replace("_", " "), str(s[key]))
-    for key in ("invalid_reasons", "rejects", "failures", "reasons"):
+    for key in ("invalid_reasons", "semantic_reasons", "rejects", "failures", "reasons"):
         if s.get(key):
             table.add_row(key.replace("_", " "), ", ".join(f"{k}: {v}" for k, v in sorted(s[key].items())))
     err_console.print(table)
@@ -198,10 +220,52 @@ def render(s: dict, cfg: Any) -> None:
         err_console.print(f"[bold red]Error:[/] {escape(s['error'])}", soft_wrap=True)
 
 
+def synthesize_tools(cfg: ToolsConfig) -> dict:
+    """``generate tools --synthesize N -o OUT``: the synthetic catalog, written atomically."""
+    import json
+
+    from trajtune.generators import synth
+    from trajtune.jsonl import atomic_writer
+    from trajtune.paths import guard
+
+    out = Path(cfg.output)
+    guard({}, files={"--output": out})
+    cap = synth.capacity(cfg.seed)
+    if cfg.synthesize > cap:
+        raise UsageError(f"--synthesize {cfg.synthesize}: the vocabulary holds {cap} distinct tools for seed {cfg.seed}")
+    tools = synth.synthesize(cfg.synthesize, cfg.seed, eval_share=cfg.eval_share)
+    with atomic_writer(out, "w") as fh:
+        fh.write(json.dumps(tools, ensure_ascii=False, indent=1) + "\n")
+    return {"out": str(out), "seed": cfg.seed, "capacity": cap, **synth.summary(tools), "tools_list": [],
+            "problems": [], "sources": [str(out)]}
+
+
 def run_tools(cfg: ToolsConfig) -> dict:
     from trajtune.generators.catalog import check_tools
 
+    if cfg.synthesize:
+        return synthesize_tools(cfg)
     cat, problems = check_tools(cfg.catalog, cfg.templates if cfg.check else None, with_templates=cfg.check)
+    if cfg.check and not problems:
+        from trajtune.generators.phrasing import phrase_problem
+        from trajtune.generators.offline import Sources
+        from trajtune.generators.templates import load_templates
+
+        templated: set[str] = set()
+        try:
+            from trajtune.generators.catalog import is_default
+
+            lenient = cfg.templates is None and not is_default(cfg.catalog)
+            templated = Sources(cat, load_templates(cfg.templates, cat, lenient=lenient)).templated()
+        except Exception:  # template problems were reported by check_tools
+            pass
+        for t in cat.tools.values():
+            if t.name in templated:
+                continue
+            why = phrase_problem(t.name, t.description, t.parameters)
+            if why:
+                problems.append((t.source, None, f"tool {t.name!r}: the phrasing grammar cannot phrase it: {why} "
+                                                 "(give it a description starting with a verb, or templates)"))
     summary: dict[str, Any] = {
         "tools": [t.openai()["function"] | {"category": t.category} for t in cat.tools.values()],
         "problems": [{"file": f, "line": ln, "message": m} for f, ln, m in problems],
@@ -218,6 +282,12 @@ def render_tools(s: dict, cfg: ToolsConfig) -> None:
     from trajtune.console import err_console
 
     problems = s["problems"]
+    if cfg.synthesize:
+        err_console.print(f"Wrote {s['tools']} tools ({s['domains']} domains, {s['families']} families, "
+                          f"{s['held_out_tools']} held out for evaluation) to {escape(s['out'])}; naming styles: "
+                          + ", ".join(f"{k} {v}" for k, v in sorted(s["styles"].items())) + "; parameter types: "
+                          + ", ".join(f"{k} {v}" for k, v in sorted(s["parameter_types"].items())), soft_wrap=True)
+        return
     if cfg.check:
         for p in problems:
             where = f"{p['file']}:{p['line']}" if p["line"] else p["file"]
@@ -243,8 +313,10 @@ def render_tools(s: dict, cfg: ToolsConfig) -> None:
 
 STAGES = [
     Stage(name="generate tools", config=ToolsConfig, run=run_tools, render=render_tools,
-          help="List the tool catalog, or check it with --check (exit 1 on any problem).",
-          example="trajtune generate tools --check"),
+          help="List the tool catalog (our YAML, OpenAI tools JSON, MCP tools/list, OpenAPI 3), check it with "
+               "--check (exit 1 on any problem, including tools the phrasing grammar cannot phrase), or write "
+               "--synthesize N synthetic tools to -o.",
+          example="trajtune generate tools --synthesize 1000 --seed 0 -o data/synth_tools.json"),
     Stage(name="generate trajectories", config=TrajectoriesConfig, run=run, render=render,
           help="Multi-step agent trajectories (sft records: thought -> tool call -> observation ... -> answer) "
                "from the training phrasings of the task templates; observations come from the tool simulators. "
