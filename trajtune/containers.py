@@ -181,6 +181,15 @@ def _chunks(jsonl: str) -> Iterator[list[dict]]:
         yield rows
 
 
+def _table(rows: list[dict], schema: Any = None):
+    """One batch as a table: the columns are every key of every row, in order of appearance
+    (``Table.from_pylist`` would take the first row's keys only)."""
+    import pyarrow as pa
+
+    names = list(schema.names) if schema is not None else list(dict.fromkeys(k for r in rows for k in r))
+    return pa.Table.from_pydict({k: [r.get(k) for r in rows] for k in names}, schema=schema)
+
+
 def _schema(jsonl: str):
     """The union of the inferred schemas of every batch (pass 1)."""
     import pyarrow as pa
@@ -188,7 +197,7 @@ def _schema(jsonl: str):
     schema = None
     for i, rows in enumerate(_chunks(jsonl)):
         try:
-            s = pa.Table.from_pylist(rows).schema
+            s = _table(rows).schema
             schema = s if schema is None else pa.unify_schemas([schema, s], promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
             raise DataError(f"records {i * BATCH_ROWS + 1}-{i * BATCH_ROWS + len(rows)} cannot share one Arrow "
@@ -206,7 +215,7 @@ def _write_parquet(jsonl: str, where: Any) -> int:
     with pq.ParquetWriter(where, schema) as writer:
         for rows in _chunks(jsonl):
             try:
-                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                writer.write_table(_table(rows, schema))
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 raise DataError(f"records from {n + 1} do not fit the Arrow schema ({_short(exc)})", path=jsonl,
                                 hint="write JSONL instead (-o OUT.jsonl)") from None

@@ -85,3 +85,81 @@ def test_round_trip_keeps_reasoning_train_flags_custom_ids_and_tool_names(tmp_pa
         _run(src, tmp_path / f"{fmt}.jsonl", source_format="trajtune", to=fmt)
         _run(tmp_path / f"{fmt}.jsonl", tmp_path / f"{fmt}-back.jsonl", source_format=fmt)
         assert (tmp_path / f"{fmt}-back.jsonl").read_bytes() == src.read_bytes(), fmt
+
+
+# --------------------------------------------------------------------------- TRL's formats, both ways
+
+def _ours_of(tmp_path, kind, sources):
+    lines = []
+    for i, (name, opts) in enumerate(sources):
+        out = tmp_path / f"{kind}-src{i}.jsonl"
+        s = _run(FIXTURES / name, out, to=kind, **opts)
+        assert s["converted"] > 0, name
+        lines += out.read_bytes().splitlines()
+    path = tmp_path / f"ours-{kind}.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def _ours_labelled(tmp_path, which):
+    src = [("trl_unpaired.jsonl", {})] if which == "unpaired" else [("trl_stepwise.jsonl", {})]
+    path = _ours_of(tmp_path, "labelled", src)
+    examples = Path(__file__).resolve().parents[2] / "data" / "examples" / "valid" / "labelled.jsonl"
+    key = b'"label":' if which == "unpaired" else b'"labels":'
+    extra = [line for line in examples.read_bytes().splitlines()
+             if key in line.replace(b'": ', b'":')]
+    fixed = tmp_path / f"examples-{which}.jsonl"
+    fixed.write_bytes(b"\n".join(extra) + b"\n")
+    canon = tmp_path / f"examples-{which}-canon.jsonl"
+    _run(fixed, canon, source_format="trajtune", to="labelled")  # canonical key order, as convert writes
+    path.write_bytes(path.read_bytes() + canon.read_bytes())
+    return path
+
+
+TRL_EXPORTS = {
+    "trl": "sft", "trl-prompt-completion": "sft", "trl-preference": "preference",
+    "trl-unpaired": "labelled", "trl-stepwise": "labelled",
+}
+
+
+@pytest.mark.parametrize("container", ["jsonl", "parquet", "dataset"])
+@pytest.mark.parametrize("fmt", list(TRL_EXPORTS))
+def test_trl_round_trip_gives_back_identical_records(ours, tmp_path, fmt, container):
+    kind = TRL_EXPORTS[fmt]
+    if kind == "sft":
+        src = ours
+    elif kind == "preference":
+        src = _ours_of(tmp_path, "preference", [("trl_preference.jsonl", {}), ("sharegpt_dpo.json", {}),
+                                                ("openai_preference.jsonl", {}), ("critiques.jsonl", {})])
+    else:
+        src = _ours_labelled(tmp_path, "unpaired" if fmt == "trl-unpaired" else "stepwise")
+    exported = tmp_path / {"jsonl": "e.jsonl", "parquet": "e.parquet", "dataset": "e-dataset"}[container]
+    back = tmp_path / "back.jsonl"
+    s1 = _run(src, exported, source_format="trajtune", to=fmt, container=container)
+    s2 = _run(exported, back, source_format="trl", to=kind)
+    assert s1["rejected"] == {} and s2["rejected"] == {} and s2["skipped"] == {}
+    assert s1["converted"] == s2["converted"] >= 3
+    assert back.read_bytes() == src.read_bytes()
+
+
+def test_trl_exports_are_the_shapes_trl_reads(ours, tmp_path):
+    out = tmp_path / "pc.jsonl"
+    _run(ours, out, to="trl-prompt-completion")
+    rec = orjson.loads(out.read_bytes().splitlines()[0])
+    assert list(rec) == ["id", "metadata", "tools", "prompt", "completion"]
+    assert [m["role"] for m in rec["prompt"]] == ["user"] and rec["completion"][0]["role"] == "assistant"
+    assert rec["completion"][0]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}  # objects, as templates want
+    step = _ours_labelled(tmp_path, "stepwise")
+    _run(step, tmp_path / "s.jsonl", source_format="trajtune", to="trl-stepwise")
+    rec = orjson.loads((tmp_path / "s.jsonl").read_bytes().splitlines()[0])
+    assert rec["prompt"] == "Which number is larger, 9.8 or 9.11?"  # TRL's stepwise format is text
+    assert rec["completions"][1].startswith("Since 0.11") and rec["labels"] == [True, False]
+
+
+def test_an_export_that_cannot_hold_a_record_rejects_it(tmp_path):
+    src = tmp_path / "l.jsonl"
+    src.write_bytes((Path(__file__).resolve().parents[2] / "data" / "examples" / "valid" / "labelled.jsonl").read_bytes())
+    s = _run(src, tmp_path / "u.jsonl", source_format="trajtune", to="trl-unpaired")
+    assert s["converted"] == 2 and s["rejected"] == {"stepwise record": 1}
+    s = _run(src, tmp_path / "w.jsonl", source_format="trajtune", to="trl-stepwise")
+    assert s["converted"] == 1 and s["rejected"] == {"unpaired record": 2}
