@@ -369,10 +369,7 @@ def evaluate(cfg: Config, say: Callable[[str], None] | None = None) -> dict:
         p = row.obj
         if p.get("model_key") in preds and p.get("task_id") in by_id:
             preds[p["model_key"]][p["task_id"]] = p
-    from trajtune.records import content_id
-
     report: dict[str, Any] = {"tasks_file": cfg.tasks, "tasks": len(tasks), "output": str(out),
-                              "tasks_digest": content_id(sorted(tasks, key=lambda t: str(t["id"]))),  # runs compare: same tasks?
                               "ready_threshold": cfg.ready_threshold, "models": {}}
     for s in specs:
         plist = [preds[s.key][t["id"]] for t in tasks if t["id"] in preds[s.key]]
@@ -406,9 +403,13 @@ HEADLINE = ("pass_rate", "tool_name_accuracy", "argument_accuracy", "valid_json_
 
 def lineage(cfg: Config, report: dict) -> dict:
     """The evaluation in the manifest: each model's key (its rows in predictions.jsonl) and headline
-    metrics, the task set's digest (``trajtune runs compare`` pairs only identical task sets)."""
+    metrics, the ids and digest of the tasks evaluated (``trajtune runs compare`` pairs only identical
+    task sets; a predictions file may hold more, from an earlier run without --limit)."""
     if report.get("kind") == "retrieval":  # a ranking report: the generic headline numbers
         return {}
+    from trajtune.records import content_id
+
+    tasks = load_tasks(cfg.tasks, cfg.limit) if cfg.tasks != "-" else None  # just read by the run: the same file
     roles = {role: {"model": m["model"], "key": m["key"], "metrics": {k: m["metrics"].get(k) for k in HEADLINE}}
              for role, m in report["models"].items()}
     main = "tuned" if "tuned" in roles else "model"
@@ -417,8 +418,10 @@ def lineage(cfg: Config, report: dict) -> dict:
     if c:
         metrics.update(baseline_pass_rate=c["baseline_pass_rate"], improvement_points=c["improvement_points"],
                        mcnemar_p=c["mcnemar_p"])
-    return {"metrics": metrics, "evaluation": {"tasks": report["tasks"], "tasks_digest": report.get("tasks_digest"),
-                                               "primary": main, "roles": roles}}
+    return {"metrics": metrics, "evaluation": {
+        "tasks": report["tasks"], "primary": main, "roles": roles,
+        "task_ids": [t["id"] for t in tasks] if tasks else None,
+        "tasks_digest": content_id(sorted(tasks, key=lambda t: str(t["id"]))) if tasks else None}}
 
 
 STAGE = Stage(

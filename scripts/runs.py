@@ -273,12 +273,14 @@ def _evaluation(reg: Any, ref: str) -> dict:
         raise UsageError(f"{run['run_id']} has no {role!r} model (it has: {', '.join(models)})",
                          hint=f"use {ref}:{next(iter(models), 'tuned')}")
     key = models[role]["key"]
+    info = run.get("evaluation") or {}
+    evaluated = set(info["task_ids"]) if info.get("task_ids") else None  # the file may hold more (an earlier run)
     preds = {}
     for row in read_jsonl(folder / "predictions.jsonl"):
-        if row.obj.get("model_key") == key:
+        if row.obj.get("model_key") == key and (evaluated is None or row.obj.get("task_id") in evaluated):
             preds[row.obj["task_id"]] = row.obj
     return {"run_id": run["run_id"], "role": role, "model": models[role]["model"], "path": str(folder),
-            "tasks_digest": report.get("tasks_digest"), "tasks": report.get("tasks"), "metrics": models[role]["metrics"],
+            "tasks_digest": info.get("tasks_digest"), "tasks": report.get("tasks"), "metrics": models[role]["metrics"],
             "predictions": preds, "threshold": report.get("ready_threshold", 0.85)}
 
 
