@@ -205,3 +205,61 @@ def test_force_is_not_part_of_the_saved_config(capsys, monkeypatch, tmp_path):
     assert "force" not in saved and saved["input"] == str(FIXTURES / "sharegpt.json") and saved["output"] == str(out)
     code, _, err = cli(capsys, monkeypatch, FIXTURES / "sharegpt.json", "-o", out)
     assert code == 0 and "is up to date" in err
+
+
+# --------------------------------------------------------------------------- Parquet and datasets folders
+
+def _parquet_of(tmp_path, name="sft.parquet"):
+    out = tmp_path / name
+    res = subprocess.run(TT + ["convert", str(FIXTURES / "trl_prompt_completion.jsonl"), "-o", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and "3 records (trl -> sft) written to" in res.stderr and "(parquet)" in res.stderr
+    return out
+
+
+def test_parquet_through_stdin_and_stdout(tmp_path):
+    src = _parquet_of(tmp_path)
+    to_parquet = subprocess.run(TT + ["convert", "-", "-o", "-", "--container", "parquet"], input=src.read_bytes(),
+                                capture_output=True)
+    assert to_parquet.returncode == 0 and to_parquet.stdout.startswith(b"PAR1")
+    to_jsonl = subprocess.run(TT + ["convert", "-", "-o", "-"], input=to_parquet.stdout, capture_output=True)
+    assert to_jsonl.returncode == 0
+    direct = subprocess.run(TT + ["convert", str(src), "-o", "-"], capture_output=True)
+    assert to_jsonl.stdout == direct.stdout and len(direct.stdout.splitlines()) == 3
+
+
+def test_a_datasets_folder_in_and_out_and_its_rejects_name_rows(capsys, monkeypatch, tmp_path):
+    folder = tmp_path / "ds"
+    code, _, err = cli(capsys, monkeypatch, FIXTURES / "trl_unpaired.jsonl", "--to", "labelled", "--container", "dataset",
+                       "-o", folder)
+    assert code == 0 and "7 records (trl -> labelled)" in err and (folder / "state.json").is_file()
+    import datasets
+
+    ds = datasets.load_from_disk(str(folder))
+    assert len(ds) == 7 and ds[0]["label"] is True and ds[0]["completion"][0]["content"] == "It is blue."
+    # labelled records are TRL unpaired rows with an id: --from trl pairs them
+    code, _, err = cli(capsys, monkeypatch, "--from", "trl", folder, "--to", "preference", "-o", tmp_path / "pairs.jsonl")
+    assert code == 0 and "2 records (trl -> preference)" in err
+    rejects = [orjson.loads(x) for x in (tmp_path / "pairs.rejects.jsonl").read_bytes().splitlines()]
+    assert {r["row"] for r in rejects} == {4, 5, 6} and all("line" not in r for r in rejects)
+    code, _, err = cli(capsys, monkeypatch, "--from", "trl", folder, "--to", "preference", "-o", tmp_path / "pairs.jsonl")
+    assert code == 0 and "is up to date" in err
+
+
+def test_container_usage_and_data_errors(capsys, monkeypatch, tmp_path):
+    code, _, err = cli(capsys, monkeypatch, FIXTURES / "alpaca.json", "--container", "dataset", "-o", "-")
+    assert code == 2 and "--container dataset writes a folder; it cannot go to stdout" in err
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1" + b"\0" * 64)
+    code, _, err = cli(capsys, monkeypatch, bad, "-o", tmp_path / "o.jsonl")
+    assert code == 1 and f"Error: {bad}: not a readable Parquet file" in err and "Traceback" not in err
+    import datasets
+
+    dd = tmp_path / "dd"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"text": "a"}]),
+                          "test": datasets.Dataset.from_list([{"text": "b"}])}).save_to_disk(str(dd))
+    code, _, err = cli(capsys, monkeypatch, dd, "-o", tmp_path / "o.jsonl")
+    assert code == 2 and "holds several splits (train, test)" in err and f"{dd / 'train'}" in err
+    code, _, err = cli(capsys, monkeypatch, FIXTURES / "ambiguous_task_prompt_completion.jsonl", "-o", tmp_path / "o.jsonl")
+    assert code == 2 and "ambiguous (cold-start or trl)" in err and "pass --from cold-start or --from trl" in err
+    assert not (tmp_path / "o.jsonl").exists()
