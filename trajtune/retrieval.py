@@ -54,14 +54,14 @@ def _first_obj(path: str) -> Any:
 
 
 def is_retrieval_file(path: str) -> bool:
-    """A file of retrieval queries/documents (not task records): its first row has ``query`` or ``document``."""
+    """A file of retrieval queries/documents (not task records): its first row is a query or a document."""
     if path == "-" or not Path(path).is_file():
         return False
     try:
         obj = _first_obj(path)
     except Exception:  # an unreadable file is the tool-call path's to report
         return False
-    return isinstance(obj, dict) and ("query" in obj or "document" in obj) and "prompt" not in obj
+    return isinstance(obj, dict) and "prompt" not in obj and ("query" in obj or ("id" in obj and _doc_row(obj) is not None))
 
 
 def _doc_row(obj: dict) -> str | None:
