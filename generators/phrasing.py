@@ -46,6 +46,8 @@ VERBS = {
     "determine", "identify", "provide", "show", "display", "give", "make", "build", "evaluate", "test", "simulate",
     "draw", "compile", "execute", "invoke", "call", "ping", "request", "subscribe", "unsubscribe", "mark", "tag",
     "label", "join", "leave", "follow", "unfollow", "like", "rate", "review", "accept", "decline", "confirm", "upgrade",
+    "place", "lookup", "save", "load", "edit", "modify", "change", "clear", "reset", "enable", "disable", "print",
+    "extract", "classify", "tokenize", "encode", "plot", "fit", "train", "optimize", "transcribe", "resolve",
 }
 _THIRD = {"returns": "get", "provides": "get", "gives": "get", "shows": "show", "does": "do", "goes": "go"}
 _CUT = (" for the given ", ", given ", " given ", " based on ", " using the given ", " with the given ",
@@ -346,13 +348,22 @@ def stated(value: Any, text: str, param: str = "", np: str = "") -> bool:
 
 
 def phrase_problem(name: str, description: str, parameters: dict) -> str | None:
-    """Why the grammar cannot phrase this tool (``generate tools --check``), or None."""
+    """Why the grammar cannot phrase this tool (``generate tools --check``), or None.
+
+    It needs a verb phrase (the description's first sentence starting with a verb, or a name
+    with at least one word of three letters or more) and, for every parameter, words (its
+    description, or a name with a letter in it).
+    """
+    pwords = {w for p in (parameters or {}).get("properties") or {} for w in words(p) if len(w) > 2}
+    from_desc = _vp_from_description(description, pwords)
+    if from_desc is None and not any(len(w) >= 3 and w.isalpha() for w in words(name)):
+        return "no verb phrase: the description does not start with a verb and the name has no word"
     it = intent(name, description, parameters)
-    if not it.vp or len(it.vp.split()) < 1:
-        return "no verb phrase from the description or the name"
     if len(it.vp) > 120:
         return "the verb phrase from the description is too long (over 120 characters)"
+    props = (parameters or {}).get("properties") or {}
     for p, phrase in it.np.items():
-        if not phrase.strip():
-            return f"parameter {p!r} has no name words"
+        s = props.get(p) if isinstance(props.get(p), dict) else {}
+        if not s.get("description") and not any(c.isalpha() for c in p):
+            return f"parameter {p!r} has neither a description nor a name made of words"
     return None

@@ -36,7 +36,10 @@ from typing import Any
 
 from trajtune.generators import phrasing
 from trajtune.generators.catalog import Catalog, Tool
-from trajtune.generators.values import sample
+from trajtune.generators.values import sample, words
+
+_STOP = {"get", "set", "the", "for", "and", "with", "from", "list", "find", "search", "create", "update", "delete",
+         "calculate", "compute", "check", "add", "all", "new", "given", "into", "that", "this", "your", "api", "tool"}
 
 SHAPES = ("single", "choose", "parallel", "parallel_multi", "multi_step", "irrelevance", "missing_info", "typed")
 DEFAULT_SHARES = {"single": 0.18, "choose": 0.22, "parallel": 0.14, "parallel_multi": 0.12, "multi_step": 0.06,
@@ -132,6 +135,7 @@ class Engine:
         self.missing_ok = [t for t in self.targets if any(_kind((t.parameters.get("properties") or {}).get(p) or {}) == "string"
                                                           for p in t.parameters.get("required") or [])]
         self.pairs = self._pairs()
+        self._outside_tools: list[Tool] | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -368,13 +372,34 @@ class Engine:
                      omitted={0: om1, 1: om2})
         return self._finish(ep, rng)
 
+    def _content_words(self, t: Tool) -> set[str]:
+        return {w for w in words(t.name) + self.intent(t).vp.split() if len(w) > 2 and w not in _STOP}
+
+    def _outside(self) -> list[Tool]:
+        """Requests no tool of a one-domain catalog serves: the synthetic APIs' training tools."""
+        if self._outside_tools is None:
+            from trajtune.generators.synth import synthesize
+            from trajtune.generators.toolsrc import parse
+
+            found, _ = parse(synthesize(None, 0))
+            self._outside_tools = [Tool(name=f["name"], description=f["description"], category=f["category"],
+                                        parameters=f["parameters"], result_schema=f.get("result"), meta=f.get("meta") or {})
+                                   for f in found if (f.get("meta") or {}).get("split") != "eval"]
+        return self._outside_tools
+
     def _irrelevance(self, rng: random.Random) -> Episode | None:
-        t = rng.choice(self.targets)
+        """A request no offered tool serves: another domain of the catalog (or, for a catalog of one
+        domain, a synthetic API outside it), sharing no content word with the offered tools."""
+        own = len(self.by_domain) >= 3
+        t = rng.choice(self.targets) if own or rng.random() < 0.3 else rng.choice(self._outside())
         call, _ = self._one_call(t, rng, optional_share=0.2)
         it = self.intent(t)
         user, frame = phrasing.request(it, call["arguments"], rng, self.frames)
         dom = self._domain(t)
-        pool = [x for x in self.offer if self._domain(x) != dom]
+        tw = self._content_words(t)
+        cands = self.offer if len(self.offer) <= 400 else rng.sample(self.offer, 400)
+        pool = [x for x in cands if x.name != t.name and (self._domain(x) != dom or not own)
+                and not self._content_words(x) & tw]
         if not pool:
             return None
         offered = rng.sample(pool, min(len(pool), rng.choice([1, 1, 2, 3])))

@@ -128,12 +128,13 @@ class _Resolver:
         return node
 
     def resolve(self, node: Any, seen: tuple = (), depth: int = 0) -> Any:
-        if depth > 12:
-            return {"type": "object"}
+        """``node`` with local refs inlined; a cycle, a remote ref or more than 32 levels stop as an untyped object."""
+        if depth > 32:
+            return {"type": "object"} if isinstance(node, dict) else node
         if isinstance(node, dict):
             if "$ref" in node and isinstance(node["$ref"], str):
                 ref = node["$ref"]
-                if ref in seen:
+                if ref in seen or len(seen) > 8:
                     return {"type": "object"}
                 target = self.get(ref)
                 if target is None:

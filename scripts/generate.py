@@ -140,6 +140,12 @@ def _stem(out: Path) -> str:
     return out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
 
 
+def gates_path(out: str | Path) -> Path:
+    """Where the quality-gate table is written: ``OUT.gates.json``."""
+    out = Path(out)
+    return out.with_name(_stem(out) + ".gates.json")
+
+
 def config_path(out: str | Path) -> Path:
     """Where the resolved config is saved: ``OUT.config.yaml`` (``.jsonl`` dropped)."""
     out = Path(out)
@@ -169,7 +175,7 @@ def run(cfg: Any) -> dict:
     # (--config is not guarded: it is read whole before anything is written, and re-running with the
     # saved OUT.config.yaml as --config rewrites it with the same resolved values)
     guard({"--catalog": cfg.catalog, "--templates": cfg.templates},
-          files={"--output": out, "the saved config": config_path(out),
+          files={"--output": out, "the saved config": config_path(out), "the gates table": gates_path(out),
                  "the rejects file": out.with_name(_stem(out) + ".rejects.jsonl") if cfg.backend == "openai" else None})
     fn = getattr(importlib.import_module(BACKENDS[cfg.backend]), f"generate_{kind}")
     with Progress(TextColumn(f"generate {kind}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -181,6 +187,15 @@ def run(cfg: Any) -> dict:
 
         summary = fn(cfg, str(out), progress=progress)
     cfglib.save(saved(cfg), config_path(out))
+    if summary.get("gates"):
+        import json
+
+        from trajtune.jsonl import atomic_writer
+
+        with atomic_writer(gates_path(out), "w") as fh:  # this run's gate counts (a resumed run: its own)
+            json.dump({"gates": summary["gates"], "semantic_reasons": summary.get("semantic_reasons", {}),
+                       "invalid_reasons": summary.get("invalid_reasons", {}), "by_shape": summary.get("by_shape", {}),
+                       "candidates": summary.get("candidates")}, fh, indent=1)
     if summary.get("total", 0) == 0 and cfg.count > 0:
         summary["exit_code"] = 1
         summary["error"] = f"no {kind} could be generated into {out} (check --category and the templates)"

@@ -195,7 +195,9 @@ templates:
     steps:
       - {call: count_rows, args: {table: "{table}"}}
 """)
-    s = generate_trajectories(TrajectoriesConfig(count=20, templates=str(tpl), no_call_share=0.0, max_attempts=5),
+    # template_share 1: only the template (the grammar would phrase the catalog's other tools)
+    s = generate_trajectories(TrajectoriesConfig(count=20, templates=str(tpl), no_call_share=0.0, max_attempts=5,
+                                                 template_share=1.0),
                               str(tmp_path / "o.jsonl"))
     assert s["total"] == 6  # 3 training phrasings x 2 tables
     assert s["short"] == 14

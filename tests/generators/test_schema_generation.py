@@ -1,0 +1,272 @@
+"""Generation from any tool catalog (no templates): OpenAI tools, MCP, OpenAPI; API synthesis; shapes; gates.
+
+Everything runs through the real command line (``trajtune generate ...``) and the records are
+checked with ``trajtune validate``, as a user would.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cli import run as cli
+from trajtune.generators import phrasing, shapes
+from trajtune.generators.catalog import load_catalog
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+PETSTORE = FIXTURES / "openapi" / "petstore.yaml"
+
+OPENAI_TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_tide_times", "description": "Get the high and low tide times for a harbour on a date.",
+        "parameters": {"type": "object", "properties": {
+            "harbour": {"type": "string", "description": "Name of the harbour"},
+            "date": {"type": "string", "format": "date", "description": "The day, as YYYY-MM-DD"},
+            "units": {"type": "string", "enum": ["metric", "imperial"], "default": "metric"}},
+            "required": ["harbour", "date"]}}},
+    {"type": "function", "function": {
+        "name": "get_tide_height", "description": "Get the predicted tide height at a harbour at a time.",
+        "parameters": {"type": "object", "properties": {
+            "harbour": {"type": "string", "description": "Name of the harbour"},
+            "time": {"type": "string", "description": "Time of day, as HH:MM"}},
+            "required": ["harbour", "time"]}}},
+    {"type": "function", "function": {
+        "name": "calculateTankVolume", "description": "Calculates the volume of a cylindrical tank.",
+        "parameters": {"type": "object", "properties": {
+            "radius": {"type": "number", "description": "Radius, in meters"},
+            "height": {"type": "number", "description": "Height, in meters"},
+            "full": {"type": "boolean", "description": "Whether the tank is full"}},
+            "required": ["radius", "height"]}}},
+    {"type": "function", "function": {
+        "name": "plan.add_stops", "description": "Add stops to a delivery route.",
+        "parameters": {"type": "object", "properties": {
+            "route_id": {"type": "string", "description": "Route identifier"},
+            "stops": {"type": "array", "items": {"type": "string"}, "description": "Addresses of the stops"},
+            "priority": {"type": "integer", "minimum": 1, "maximum": 5}},
+            "required": ["route_id", "stops"]}}},
+    {"type": "function", "function": {
+        "name": "send_sms", "description": "Send a text message to a phone number.",
+        "parameters": {"type": "object", "properties": {
+            "phone": {"type": "string"}, "message": {"type": "string", "description": "The message text"}},
+            "required": ["phone", "message"]}}},
+    {"type": "function", "function": {
+        "name": "convert_temperature", "description": "Convert a temperature between scales.",
+        "parameters": {"type": "object", "properties": {
+            "value": {"type": "number"}, "from_scale": {"type": "string", "enum": ["celsius", "fahrenheit", "kelvin"]},
+            "to_scale": {"type": "string", "enum": ["celsius", "fahrenheit", "kelvin"]}},
+            "required": ["value", "from_scale", "to_scale"]}}},
+]
+
+MCP_RESULT = {"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+    {"name": "create_ticket", "description": "Create a support ticket.",
+     "inputSchema": {"type": "object", "properties": {"title": {"type": "string"},
+                                                      "severity": {"type": "string", "enum": ["low", "high"]}},
+                     "required": ["title", "severity"]},
+     "outputSchema": {"type": "object", "properties": {"ticket_id": {"type": "string"}}}},
+    {"name": "assign_ticket", "description": "Assign a support ticket to an engineer.",
+     "inputSchema": {"type": "object", "properties": {"ticket_id": {"type": "string"}, "engineer": {"type": "string"}},
+                     "required": ["ticket_id", "engineer"]}},
+    {"name": "close_ticket", "description": "Close a support ticket with a resolution note.",
+     "inputSchema": {"type": "object", "properties": {"ticket_id": {"type": "string"}, "note": {"type": "string"}},
+                     "required": ["ticket_id"]}},
+]}}
+
+
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _user(rec: dict) -> str:
+    msgs = rec.get("messages") or rec.get("prompt")
+    return next(m["content"] for m in msgs if m["role"] == "user")
+
+
+@pytest.fixture()
+def openai_catalog(tmp_path: Path) -> Path:
+    p = tmp_path / "tools.json"
+    p.write_text(json.dumps(OPENAI_TOOLS))
+    return p
+
+
+def test_openai_tools_catalog_gives_valid_records_of_every_shape_with_every_value_stated(tmp_path, openai_catalog):
+    out = tmp_path / "train.jsonl"
+    r = cli("generate", "trajectories", "--catalog", str(openai_catalog), "--count", "150", "--seed", "2",
+            "-o", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["total"] == 150
+    # no templates apply to this catalog: every record comes from the grammar, in every shape it allows
+    assert set(s["by_shape"]) >= {"single", "choose", "parallel", "parallel_multi", "irrelevance", "missing_info", "typed"}
+    assert s["gates"]["passed"] == 150 and s["gates"]["format"] == 0
+    assert json.loads((tmp_path / "train.gates.json").read_text())["gates"] == s["gates"]
+    recs = _read(out)
+    names = {t["function"]["name"] for t in OPENAI_TOOLS}
+    for rec in recs:
+        assert rec["metadata"]["template_id"] == "schema"
+        user = _user(rec)
+        offered = {t["function"]["name"] for t in rec["tools"]}
+        assert offered <= names
+        calls = [c["function"] for m in rec["messages"] for c in m.get("tool_calls") or []]
+        obs = " ".join(m["content"] for m in rec["messages"] if m["role"] == "tool")
+        for c in calls:
+            assert c["name"] in offered
+            for k, v in c["arguments"].items():  # the semantic gate's promise, checked independently
+                assert phrasing.stated(v, user + " " + obs, k, ""), (user, k, v)
+        if rec["metadata"]["shape"] in ("irrelevance", "missing_info"):
+            assert calls == []
+        if rec["metadata"]["shape"] == "parallel":
+            first = next(m for m in rec["messages"] if m.get("tool_calls"))
+            assert len(first["tool_calls"]) >= 2
+    # type fidelity: numbers stay numbers, lists stay lists
+    vols = [c["function"]["arguments"] for rec in recs for m in rec["messages"] for c in m.get("tool_calls") or []
+            if c["function"]["name"] == "calculateTankVolume"]
+    assert vols and all(isinstance(a["radius"], float) for a in vols)
+    stops = [c["function"]["arguments"]["stops"] for rec in recs for m in rec["messages"] for c in m.get("tool_calls") or []
+             if c["function"]["name"] == "plan.add_stops"]
+    assert stops and all(isinstance(x, list) and x for x in stops)
+    # defaults are left out unless the user states another value
+    tides = [c["function"]["arguments"] for rec in recs for m in rec["messages"] for c in m.get("tool_calls") or []
+             if c["function"]["name"] == "get_tide_times"]
+    assert all(a.get("units") != "metric" for a in tides)
+    r = cli("validate", str(out), "--strict")
+    assert r.exit_code == 0, r.output
+
+
+def test_a_rerun_appends_only_what_is_missing(tmp_path, openai_catalog):
+    out = tmp_path / "t.jsonl"
+    assert cli("generate", "tasks", "--catalog", str(openai_catalog), "-n", "30", "-o", str(out)).exit_code == 0
+    first = out.read_text()
+    assert cli("generate", "tasks", "--catalog", str(openai_catalog), "-n", "60", "-o", str(out)).exit_code == 0
+    text = out.read_text()
+    assert text.startswith(first)
+    ids = [r["id"] for r in _read(out)]
+    assert len(ids) == 60 == len(set(ids))
+
+
+def test_openapi_document_operations_become_tools_and_tasks(tmp_path):
+    cat = load_catalog(str(PETSTORE))
+    # every operation of the real Petstore document, named by operationId; body properties are parameters
+    assert {"addPet", "findPetsByStatus", "getPetById", "placeOrder", "loginUser", "deleteUser"} <= set(cat.tools)
+    add = cat["addPet"]
+    assert {"name", "photoUrls"} <= set(add.parameters["required"])
+    assert add.parameters["properties"]["category"]["type"] == "object"  # $ref resolved
+    assert cat["getPetById"].parameters["required"] == ["petId"]
+    assert "api_key" in cat["deletePet"].parameters["properties"]  # a header parameter
+    assert cat["findPetsByStatus"].parameters["properties"]["status"]["enum"] == ["available", "pending", "sold"]
+    out = tmp_path / "tasks.jsonl"
+    r = cli("generate", "tasks", "--catalog", str(PETSTORE), "-n", "40", "--seed", "3", "-o", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    recs = _read(out)
+    assert len(recs) == 40
+    assert any(rec["expected"]["calls"] for rec in recs) and any(not rec["expected"]["calls"] for rec in recs)
+    assert cli("validate", str(out), "--strict").exit_code == 0
+    # the simulator shapes results by the operation's response schema
+    obs = json.loads(cat["getPetById"].simulate({"petId": 7}))
+    assert {"name", "photoUrls", "status"} <= set(obs)
+
+
+def test_mcp_tools_list_result_and_multi_step_through_a_declared_output(tmp_path):
+    p = tmp_path / "mcp.json"
+    p.write_text(json.dumps(MCP_RESULT))
+    out = tmp_path / "t.jsonl"
+    r = cli("generate", "trajectories", "--catalog", str(p), "-n", "60", "--shapes", "multi_step=5", "-o", str(out),
+            "--json")
+    assert r.exit_code == 0, r.output
+    recs = [x for x in _read(out) if x["metadata"]["shape"] == "multi_step"]
+    assert recs
+    for rec in recs:
+        msgs = rec["messages"]
+        calls = [m for m in msgs if m.get("tool_calls")]
+        assert [c["tool_calls"][0]["function"]["name"] for c in calls][0] == "create_ticket"
+        produced = json.loads(next(m["content"] for m in msgs if m["role"] == "tool"))["ticket_id"]
+        assert calls[1]["tool_calls"][0]["function"]["arguments"]["ticket_id"] == produced
+        assert produced not in _user(rec)  # it comes from the observation, not the request
+    assert cli("validate", str(out), "--strict").exit_code == 0
+
+
+def test_synthesize_many_distinct_tools_deterministically(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    r = cli("generate", "tools", "--synthesize", "1000", "--seed", "3", "-o", str(a), "--json")
+    assert r.exit_code == 0, r.output
+    assert cli("generate", "tools", "--synthesize", "1000", "--seed", "3", "-o", str(b)).exit_code == 0
+    assert a.read_bytes() == b.read_bytes()
+    s = json.loads(r.stdout)
+    assert s["tools"] == 1000 and s["domains"] >= 30
+    assert set(s["styles"]) == {"snake", "camel", "dotted", "namespaced"}
+    assert {"string", "integer", "number", "boolean", "enum", "array", "optional with default"} <= set(s["parameter_types"])
+    tools = json.loads(a.read_text())
+    names = [t["function"]["name"] for t in tools]
+    assert len(set(names)) == 1000
+    schemas = {json.dumps(t["function"], sort_keys=True) for t in tools}
+    assert len(schemas) == 1000
+    fams: dict[str, set] = {}
+    for t in tools:
+        fams.setdefault(t["x-trajtune"]["family"], set()).add(t["x-trajtune"]["sense"])
+    assert sum(1 for v in fams.values() if len(v) >= 2) >= 150  # families of look-alikes
+    other = json.loads(cli("generate", "tools", "--synthesize", "50", "--seed", "4", "-o", str(tmp_path / "c.json"),
+                           "--json").stdout)
+    assert other["tools"] == 50
+    assert json.loads((tmp_path / "c.json").read_text()) != tools[:50]  # another seed, other tools
+    assert cli("generate", "tools", "--check", "--catalog", str(a)).exit_code == 0
+
+
+def test_held_out_tool_families_never_reach_training_and_make_the_eval_tasks(tmp_path):
+    cat = tmp_path / "synth.json"
+    assert cli("generate", "tools", "--synthesize", "400", "--seed", "1", "-o", str(cat)).exit_code == 0
+    tools = json.loads(cat.read_text())
+    held = {t["function"]["name"] for t in tools if t["x-trajtune"]["split"] == "eval"}
+    assert held
+    train, tasks = tmp_path / "train.jsonl", tmp_path / "tasks.jsonl"
+    assert cli("generate", "trajectories", "--catalog", str(cat), "-n", "200", "-o", str(train)).exit_code == 0
+    assert cli("generate", "preferences", "--catalog", str(cat), "-n", "60", "-o", str(tmp_path / "p.jsonl")).exit_code == 0
+    for rec in _read(train) + _read(tmp_path / "p.jsonl"):
+        assert not {t["function"]["name"] for t in rec["tools"]} & held  # not even as a distractor
+    assert cli("generate", "tasks", "--split", "eval", "--catalog", str(cat), "-n", "60", "-o", str(tasks)).exit_code == 0
+    recs = _read(tasks)
+    targets = [r for r in recs if r["expected"]["calls"]]
+    assert targets and all(r["metadata"]["split_reason"] == "held_out_tool" for r in recs)
+    assert all(c["name"] in held for r in targets for c in r["expected"]["calls"])
+    # the eval phrasings are the held-out frames: no request of the tasks repeats a training one
+    assert not {_user(r) for r in recs} & {_user(r) for r in _read(train)}
+    assert cli("validate", str(train), "--against", str(tasks)).exit_code == 0
+
+
+def test_tools_check_reports_a_tool_the_grammar_cannot_phrase(tmp_path):
+    p = tmp_path / "tools.json"
+    p.write_text(json.dumps([{"name": "x9", "description": "?", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}},
+        OPENAI_TOOLS[0]]))
+    r = cli("generate", "tools", "--check", "--catalog", str(p))
+    assert r.exit_code == 1
+    assert "x9" in r.output and "cannot phrase" in r.output
+    assert "get_tide_times" not in r.output
+
+
+def test_semantic_gate_refuses_a_value_the_request_does_not_state(tmp_path, openai_catalog):
+    cat = load_catalog(str(openai_catalog))
+    engine = shapes.Engine(cat, split="train", shares=dict(shapes.DEFAULT_SHARES, single=100.0))
+    rng = random.Random(5)
+    ep = None
+    while ep is None or not ep.turns or not ep.turns[0][0]["arguments"]:
+        ep, _ = engine.episode(rng)
+    assert shapes.semantic_problem(engine, ep) is None
+    call = ep.turns[0][0]
+    key = next(iter(call["arguments"]))
+    call["arguments"][key] = "a value nobody said" if isinstance(call["arguments"][key], str) else 123456789
+    assert "not stated" in shapes.semantic_problem(engine, ep)
+    call["name"] = "not_offered"
+    assert "not offered" in shapes.semantic_problem(engine, ep)
+
+
+def test_shapes_option_sets_the_mix_and_rejects_unknown_shapes(tmp_path, openai_catalog):
+    out = tmp_path / "o.jsonl"
+    r = cli("generate", "trajectories", "--catalog", str(openai_catalog), "-n", "40", "--shapes",
+            "single=0,choose=0,parallel=1,parallel_multi=0,multi_step=0,irrelevance=0,missing_info=0,typed=0",
+            "-o", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    assert set(json.loads(r.stdout)["by_shape"]) == {"parallel"}
+    r = cli("generate", "trajectories", "--catalog", str(openai_catalog), "-n", "4", "--shapes", "nonsense=1",
+            "-o", str(tmp_path / "x.jsonl"))
+    assert r.exit_code == 2 and "unknown shape" in r.output
