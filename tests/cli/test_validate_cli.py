@@ -53,7 +53,7 @@ def test_valid_files_exit_0_with_a_summary_per_file(capsys, monkeypatch):
     assert code == 0, out + err
     assert out == ""
     assert f"{VALID / 'sft.jsonl'} (sft) OK" in err and f"{VALID / 'task.jsonl'} (task) OK" in err
-    assert "OK: 5 file(s), 22 records, 22 valid, 0 error(s), 0 warning(s)" in err
+    assert "OK: 6 file(s), 25 records, 25 valid, 0 error(s), 0 warning(s)" in err
     assert "tool calls" in err and "distinct tools" in err
 
 
@@ -75,7 +75,7 @@ def test_unreadable_paths_and_bad_options_exit_2(capsys, monkeypatch, tmp_path):
     code, out, err = cli(capsys, monkeypatch, tmp_path)
     assert code == 2 and "is a directory, not a JSONL file" in err
     code, out, err = cli(capsys, monkeypatch, VALID / "sft.jsonl", "--kind", "chat")
-    assert code == 2 and "--kind must be one of sft, preference, group, triplet, task, got 'chat'" in err
+    assert code == 2 and "--kind must be one of sft, preference, group, triplet, task, labelled, got 'chat'" in err
     code, out, err = cli(capsys, monkeypatch, VALID / "sft.jsonl", "--max-length", "10")
     assert code == 2 and "--max-length needs --tokenizer MODEL" in err
     code, out, err = cli(capsys, monkeypatch, VALID / "sft.jsonl", "--against", tmp_path / "nope.jsonl")
