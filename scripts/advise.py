@@ -80,10 +80,15 @@ def run(cfg: Config) -> dict:
                 other += c["records"]
     advice = advise(totals["sft"]["approved"], totals["preference"]["approved"], used["sft"], used["preference"])
     pending = totals["sft"]["pending"] + totals["preference"]["pending"]
-    if pending:
-        gated = [f["path"] for f in files if any(c["pending"] for c in f["kinds"].values())]
-        advice["notes"].append(f"{pending} records are pending review; approved, they would count: "
-                               + " ; ".join(f"trajtune review {p}" for p in gated))
+    if pending:  # approving them may be all it takes
+        reviews = [f"trajtune review {f['path']}" for f in files if any(c["pending"] for c in f["kinds"].values())]
+        would = advise(totals["sft"]["approved"] + totals["sft"]["pending"],
+                       totals["preference"]["approved"] + totals["preference"]["pending"])["method"]
+        if would != advice["method"]:
+            advice["reason"] += f"; {pending} records are pending review: approved, they would support {would}"
+            advice["commands"] = [*reviews, "trajtune advise " + " ".join(f["path"] for f in files)]
+        else:
+            advice["notes"].append(f"{pending} records are pending review (they count once approved): " + "; ".join(reviews))
     return {"files": files, "sft": totals["sft"], "preference": totals["preference"], "other_records": other, **advice}
 
 

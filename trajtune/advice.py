@@ -59,4 +59,4 @@ def advise(sft: int, pairs: int, sft_files: list[str] | None = None, pair_files:
                 "commands": [f"trajtune train-sft {sft_arg} -o runs/sft"], "notes": notes}
     return {"method": "generate", "reason": f"{sft} approved sft records (< {MIN_SFT}) and {pairs} approved pairs "
                                              f"(< {MIN_PAIRS}): too few to train on; make more data first",
-            "commands": [generate_command("sft", MIN_SFT - sft)], "notes": notes}
+            "commands": [generate_command("sft", MIN_SFT - sft)], "notes": notes[1:]}  # the sft one is the command

@@ -62,11 +62,18 @@ def test_pending_rejected_and_invalid_records_do_not_count(tmp_path):
     assert got["sft"] == {"records": 51, "approved": 46, "pending": 3, "rejected": 1, "invalid": 1}
     assert got["files"][0]["kinds"]["unknown"] == {"records": 1, "approved": 0, "pending": 0, "rejected": 0, "invalid": 1}
     assert got["method"] == "generate" and "--count 4" in got["commands"][0]
-    assert any(f"trajtune review {sft}" in n for n in got["notes"])  # approving the pending ones would count
+    assert any(f"trajtune review {sft}" in n for n in got["notes"])  # they count once approved (46 + 3 < 50: not enough)
     res = advise(sft)  # the human report: the table on stderr, the method and commands in words
     assert res.returncode == 0 and res.stdout == ""
-    assert "method: generate" in res.stderr and "SFT needs at least 50 (the design's threshold), 4 more" in \
-        " ".join(res.stderr.split())
+    assert "method: generate" in res.stderr and "trajtune generate trajectories --count 4 -o data/more_sft.jsonl" in res.stderr
+    assert "DPO needs at least 20 (the design's threshold), 20 more" in " ".join(res.stderr.split())
+
+
+def test_when_approving_the_pending_records_is_enough_advise_says_review_first(tmp_path):
+    sft = sft_records.write(tmp_path / "sft.jsonl", 60, review="pending")
+    got = advice(sft)
+    assert got["method"] == "generate" and "60 records are pending review: approved, they would support sft" in got["reason"]
+    assert got["commands"] == [f"trajtune review {sft}", f"trajtune advise {sft}"]
 
 
 def test_errors_are_one_line_with_exit_2(tmp_path):
