@@ -149,8 +149,11 @@ def to_jsonl(path: str, container: str, out, name: str | None = None) -> int:
     """Write every row of a Parquet file or datasets folder to ``out`` as JSONL; the row count."""
     n = 0
     for r in open_rows(path, container, name):
-        out.write(orjson.dumps(r) + b"\n")
         n += 1
+        try:
+            out.write(orjson.dumps(r) + b"\n")
+        except orjson.JSONEncodeError as exc:
+            raise DataError(f"row {n} has a value JSON cannot hold ({_short(exc)})", path=name or path) from None
     return n
 
 
