@@ -139,7 +139,7 @@ def open_rows(path: str, container: str, name: str | None = None) -> Iterator[di
         except StopIteration:
             return
         except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"cannot read row {row + 1} on ({_short(exc)})", path=name) from None
+            raise DataError(f"cannot read the rows from here on ({_short(exc)})", path=name, line=row + 1) from None
         for r in batch.to_pylist():
             row += 1
             yield _plain(r)
