@@ -177,6 +177,14 @@ class Sources:
     catalog: Catalog
     templates: TemplateSet
 
+    def split_by_category(self, category: str | None) -> tuple[list[str], list[str]]:
+        """(names in ``category``, the other names), catalog order; cached."""
+        cache = self.__dict__.setdefault("_by_cat", {})
+        if category not in cache:
+            tools = self.catalog.tools.items()
+            cache[category] = ([n for n, t in tools if t.category == category], [n for n, t in tools if t.category != category])
+        return cache[category]
+
     def templated(self) -> set[str]:
         """Tools that hand-written templates call (the grammar leaves them to the templates)."""
         return {s.call for t in self.templates.templates.values() for s in t.steps}
@@ -242,8 +250,9 @@ def _offer_tools(src: Sources, needed: list[str], rng: random.Random, cfg: Gener
     names = list(needed)
     k = rng.randint(cfg.distractors_min, cfg.distractors_max)
     k = max(min(k, cfg.max_tools - len(names)), 1 if names and cfg.distractors_min > 0 else 0)
-    same = [n for n, t in src.catalog.tools.items() if t.category == category and n not in names]
-    other = [n for n, t in src.catalog.tools.items() if t.category != category and n not in names]
+    same_all, other_all = src.split_by_category(category)
+    same = [n for n in same_all if n not in names]
+    other = [n for n in other_all if n not in names]
     for _ in range(k):
         pool = same if same and (rng.random() < 0.5 or not other) else other
         if not pool:

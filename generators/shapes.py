@@ -136,6 +136,8 @@ class Engine:
                                                           for p in t.parameters.get("required") or [])]
         self.pairs = self._pairs()
         self._outside_tools: list[Tool] | None = None
+        self._words: dict[str, frozenset[str]] = {}
+        self._target_names = {t.name for t in self.targets}
 
     # ------------------------------------------------------------------ helpers
 
@@ -322,7 +324,7 @@ class Engine:
 
     def _parallel_multi(self, rng: random.Random) -> Episode | None:
         t = rng.choice(self.targets)
-        same = [x for x in self.by_domain.get(self._domain(t), []) if x in self.targets and self._sense(x) != self._sense(t)] \
+        same = [x for x in self.by_domain.get(self._domain(t), []) if x.name in self._target_names and self._sense(x) != self._sense(t)] \
             if rng.random() < 0.5 else []
         others = same or [x for x in rng.sample(self.targets, min(6, len(self.targets))) if self._sense(x) != self._sense(t)]
         if not others:
@@ -372,8 +374,12 @@ class Engine:
                      omitted={0: om1, 1: om2})
         return self._finish(ep, rng)
 
-    def _content_words(self, t: Tool) -> set[str]:
-        return {w for w in words(t.name) + self.intent(t).vp.split() if len(w) > 2 and w not in _STOP}
+    def _content_words(self, t: Tool) -> frozenset[str]:
+        got = self._words.get(t.name)
+        if got is None:
+            got = self._words[t.name] = frozenset(w for w in words(t.name) + self.intent(t).vp.split()
+                                                  if len(w) > 2 and w not in _STOP)
+        return got
 
     def _outside(self) -> list[Tool]:
         """Requests no tool of a one-domain catalog serves: the synthetic APIs' training tools."""
@@ -397,12 +403,17 @@ class Engine:
         user, frame = phrasing.request(it, call["arguments"], rng, self.frames)
         dom = self._domain(t)
         tw = self._content_words(t)
-        cands = self.offer if len(self.offer) <= 400 else rng.sample(self.offer, 400)
-        pool = [x for x in cands if x.name != t.name and (self._domain(x) != dom or not own)
-                and not self._content_words(x) & tw]
-        if not pool:
+        want = rng.choice([1, 1, 2, 3])
+        offered: list[Tool] = []
+        for _ in range(40):
+            x = rng.choice(self.offer)
+            if x.name != t.name and (self._domain(x) != dom or not own) and not self._content_words(x) & tw \
+                    and x not in offered:
+                offered.append(x)
+                if len(offered) == want:
+                    break
+        if not offered:
             return None
-        offered = rng.sample(pool, min(len(pool), rng.choice([1, 1, 2, 3])))
         reply = phrasing.decline(it, [self.intent(x) for x in offered], rng)
         return Episode("irrelevance", offered, user, [], reply=reply, frame=frame, target=t)
 

@@ -15,6 +15,7 @@ without templates: a user's catalog (OpenAI tools, MCP, OpenAPI) or the syntheti
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -92,9 +93,14 @@ _NAME_POOLS: list[tuple[tuple[str, ...], list[str]]] = [
 
 def words(name: str) -> list[str]:
     """``getWeatherForecast`` / ``get_weather-forecast`` / ``weather.get`` -> lower-case words."""
+    return list(_words(name))
+
+
+@functools.lru_cache(maxsize=65536)
+def _words(name: str) -> tuple[str, ...]:
     name = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
     name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", name)
-    return [w.lower() for w in re.split(r"[^A-Za-z0-9]+", name) if w]
+    return tuple(w.lower() for w in re.split(r"[^A-Za-z0-9]+", name) if w)
 
 
 def _pool_for(name: str, description: str) -> list[str] | None:
