@@ -399,8 +399,9 @@ def _episode(engine: Any, rng: random.Random) -> Any:
 def _schema_meta(ep: Any, split: str, engine: Any, **kw: Any) -> dict:
     t = ep.target
     reason = kw.pop("split_reason", None)
-    return _meta(category=engine._domain(t), difficulty=_DIFFICULTY[ep.shape], template_id="schema", shape=ep.shape,
-                 tool=t.name, phrasing=ep.frame, steps=len(ep.turns), split=split, split_reason=reason, **kw)
+    # category: the shape (as BFCL's categories are shapes); the tool's domain is kept beside it
+    return _meta(category=ep.shape, domain=engine._domain(t), difficulty=_DIFFICULTY[ep.shape], template_id="schema",
+                 shape=ep.shape, tool=t.name, phrasing=ep.frame, steps=len(ep.turns), split=split, split_reason=reason, **kw)
 
 
 # ------------------------------------------------------------------------------ trajectories

@@ -37,11 +37,14 @@ def metrics(preds: list[dict], tasks_by_id: dict[str, dict]) -> dict:
         "generated_tokens": gen_tokens, "tokens_per_s": round(gen_tokens / secs, 2) if secs else None,
         "truncated": sum(p["truncated"] for p in preds), "reasons": dict(sorted(reasons.items())),
     }
-    groups: dict[str, dict[str, list[bool]]] = {"category": defaultdict(list), "difficulty": defaultdict(list), "tool": defaultdict(list)}
+    groups: dict[str, dict[str, list[bool]]] = {"category": defaultdict(list), "difficulty": defaultdict(list),
+                                                "tool": defaultdict(list), "split_reason": defaultdict(list)}
     for p in preds:
         t = tasks_by_id[p["task_id"]]
         md = t.get("metadata") or {}
         groups["category"][str(md.get("category", "(none)"))].append(p["pass"])
+        if md.get("split_reason"):  # held_out_tool / held_out_phrasing / held_out_template / no_call
+            groups["split_reason"][str(md["split_reason"])].append(p["pass"])
         groups["difficulty"][str(md.get("difficulty", "(none)"))].append(p["pass"])
         exp = t["expected"]
         names = sorted({c["name"] for c in exp.get("calls", [])}) if "calls" in exp else []
@@ -126,6 +129,14 @@ def render_markdown(report: dict) -> str:
                          + " | ".join(_pct(c.get("pass_rate")) for c in cells) + " |")
         lines.append("| **mean over categories** | | " + " | ".join(
             _pct(report["models"][r]["metrics"].get("category_mean_pass_rate")) for r in roles) + " |")
+    reasons = sorted({k for m in report["models"].values() for k in m["metrics"]["by"].get("split_reason", {})})
+    if len(reasons) > 1:  # how far from training each task is: tools, templates, phrasings never trained on
+        lines += ["", "## Pass rate by what was held out", "", "| held out | tasks | " + " | ".join(roles) + " |",
+                  "|---|---|" + "---|" * len(roles)]
+        for k in reasons:
+            cells = [m["metrics"]["by"].get("split_reason", {}).get(k, {}) for m in report["models"].values()]
+            lines.append(f"| {k} | {max(c.get('tasks', 0) for c in cells)} | "
+                         + " | ".join(_pct(c.get("pass_rate")) for c in cells) + " |")
     for role, m in report["models"].items():
         mm = m["metrics"]
         lines += ["", f"## {role}: failure reasons", ""]
