@@ -137,7 +137,8 @@ def run_convert(cfg: Any) -> dict:
     file-to-file run whose config and inputs are unchanged since the last run (OUT.convert.yaml)
     is skipped unless ``cfg.force``; its summary says ``up_to_date``."""
     out = cfg.output
-    inp = registry.resolve_input(cfg.source_format, cfg.input)  # bfcl: a category name -> its cached file
+    live = registry.live(cfg.source_format)  # phoenix, redis: IN is a server, read into a spool file
+    inp = cfg.input if live else registry.resolve_input(cfg.source_format, cfg.input)  # bfcl: a category name -> its cached file
     # 1) what to produce: a record kind, possibly exported to another format, in a container
     export = exports.EXPORTS.get(cfg.to)
     kind = exports.KIND.get(cfg.to, "sft") if export else cfg.to
@@ -145,10 +146,12 @@ def run_convert(cfg: Any) -> dict:
     rejects_path = cfg.rejects or default_rejects(out)
     # no output may be an input (symlinks and hard links included), checked before any work
     folder = {"OUT": out} if container == "dataset" else {}
-    guard({"IN": inp, "--annotations": cfg.annotations, "--answers": registry.side_inputs(cfg.source_format, cfg, inp)},
+    guard({"IN": None if live else inp, "--annotations": cfg.annotations,
+           "--answers": [] if live else registry.side_inputs(cfg.source_format, cfg, inp)},
           files={"OUT": None if folder else out, "--rejects": rejects_path,
-                 "the saved config": None if out == "-" else config_path(out)}, replaced=folder)
-    files = inp != "-" and out != "-" and (Path(inp).is_file() or containers.sniff(inp) == "dataset")
+                 "the saved config": None if out == "-" or live else config_path(out),
+                 **(live.sidecars(out) if live else {})}, replaced=folder)
+    files = not live and inp != "-" and out != "-" and (Path(inp).is_file() or containers.sniff(inp) == "dataset")
     if files and not cfg.force:
         previous = _saved(cfg, inp, out, rejects_path)
         if previous is not None:
@@ -156,7 +159,7 @@ def run_convert(cfg: Any) -> dict:
 
     with (atomic_writer(rejects_path) if rejects_path else nullcontext()) as rej_fh, _writer(out, container) as out_fh:
         emit = Emitter((lambda e: rej_fh.write(orjson.dumps(e) + b"\n")) if rejects_path else None)
-        source = Source(inp, emit)
+        source = live.open_source(cfg, out, emit) if live else Source(inp, emit)
         try:
             # 2) which source format
             fmt = cfg.source_format
@@ -210,7 +213,10 @@ def run_convert(cfg: Any) -> dict:
                 n += 1
         finally:
             source.close()
+    if live:
+        live.finish(source)  # phoenix: the fetched spans are kept, the cursor moves on
     summary = {
+        **(live.summary(source) if live else {}),
         "from": fmt, "to": cfg.to, "input": source.name, "output": out, "container": container, "rejects": rejects_path,
         "converted": n, "rejected": dict(sorted(emit.rejected.items())),
         "skipped": dict(sorted(emit.skipped.items())), "up_to_date": False,

@@ -14,6 +14,7 @@ FORMATS = {
     "interactions": "trajtune.converters.interactions",
     "tool-logs": "trajtune.converters.tool_logs",
     "traces": "trajtune.converters.traces",
+    "otel": "trajtune.converters.otel",
     "atif": "trajtune.converters.atif",
     "critiques": "trajtune.converters.critiques",
     "hh-rlhf": "trajtune.converters.hh_rlhf",
@@ -24,14 +25,26 @@ FORMATS = {
     "openai": "trajtune.converters.openai",
     "alpaca": "trajtune.converters.alpaca",
 }
+# live sources: IN names a server, not a file (never auto-detected, never voted on)
+LIVE = {
+    "phoenix": "trajtune.converters.phoenix",
+    "redis": "trajtune.converters.redis_logs",
+}
+
+
+def live(name: str) -> ModuleType | None:
+    """The module of a live source (``--from phoenix`` / ``--from redis``), else None."""
+    return import_module(LIVE[name]) if name in LIVE else None
 
 
 def get(name: str) -> ModuleType:
+    if name in LIVE:
+        return import_module(LIVE[name])
     if name not in FORMATS:
         import difflib
 
         close = difflib.get_close_matches(name, list(FORMATS), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else "formats: " + ", ".join(FORMATS)
+        hint = f"did you mean '{close[0]}'?" if close else "formats: " + ", ".join([*FORMATS, *LIVE])
         raise UsageError(f"--from: unknown format '{name}'", hint=hint)
     return import_module(FORMATS[name])
 

@@ -44,6 +44,8 @@ KINDS = ("sft", "preference", "triplet")
 APPROVED = {"approved", "approve", "accepted", "accept", "good", "correct", "thumbs_up", "positive", "pass"}
 REJECTED = {"rejected", "reject", "bad", "incorrect", "thumbs_down", "negative", "fail"}
 RELEVANT = {"relevant", "yes", "true", "1", "positive"}
+# set by a translating source on a span it cannot convert: the span is rejected with this reason
+UNCONVERTIBLE, UNCONVERTIBLE_DETAIL = "trajtune.reject.reason", "trajtune.reject.detail"
 IRRELEVANT = {"irrelevant", "not_relevant", "no", "false", "0", "negative"}
 
 
@@ -282,6 +284,9 @@ def convert(source: Source, kind: str, cfg, emit: Emitter):
             continue
         row = Row(source.name, lineno, obj)
         span = span_of(obj)
+        if span.attrs.get(UNCONVERTIBLE):  # a translated span that is no model call (converters/otel.py)
+            emit.reject(row, span.attrs[UNCONVERTIBLE], span.attrs.get(UNCONVERTIBLE_DETAIL, ""))
+            continue
         if kind == "triplet":
             if span.kind != "RETRIEVER":
                 emit.skip("not a retriever span")
@@ -354,6 +359,9 @@ def _preferences(source: Source, ann: dict, emit: Emitter):
         if _is_annotation(obj):
             continue
         span = span_of(obj)
+        if span.attrs.get(UNCONVERTIBLE):
+            emit.reject(Row(source.name, lineno, obj), span.attrs[UNCONVERTIBLE], span.attrs.get(UNCONVERTIBLE_DETAIL, ""))
+            continue
         if span.kind != "LLM":
             emit.skip("not an LLM span")
             continue

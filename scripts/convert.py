@@ -24,8 +24,9 @@ class Config:
                         help="output file or folder ('-' = stdout); its container: --container")
     source_format: str = field("auto", flags=("--from",), metavar="FORMAT",
                                help="input format (alpaca, sharegpt, openai, trl, cold-start, hermes, tool-logs, "
-                                    "interactions, traces, atif, critiques, hh-rlhf, bfcl, trajtune); auto = detect "
-                                    "from the first rows")
+                                    "interactions, traces, otel, atif, critiques, hh-rlhf, bfcl, trajtune); auto = detect "
+                                    "from the first rows; live sources: phoenix (IN = server URL, --project) and redis "
+                                    "(IN = redis://host:port/db)")
     to: str = field("sft", metavar="KIND", help="output: a record kind (sft, preference, labelled, group, triplet; "
                     "task from bfcl) or an export (openai, sharegpt, alpaca-text, trl, trl-prompt-completion, "
                     "trl-preference, trl-unpaired, trl-stepwise)")
@@ -58,6 +59,16 @@ class Config:
     approved_only: bool = field(True, help="traces -> sft: only spans annotated approved")
     sessions: bool = field(False, help="traces -> sft: one multi-turn trajectory per session.id")
     min_turns: int = field(2, help="traces --sessions: fewest turns in a session")
+    # live sources: phoenix, redis
+    project: Optional[str] = field(None, metavar="NAME", help="phoenix: the project to read spans from")
+    api_key_env: str = field("PHOENIX_API_KEY", metavar="VAR",
+                             help="phoenix: environment variable holding the API key; redis: the one holding the password "
+                                  "(default there: REDIS_PASSWORD); the secret itself is never saved or printed")
+    start_time: Optional[str] = field(None, metavar="TIME", help="phoenix: spans started at or after this ISO time")
+    end_time: Optional[str] = field(None, metavar="TIME", help="phoenix: spans started before this ISO time")
+    span_kinds: list[str] = field(default_factory=list, help="phoenix: only these span kinds (LLM, CHAIN, ...)")
+    page_size: int = field(100, help="phoenix / redis: spans or interactions fetched per request")
+    key_prefix: str = field("", metavar="PREFIX", help="redis: prefix of the interaction-log keys")
     # bfcl
     answers: Optional[str] = field(None, metavar="FILE",
                                    help="bfcl: the possible_answer file (default: found beside IN, or in the cached "
@@ -79,6 +90,12 @@ class Config:
             raise ConfigError("--min-tool-calls/--max-tool-calls: need 0 <= min-tool-calls <= max-tool-calls")
         if self.group_size < 2:
             raise ConfigError("--group-size must be at least 2")
+        if not 1 <= self.page_size <= 1000:
+            raise ConfigError("--page-size must be between 1 and 1000")
+        if self.source_format == "phoenix" and not self.project:
+            raise UsageError("--from phoenix needs --project NAME",
+                             hint=f"trajtune convert --from phoenix {self.input or 'http://127.0.0.1:6006'} "
+                                  "--project default -o spans.jsonl")
         if not 0 <= self.quality_threshold <= 1:
             raise ConfigError("--quality-threshold must be between 0 and 1")
 
