@@ -10,14 +10,22 @@
 MODEL ?= default
 SEED ?= 0
 
+# generate tools: synthetic APIs (43 domains; ~10% of tool families held out for the eval tasks)
+SYNTH_TOOLS ?= 1000
+# share of records from the hand-written templates of the shipped catalog (the rest: the phrasing
+# grammar over the synthetic tools, in the task shapes below)
+TEMPLATE_SHARE ?= 0.3
+SHAPES ?= single=0.18,choose=0.22,parallel=0.14,parallel_multi=0.12,multi_step=0.06,irrelevance=0.14,missing_info=0.05,typed=0.09
 # generate: training trajectories (sft) from the training phrasings
 TRAIN_COUNT ?= 400
 # share of those whose right answer is a plain reply (no tool call); the eval tasks hold ~15%
 NOCALL_SHARE ?= 0.2
 # generate: preference pairs (correct next step over a realistic failure)
 PREF_COUNT ?= 40
-# generate: held-out eval tasks (phrasings and templates never trained on, plus no-call requests)
+# generate: held-out eval tasks: tools never trained on (the held-out synthetic families), and
+# phrasings and templates never trained on, plus no-call requests
 TASK_COUNT ?= 80
+TASK_TEMPLATE_SHARE ?= 0.3
 
 # train-sft (LoRA), then train-dpo on top of the SFT adapter
 SFT_CONFIG ?= configs/train_sft/smollm2-135m.yaml
