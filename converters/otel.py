@@ -325,4 +325,6 @@ class _Translated:
 def convert(source, kind: str, cfg, emit):
     if cfg.annotations is None:  # OTel spans carry no review: keep every model call
         cfg = dataclasses.replace(cfg, approved_only=False)
-    yield from traces.convert(_Translated(source), kind, cfg, emit)
+    for row, rec in traces.convert(_Translated(source), kind, cfg, emit):
+        rec["metadata"]["source"] = NAME  # converted by the traces path, read from here
+        yield row, rec

@@ -231,4 +231,6 @@ def summary(source: LiveSource) -> dict:
 
 
 def convert(source: Source, kind: str, cfg, emit: Emitter):
-    yield from traces.convert(source, kind, cfg, emit)
+    for row, rec in traces.convert(source, kind, cfg, emit):
+        rec["metadata"]["source"] = NAME  # converted by the traces path, read from here
+        yield row, rec

@@ -74,6 +74,14 @@ def _span(i, start):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     proc, url = _start(tmp_path_factory.mktemp("phoenix"))
+    try:
+        yield from _logged(url)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _logged(url):
     from phoenix.client import Client
 
     c = Client(base_url=url)
@@ -98,8 +106,6 @@ def server(tmp_path_factory):
                                            project_identifier="agent")) < N and time.time() < deadline:
         time.sleep(0.3)
     yield url
-    proc.terminate()
-    proc.wait(30)
 
 
 def _cmd(*args):
