@@ -85,8 +85,10 @@ def run(cfg: Config) -> dict:
         would = advise(totals["sft"]["approved"] + totals["sft"]["pending"],
                        totals["preference"]["approved"] + totals["preference"]["pending"])["method"]
         if would != advice["method"]:
-            advice["reason"] += f"; {pending} records are pending review: approved, they would support {would}"
+            advice["reason"] = (f"{totals['sft']['approved']} approved sft records and {totals['preference']['approved']} "
+                                f"approved pairs, but {pending} records are pending review: approved, they would support {would}")
             advice["commands"] = [*reviews, "trajtune advise " + " ".join(f["path"] for f in files)]
+            advice["notes"] = []
         else:
             advice["notes"].append(f"{pending} records are pending review (they count once approved): " + "; ".join(reviews))
     return {"files": files, "sft": totals["sft"], "preference": totals["preference"], "other_records": other, **advice}

@@ -72,7 +72,8 @@ def test_pending_rejected_and_invalid_records_do_not_count(tmp_path):
 def test_when_approving_the_pending_records_is_enough_advise_says_review_first(tmp_path):
     sft = sft_records.write(tmp_path / "sft.jsonl", 60, review="pending")
     got = advice(sft)
-    assert got["method"] == "generate" and "60 records are pending review: approved, they would support sft" in got["reason"]
+    assert got["method"] == "generate" and got["reason"] == ("0 approved sft records and 0 approved pairs, but 60 records are pending review: "
+                                                    "approved, they would support sft") and not got["notes"]
     assert got["commands"] == [f"trajtune review {sft}", f"trajtune advise {sft}"]
 
 
