@@ -86,7 +86,9 @@ def _logged(url):
 
     c = Client(base_url=url)
     c.spans.log_spans(project_identifier="agent", spans=[_span(i, f"2026-12-01T10:{i:02d}:00Z") for i in range(N)])
-    c.spans.log_spans(project_identifier="other", spans=[_span(100, "2026-12-01T10:00:00Z")])
+    broken = {**_span(101, "2026-12-01T10:01:00Z"), "attributes": {"openinference.span.kind": "LLM",
+                                                                  "llm.input_messages.0.message.role": "user"}}
+    c.spans.log_spans(project_identifier="other", spans=[_span(100, "2026-12-01T10:00:00Z"), broken])
     import httpx
 
     def count(project):
@@ -96,7 +98,7 @@ def _logged(url):
             return 0
 
     deadline = time.time() + 60
-    while (count("agent") < N or count("other") < 1) and time.time() < deadline:
+    while (count("agent") < N or count("other") < 2) and time.time() < deadline:
         time.sleep(0.3)  # spans are inserted asynchronously
     for i in range(N):
         c.spans.add_span_annotation(span_id=f"{i + 1:016x}", annotation_name="review", annotator_kind="HUMAN",
@@ -180,7 +182,7 @@ def test_a_killed_run_resumes_after_the_last_span_it_wrote(server, tmp_path):
     assert len(_read(out)) == N // 2
 
 
-def test_wrong_project_unreachable_server_and_no_key_in_files(server, tmp_path):
+def test_wrong_project_unreachable_server_a_broken_span_and_no_key_in_files(server, tmp_path):
     out = tmp_path / "x.jsonl"
     res = _cli(server, "--project", "nope", "-o", out)
     assert res.returncode == 1 and "has no project 'nope'" in res.stderr and "Traceback" not in res.stderr
@@ -190,5 +192,38 @@ def test_wrong_project_unreachable_server_and_no_key_in_files(server, tmp_path):
     res = _cli(server, "--project", "other", "--no-approved-only", "-o", ok, "--json",
                env={"PHOENIX_API_KEY": "key-that-must-not-leak"})
     assert res.returncode == 0, res.stderr
+    s = orjson.loads(res.stdout)
+    assert s["converted"] == 1 and s["rejected"] == {"span without output messages": 1}
+    assert "1 rejected" in res.stderr
+    assert [r["input"]["context"]["span_id"] for r in _read(s["rejects"])] == [f"{102:016x}"]
     written = "".join(p.read_text() for p in tmp_path.iterdir() if p.is_file())
     assert "key-that-must-not-leak" not in res.stdout + res.stderr + written
+
+
+def test_a_server_that_requires_auth_names_the_variable_and_the_key_never_leaks(tmp_path):
+    key = "admin-key-4-tests-that-must-not-leak-000"
+    proc, url = _start(tmp_path / "server", PHOENIX_ENABLE_AUTH="true",
+                       PHOENIX_SECRET="jwt-secret-4-tests-0123456789-abcdefg", PHOENIX_ADMIN_SECRET=key)
+    try:
+        from phoenix.client import Client
+
+        Client(base_url=url, api_key=key).spans.log_spans(project_identifier="secure", spans=[_span(0, "2026-12-01T10:00:00Z")])
+        out = tmp_path / "out" / "sft.jsonl"
+        out.parent.mkdir()
+        res = _cli(url, "--project", "secure", "-o", out, env={"PHOENIX_API_KEY": ""})
+        assert res.returncode == 1 and "authentication required" in res.stderr and "PHOENIX_API_KEY" in res.stderr
+        assert "Traceback" not in res.stderr
+        deadline = time.time() + 60
+        while True:  # the span is inserted asynchronously
+            res = _cli(url, "--project", "secure", "--no-approved-only", "--api-key-env", "MY_KEY", "-o", out,
+                       "--json", env={"MY_KEY": key})
+            if res.returncode == 0 or time.time() > deadline:
+                break
+            time.sleep(1)
+        assert res.returncode == 0, res.stderr
+        assert len(_read(out)) == 1
+        written = "".join(p.read_text() for p in out.parent.iterdir() if p.is_file())
+        assert key not in res.stdout + res.stderr + written
+    finally:
+        proc.terminate()
+        proc.wait(30)
