@@ -75,9 +75,6 @@ class LiveSource(Source):
         if not keep:
             self._tmp = path  # a spool for '-' output: removed on close
 
-    def close(self) -> None:
-        super().close()
-
 
 def _client(cfg):
     try:
