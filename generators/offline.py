@@ -396,6 +396,14 @@ def _episode(engine: Any, rng: random.Random) -> Any:
     return ep
 
 
+def _episode_step(engine: Any, rng: random.Random, later_step_share: float) -> Any:
+    """(episode, the step a pair or task is cut at: a later one for a share of multi-step episodes) or Rejected."""
+    ep = _episode(engine, rng)
+    if isinstance(ep, Rejected):
+        return ep
+    return ep, (1 if len(ep.turns) > 1 and rng.random() < later_step_share else 0)
+
+
 def _schema_meta(ep: Any, split: str, engine: Any, **kw: Any) -> dict:
     t = ep.target
     reason = kw.pop("split_reason", None)
@@ -610,10 +618,10 @@ def generate_preferences(cfg: PreferencesConfig, out: str, *, progress=None, sou
     weights = [float(cfg.failure_mix[t]) for t in types]
 
     def schema_pair(rng: random.Random):
-        ep = _episode(engine, rng)
-        if isinstance(ep, Rejected):
-            return ep
-        step = 1 if len(ep.turns) > 1 and rng.random() < cfg.later_step_share else 0
+        got = _episode_step(engine, rng, cfg.later_step_share)
+        if isinstance(got, Rejected):
+            return got
+        ep, step = got
         task = shapes.task_body(ep, step)
         if ep.turns:
             chosen = [shapes._call_msg(ep.turns[step], sum(len(t) for t in ep.turns[:step]) + 1)]
@@ -697,10 +705,10 @@ def _task_maker(cfg: TasksConfig, src: Sources) -> Callable[[int], tuple[dict, s
         held_templates = []
 
     def schema_task(rng: random.Random):
-        ep = _episode(engine, rng)
-        if isinstance(ep, Rejected):
-            return ep
-        step = 1 if len(ep.turns) > 1 and rng.random() < cfg.later_step_share else 0
+        got = _episode_step(engine, rng, cfg.later_step_share)
+        if isinstance(got, Rejected):
+            return got
+        ep, step = got
         body = shapes.task_body(ep, step)
         if split == "eval":
             reason = "held_out_tool" if ep.target.split == "eval" else "held_out_phrasing"
