@@ -105,9 +105,9 @@ def render_list(summary: dict, cfg: ListConfig) -> None:
 
     table = Table(title=f"{summary['count']} runs in {_rel(summary['registry'])}")
     for col in ("run", "stage", "status", "finished", "wall s", "headline", "output", "promoted"):
-        table.add_column(col, justify="right" if col == "wall s" else "left")
+        table.add_column(col, justify="right" if col == "wall s" else "left", no_wrap=col == "run")  # the id to type
     for r in summary["runs"]:
-        table.add_row(r["run_id"], r["stage"], r["status"], (r["finished_at"] or "-")[:19].replace("T", " "),
+        table.add_row(r["run_id"], r["stage"], r["status"], (r["finished_at"] or "-")[5:16].replace("T", " "),
                       _fmt(r["wall_time_s"]), _short_metrics(r["stage"], r["metrics"]), _rel(r["output"]),
                       ", ".join(r["promoted"]))
     err_console.print(table)
@@ -342,8 +342,8 @@ def render_compare(summary: dict, cfg: CompareConfig) -> None:
     a, b = summary["a"], summary["b"]
     table = Table(title=f"runs compare: {summary['paired_tasks']} paired tasks")
     table.add_column("metric")
-    table.add_column(escape(f"A {a['run_id']}:{a['role']}"), justify="right")
-    table.add_column(escape(f"B {b['run_id']}:{b['role']}"), justify="right")
+    table.add_column(escape(f"A {_rel(a['path'])}:{a['role']}"), justify="right")
+    table.add_column(escape(f"B {_rel(b['path'])}:{b['role']}"), justify="right")
     table.add_column("B - A", justify="right")
     for k, d in summary["metrics"].items():
         table.add_row(k.replace("_", " "), _cell(k, d["a"]), _cell(k, d["b"]), _cell(k, d["delta"], delta=True))
@@ -352,7 +352,8 @@ def render_compare(summary: dict, cfg: CompareConfig) -> None:
     table.add_row("McNemar p (paired, exact)", "", "",
                   f"{summary['mcnemar_p']:.4g} ({'significant' if summary['significant'] else 'not significant'})")
     err_console.print(table)
-    err_console.print(f"A: {a['model']}\nB: {b['model']}", markup=False, highlight=False, soft_wrap=True)
+    err_console.print(f"A: {a['run_id']} {a['model']}\nB: {b['run_id']} {b['model']}", markup=False, highlight=False,
+                      soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------
