@@ -33,6 +33,9 @@ TIMES := $(D)/stage_times.tsv
 # which stage failed (scripts/stage.py)
 STAGE = @$(BIN)/python -m trajtune.scripts.stage $(TIMES)
 
+# every stage registers its run (manifest.json beside its output) in the demo's own registry
+export TRAJTUNE_REGISTRY ?= $(abspath $(D))/registry.sqlite
+
 .DELETE_ON_ERROR:
 .PHONY: demo demo-report demo-clean
 
@@ -40,7 +43,9 @@ demo: install $(D)/eval/report.json demo-report
 
 # the before/after table (evaluate's report.md), then each stage's wall time and peak memory
 demo-report:
-	@echo; cat $(D)/eval/report.md; echo; echo "Stage wall times and peak memory (latest run of each):"; \
+	@echo; cat $(D)/eval/report.md; echo; echo "The same two models from the registry (trajtune runs compare):"; \
+	$(TT) runs compare $(D)/eval:baseline $(D)/eval:tuned && \
+	echo; echo "Stage wall times and peak memory (latest run of each):"; \
 	$(BIN)/python -m trajtune.scripts.stage $(TIMES) --report
 
 $(D)/model.txt: | install
