@@ -433,7 +433,10 @@ def _main_process() -> bool:
 
 
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    """Local time with microseconds: runs started within one second still list in order."""
+    import datetime
+
+    return datetime.datetime.now().astimezone().isoformat(timespec="microseconds")
 
 
 def _warn(msg: str) -> None:
