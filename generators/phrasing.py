@@ -287,7 +287,7 @@ def same_tool_request(it: Intent, shared: dict, vary: str, values: list[Any], rn
         f"{_cap(it.vp)}" + (f" with {join([arg_phrase(it, p, v, rng) for p, v in shared.items()], rng)}" if shared else "") + f", once for {np} {vals.replace(' and ', ' and once for ')}.",
         f"Can you {it.vp} for {np} {vals}" + (f"? Use {join([arg_phrase(it, p, v, rng) for p, v in shared.items()], rng)} for all of them." if shared else "?"),
         f"I need to {it.vp} for several {plural(np)} ({vals})" + (f", {join([arg_phrase(it, p, v, rng) for p, v in shared.items()], rng)}." if shared else "."),
-        f"Do this for {vals}: {it.vp}" + (f" with {join([arg_phrase(it, p, v, rng) for p, v in shared.items()], rng)}." if shared else "."),
+        f"Do this for {np} {vals}: {it.vp}" + (f" with {join([arg_phrase(it, p, v, rng) for p, v in shared.items()], rng)}." if shared else "."),
     ]
     i = rng.choice(split_frames(forms, split))
     return forms[i], i

@@ -518,6 +518,12 @@ def synthesize(count: int | None = 1000, seed: int = 0, *, eval_share: float = 0
                     t = _tool(rng, domain, ns, verb, obj, kw.get("params", params), result, family=family,
                               sense=f"{family}:{'base' if sense == 'extended' else sense}", split=split, qualifier=kw.get("qualifier", ""),
                               key_alt=kw.get("key_alt", ""))
+                    if sense == "rekeyed":  # the name says how it differs: get_loan_by_loan_name
+                        fn = t["function"]
+                        by = kw["key_alt"].replace(" ", "_")
+                        fn["name"] = (fn["name"] + f"_by_{by}") if "_" in fn["name"] or "." in fn["name"] else \
+                            fn["name"] + "By" + "".join(w.capitalize() for w in kw["key_alt"].split())
+                        fn["name"] = fn["name"][:64]
                     if sense == "extended" and copy == 0:
                         t["function"]["name"] = t["function"]["name"] + ("_v2" if "." in t["function"]["name"] or "_" in t["function"]["name"] else "V2")
                     if t["function"]["name"] in names:

@@ -105,6 +105,12 @@ def load_tasks(path: str, limit: int | None = None) -> list[dict]:
 # 2) generation backends
 
 
+def _weights_stamp(path: str) -> list:
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(f for f in p.glob("*") if f.suffix in (".safetensors", ".bin", ".gguf", ".pt"))
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
+
+
 def _resolve_spec(role: str, model: str, adapters: list[str], cfg: Config) -> ModelSpec:
     from trajtune.models import expand_chain, is_adapter, resolve_model
     from trajtune.records import content_id
@@ -118,8 +124,11 @@ def _resolve_spec(role: str, model: str, adapters: list[str], cfg: Config) -> Mo
     if not model:
         raise UsageError("the adapter does not name its base model", hint="pass --model")
     path = resolve_model(model)
+    # the weights' files (name, size, mtime) are part of the key: a model retrained into the same
+    # folder never reuses the predictions of the old one on a re-run into the same -o
     key = content_id({"model": str(Path(path).resolve()) if Path(path).exists() else path,
                       "adapters": [str(Path(a).resolve()) for a in adapters],
+                      "weights": [_weights_stamp(p) for p in [path, *adapters]],
                       "max_new_tokens": cfg.max_new_tokens, "stop": cfg.stop}, prefix=f"{role}-")[: len(role) + 9]
     return ModelSpec(role, path, list(adapters), key)
 

@@ -106,3 +106,23 @@ def test_tasks_from_stdin_and_config_yaml(tiny_model, tmp_path):
     assert res.returncode == 0, res.stderr
     m = json.loads(res.stdout)["models"]["model"]
     assert m["metrics"]["tasks"] == 3 and m["engine"] == "generate"
+
+
+def test_a_model_retrained_into_the_same_folder_is_evaluated_again(tiny_model, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    out = tmp_path / "ev"
+    args = (FIX / "learnable.jsonl", "-o", out, "--model", model, "--max-new-tokens", 4, "--json")
+    first = json.loads(run(*args).stdout)["models"]["model"]
+    assert first["generated_now"] > 0
+    again = json.loads(run(*args).stdout)["models"]["model"]
+    assert again["generated_now"] == 0  # same weights: the predictions are reused
+    weights = next(model.glob("*.safetensors"))
+    data = weights.read_bytes()
+    os.remove(weights)
+    weights.write_bytes(data)  # new weights file (same bytes here): a retraining would write one
+    os.utime(weights, ns=(time.time_ns(), time.time_ns() + 10**9))
+    redone = json.loads(run(*args).stdout)["models"]["model"]
+    assert redone["generated_now"] == first["generated_now"]  # never the old model's predictions
