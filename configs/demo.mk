@@ -14,10 +14,10 @@ SEED ?= 0
 SYNTH_TOOLS ?= 1000
 # share of records from the hand-written templates of the shipped catalog (the rest: the phrasing
 # grammar over the synthetic tools, in the task shapes below)
-TEMPLATE_SHARE ?= 0.3
-SHAPES ?= single=0.18,choose=0.22,parallel=0.14,parallel_multi=0.12,multi_step=0.06,irrelevance=0.14,missing_info=0.05,typed=0.09
+TEMPLATE_SHARE ?= 0.2
+SHAPES ?= single=0.1,choose=0.18,parallel=0.2,parallel_multi=0.18,multi_step=0.05,irrelevance=0.18,missing_info=0.05,typed=0.06
 # generate: training trajectories (sft) from the training phrasings
-TRAIN_COUNT ?= 400
+TRAIN_COUNT ?= 700
 # share of those whose right answer is a plain reply (no tool call); the eval tasks hold ~15%
 NOCALL_SHARE ?= 0.2
 # generate: preference pairs (correct next step over a realistic failure)
@@ -29,9 +29,9 @@ TASK_TEMPLATE_SHARE ?= 0.3
 
 # train-sft (LoRA), then train-dpo on top of the SFT adapter
 SFT_CONFIG ?= configs/train_sft/smollm2-135m.yaml
-SFT_STEPS ?= 30
+SFT_STEPS ?= 60
 DPO_CONFIG ?= configs/train_dpo/smollm2-135m.yaml
 DPO_STEPS ?= 5
 
 # evaluate: max new tokens per task
-EVAL_MAX_NEW ?= 96
+EVAL_MAX_NEW ?= 128

@@ -403,12 +403,16 @@ class Engine:
         user, frame = phrasing.request(it, call["arguments"], rng, self.frames)
         dom = self._domain(t)
         tw = self._content_words(t)
+        fam = t.meta.get("family") or t.name
         want = rng.choice([1, 1, 2, 3])
+        # half the time near misses: tools of the same domain (another family, no content word shared)
+        near = own and rng.random() < 0.5 and len(self.by_domain.get(dom, [])) > 1
+        pool = self.by_domain[dom] if near else self.offer
         offered: list[Tool] = []
         for _ in range(40):
-            x = rng.choice(self.offer)
-            if x.name != t.name and (self._domain(x) != dom or not own) and not self._content_words(x) & tw \
-                    and x not in offered:
+            x = rng.choice(pool)
+            if x.name != t.name and (x.meta.get("family") or x.name) != fam and (near or self._domain(x) != dom or not own) \
+                    and not self._content_words(x) & tw and x not in offered:
                 offered.append(x)
                 if len(offered) == want:
                     break
