@@ -120,6 +120,9 @@ def _fill(template: str, values: dict) -> str:
 class Catalog:
     tools: dict[str, Tool]
     sources: list[str] = field(default_factory=list)
+    # tools of an OpenAI / MCP / OpenAPI document left out, as (file, message): one unusable
+    # operation does not make a whole API unusable; `generate tools --check` reports them
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __contains__(self, name: str) -> bool:
         return name in self.tools
@@ -168,7 +171,7 @@ def is_default(path: str | Path | list | tuple | None) -> bool:
     return paths(path) == [None]
 
 
-def _foreign(f: Path, data: Any, tools: dict, problems: list) -> bool:
+def _foreign(f: Path, data: Any, tools: dict, problems: list, skipped: list) -> bool:
     """Tools of an OpenAI / MCP / OpenAPI document into ``tools``; False when ``data`` is ours."""
     from trajtune.generators import toolsrc
 
@@ -181,16 +184,22 @@ def _foreign(f: Path, data: Any, tools: dict, problems: list) -> bool:
     for t in found:
         name = t["name"]
         where = f"tool {name!r}"
-        if not _NAME.match(name):
-            problems.append((str(f), None, f"{where}: `name` must match [A-Za-z0-9_.-]{{1,64}}"))
+        if not isinstance(name, str) or not _NAME.match(name):
+            skipped.append((str(f), f"{where}: `name` must match [A-Za-z0-9_.-]{{1,64}}"))
             continue
         if name in tools:
             problems.append((str(f), None, f"{where}: duplicate name (first defined in {tools[name].source})"))
             continue
-        problem = arg_schema(t["parameters"]).schema_error if t["parameters"].get("type") == "object" else \
+        params = t["parameters"]
+        problem = arg_schema(params).schema_error if isinstance(params, dict) and params.get("type") == "object" else \
             "`parameters` must be a JSON Schema with type: object"
+        if not problem:
+            props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+            missing = [r for r in params.get("required") or [] if r not in props]
+            if missing:
+                problem = f"required parameter {missing[0]!r} is not in properties"
         if problem:
-            problems.append((str(f), None, f"{where}: `parameters` is not a usable JSON Schema: {problem}"))
+            skipped.append((str(f), f"{where}: `parameters` is not a usable JSON Schema: {problem}"))
             continue
         tools[name] = Tool(name=name, description=" ".join(t["description"].split()) or " ".join(name.split("_")),
                            category=t["category"], parameters=t["parameters"], simulator={}, source=str(f),
@@ -211,6 +220,18 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     :func:`check_catalog`; this raises on the first).
     """
     cat, problems = _load(path)
+    if cat.skipped and not problems:
+        from rich.markup import escape
+
+        from trajtune.console import err_console
+
+        for src, msg in cat.skipped[:5]:
+            err_console.print(f"[yellow]Warning:[/] {escape(src)}: {escape(msg)}: left out", soft_wrap=True)
+        if len(cat.skipped) > 5:
+            err_console.print(f"[yellow]Warning:[/] {len(cat.skipped) - 5} more tools left out "
+                              "(`trajtune generate tools --check` lists them)", soft_wrap=True)
+    if not cat.tools and cat.skipped and not problems:
+        raise DataError(f"no usable tool: {cat.skipped[0][1]}", path=cat.skipped[0][0])
     if problems:
         src, line, msg = problems[0]
         more = f" (+{len(problems) - 1} more problems; run `trajtune generate tools --check`)" if len(problems) > 1 else ""
@@ -219,8 +240,9 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
 
 
 def check_catalog(path: str | Path | None = None) -> tuple[Catalog, list[tuple[str, int | None, str]]]:
-    """Load a catalog collecting every problem as (file, line, message)."""
-    return _load(path)
+    """Load a catalog collecting every problem as (file, line, message), tools left out included."""
+    cat, problems = _load(path)
+    return cat, problems + [(src, None, msg) for src, msg in cat.skipped]
 
 
 def _parse_json(text: str, f: Path) -> Any:
@@ -237,6 +259,7 @@ def _parse_json(text: str, f: Path) -> Any:
 def _load(path: str | Path | list | None) -> tuple[Catalog, list[tuple[str, int | None, str]]]:
     tools: dict[str, Tool] = {}
     problems: list[tuple[str, int | None, str]] = []
+    skipped: list[tuple[str, str]] = []
     files = _files(path)
     for f in files:
         try:
@@ -245,7 +268,7 @@ def _load(path: str | Path | list | None) -> tuple[Catalog, list[tuple[str, int 
         except ConfigError as exc:
             problems.append((str(f), exc.line, exc.message))
             continue
-        if _foreign(f, data, tools, problems):
+        if _foreign(f, data, tools, problems, skipped):
             continue
         if isinstance(data, dict) and "tools" in data:
             data = data["tools"]
@@ -312,7 +335,7 @@ def _load(path: str | Path | list | None) -> tuple[Catalog, list[tuple[str, int 
                                parameters=params, simulator=sim, source=str(f))
     if not tools and not problems:
         problems.append((str(files[0]), None, "the catalog defines no tools"))
-    return Catalog(tools=tools, sources=[str(f) for f in files]), problems
+    return Catalog(tools=tools, sources=[str(f) for f in files], skipped=skipped), problems
 
 
 def check_tools(catalog: str | Path | None = None, templates: str | Path | None = None, *,

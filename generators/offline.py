@@ -3,7 +3,7 @@
 Deterministic for a seed: candidate ``i`` is drawn from ``random.Random(f"{seed}:{kind}:{i}")``
 alone, so its content (and its id, a hash of the content) does not depend on ``--count``.
 ``count`` is a target for the number of records in the output file: records are appended with
-:class:`trajtune.jsonl.Appender` (flush + fsync per line; a torn last line from a kill is
+:class:`trajtune.jsonl.Appender` (flushed line by line, so a killed run loses nothing; fsync every 256 lines and on close; a torn last line from a kill is
 repaired on the next run), candidates whose id is already there are skipped, and
 near-duplicates (same normalised user text and same calls) are dropped and counted.
 

@@ -445,7 +445,9 @@ class _Absent:
 _ABSENT = _Absent()
 
 
-def _kind(schema: dict) -> str:
+def _kind(schema: Any) -> str:
+    if not isinstance(schema, dict):  # `true` / `false` sub-schemas
+        return "any"
     t = schema.get("type")
     if isinstance(t, list):
         t = next((x for x in t if x != "null"), None)

@@ -1,7 +1,7 @@
 """Procedural API synthesis: thousands of distinct tool schemas from one seed (``generate tools --synthesize N``).
 
 Diversity is what makes tool-use data generalise: a model trained on 22 tools learns those 22.
-The synthesiser expands a vocabulary of our own (32 domains, ~230 function concepts written for
+The synthesiser expands a vocabulary of our own (43 domains, 223 function concepts written for
 this module; nothing from any benchmark) into tool schemas:
 
 * **concepts** (``DOMAINS``): ``verb object | parameters | result fields``, e.g. ``calculate loan

@@ -31,7 +31,7 @@ METHODS = ("get", "post", "put", "patch", "delete")
 def kind(data: Any) -> str | None:
     """``openai`` | ``mcp`` | ``openapi`` | ``trajtune`` (our YAML list) | None."""
     if isinstance(data, dict):
-        if isinstance(data.get("openapi"), str) and data["openapi"].startswith("3"):
+        if str(data.get("openapi", "")).startswith("3"):  # (YAML reads an unquoted 3.1 as a number)
             return "openapi"
         if "swagger" in data:
             return "swagger"
@@ -56,13 +56,31 @@ def kind(data: Any) -> str | None:
     return None
 
 
-def safe_name(name: str) -> str:
-    out = _BAD.sub("_", name).strip("_.-")[:64]
+def safe_name(name: Any) -> str:
+    out = _BAD.sub("_", str(name)).strip("_.-")[:64]
     return out or "tool"
 
 
+def _unique(name: str, names: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``, ... (cut to 64 characters before the suffix)."""
+    out, n = name, 1
+    while out in names:
+        n += 1
+        suffix = f"_{n}"
+        out = name[: 64 - len(suffix)] + suffix
+    names.add(out)
+    return out
+
+
 def parse(data: Any) -> tuple[list[dict], list[str]]:
-    """(tools, problems) of an OpenAI / MCP / OpenAPI document."""
+    """(tools, problems) of an OpenAI / MCP / OpenAPI document; a malformed part is a problem, never an exception."""
+    try:
+        return _parse(data)
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        return [], [f"the document has a part of an unexpected shape ({type(exc).__name__}: {exc}); fix it or convert it first"]
+
+
+def _parse(data: Any) -> tuple[list[dict], list[str]]:
     k = kind(data)
     if k == "openai":
         return _openai(data if isinstance(data, list) else data["tools"])
@@ -112,9 +130,21 @@ def _mcp(items: list) -> tuple[list[dict], list[str]]:
     return tools, problems
 
 
+_ANNOTATIONS = ("example", "examples", "xml", "externalDocs", "discriminator", "nullable")
+_MAP_KEYS = ("properties", "patternProperties", "$defs", "definitions")  # their keys are names, not keywords
+
+
 class _Resolver:
+    """Local ``$ref`` inlined (a chain of at most 3, a budget of 20,000 nodes per document part),
+    OpenAPI 3.0 schemas made JSON Schema: boolean ``exclusiveMinimum``/``Maximum``, ``nullable``,
+    ``allOf`` merged, a non-list ``required`` dropped, YAML dates as ISO text."""
+
+    MAX_REFS = 3
+    BUDGET = 20000
+
     def __init__(self, doc: dict):
         self.doc = doc
+        self.left = self.BUDGET
 
     def get(self, ref: str) -> Any:
         if not ref.startswith("#/"):
@@ -127,14 +157,19 @@ class _Resolver:
             node = node[part]
         return node
 
-    def resolve(self, node: Any, seen: tuple = (), depth: int = 0) -> Any:
-        """``node`` with local refs inlined; a cycle, a remote ref or more than 32 levels stop as an untyped object."""
-        if depth > 32:
-            return {"type": "object"} if isinstance(node, dict) else node
+    def part(self, node: Any) -> Any:
+        """Resolve one part of the document (an operation, a body) with a fresh node budget."""
+        self.left = self.BUDGET
+        return self.resolve(node)
+
+    def resolve(self, node: Any, seen: tuple = (), depth: int = 0, names: bool = False) -> Any:
+        self.left -= 1
+        if depth > 40 or self.left < 0:
+            return {"type": "object"} if isinstance(node, dict) else None
         if isinstance(node, dict):
-            if "$ref" in node and isinstance(node["$ref"], str):
+            if not names and isinstance(node.get("$ref"), str):
                 ref = node["$ref"]
-                if ref in seen or len(seen) > 8:
+                if ref in seen or len(seen) >= self.MAX_REFS:
                     return {"type": "object"}
                 target = self.get(ref)
                 if target is None:
@@ -142,23 +177,49 @@ class _Resolver:
                 return self.resolve(target, seen + (ref,), depth + 1)
             out = {}
             for k, v in node.items():
-                if k in ("example", "examples", "xml", "externalDocs", "discriminator"):
+                k = str(k)
+                if not names and k in _ANNOTATIONS:
                     continue
-                if k == "nullable":
-                    continue
-                out[k] = self.resolve(v, seen, depth + 1)
-            if node.get("nullable") is True and isinstance(out.get("type"), str):
-                out["type"] = [out["type"], "null"]
+                out[k] = self.resolve(v, seen, depth + 1, names=not names and k in _MAP_KEYS)
+            if not names:
+                _normalise(out, node)
             return out
         if isinstance(node, list):
             return [self.resolve(v, seen, depth + 1) for v in node]
+        if hasattr(node, "isoformat"):  # YAML reads 2024-01-01 as a date
+            return node.isoformat()
         return node
+
+
+def _normalise(out: dict, raw: dict) -> None:
+    if raw.get("nullable") is True and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(out.get(bound), bool):  # OpenAPI 3.0: a flag on minimum/maximum
+            flag = out.pop(bound)
+            if flag and isinstance(out.get(plain), (int, float)):
+                out[bound] = out.pop(plain)
+    looks_like_schema = ("type" in out or "properties" in out) and "in" not in out and "content" not in out
+    if looks_like_schema and "required" in out and not (isinstance(out["required"], list)
+                                                        and all(isinstance(r, str) for r in out["required"])):
+        del out["required"]  # `required: true` written inside a property schema
+    parts = out.get("allOf")
+    if isinstance(parts, list) and parts and all(isinstance(p, dict) for p in parts):
+        del out["allOf"]
+        for p in parts:
+            for k, v in p.items():
+                if k == "properties" and isinstance(v, dict):
+                    out.setdefault("properties", {}).update(v)
+                elif k == "required" and isinstance(v, list):
+                    out["required"] = list(dict.fromkeys(list(out.get("required") or []) + v))
+                else:
+                    out.setdefault(k, v)
 
 
 def _json_content(obj: Any) -> dict | None:
     if not isinstance(obj, dict):
         return None
-    content = obj.get("content") or {}
+    content = obj.get("content") if isinstance(obj.get("content"), dict) else {}
     for ctype, media in content.items():
         if "json" in ctype and isinstance(media, dict) and isinstance(media.get("schema"), dict):
             return media["schema"]
@@ -173,28 +234,27 @@ def _op_name(method: str, path: str) -> str:
 def _openapi(doc: dict) -> tuple[list[dict], list[str]]:
     r = _Resolver(doc)
     tools, problems, names = [], [], set()
-    for path, item in (doc.get("paths") or {}).items():
-        item = r.resolve(item) if isinstance(item, dict) else {}
-        shared = item.get("parameters") or []
+    paths = doc.get("paths") if isinstance(doc.get("paths"), dict) else {}
+    for path, item in paths.items():
+        item = r.part(item) if isinstance(item, dict) else {}
+        shared = item.get("parameters") if isinstance(item.get("parameters"), list) else []
         for method in METHODS:
             op = item.get(method)
             if not isinstance(op, dict):
                 continue
-            name = safe_name(op.get("operationId") or _op_name(method, path))
-            if name in names:
-                name = safe_name(f"{name}_{method}")
-            names.add(name)
+            name = _unique(safe_name(op.get("operationId") or _op_name(method, str(path))), names)
             props: dict[str, Any] = {}
             required: list[str] = []
-            for p in list(shared) + list(op.get("parameters") or []):
+            own = op.get("parameters") if isinstance(op.get("parameters"), list) else []
+            for p in list(shared) + list(own):
                 if not isinstance(p, dict) or p.get("in") == "cookie" or not isinstance(p.get("name"), str):
                     continue
                 if p.get("in") == "header" and p["name"].lower() in ("authorization", "accept", "content-type"):
                     continue
-                schema = dict(p.get("schema") or {"type": "string"})
+                schema = dict(p["schema"]) if isinstance(p.get("schema"), dict) else {"type": "string"}
                 if p.get("description") and "description" not in schema:
                     schema["description"] = p["description"]
-                pname = safe_name(p["name"]).replace(".", "_").replace("-", "_")
+                pname = _unique(safe_name(p["name"]).replace(".", "_").replace("-", "_"), set(props))
                 props[pname] = schema
                 if p.get("required") or p.get("in") == "path":
                     required.append(pname)
@@ -202,7 +262,7 @@ def _openapi(doc: dict) -> tuple[list[dict], list[str]]:
             if body:
                 if body.get("type") == "object" or "properties" in body:
                     for k, s in (body.get("properties") or {}).items():
-                        key = k if k not in props else f"body_{k}"
+                        key = _unique(k if k not in props else f"body_{k}", set(props))
                         if isinstance(s, dict) and s.get("readOnly"):
                             continue
                         props[key] = s
@@ -213,13 +273,14 @@ def _openapi(doc: dict) -> tuple[list[dict], list[str]]:
                     if (op.get("requestBody") or {}).get("required"):
                         required.append("body")
             result = None
+            responses = op.get("responses") if isinstance(op.get("responses"), dict) else {}
             for code in ("200", "201", "202", "default"):
-                resp = (op.get("responses") or {}).get(code)
+                resp = responses.get(code, responses.get(int(code)) if code.isdigit() else None)
                 if resp is not None:
                     result = r.resolve(_json_content(r.resolve(resp)) or {}) or None
                     break
             desc = op.get("summary") or op.get("description") or f"{method.upper()} {path}"
-            tags = op.get("tags") or []
+            tags = op.get("tags") if isinstance(op.get("tags"), list) else []
             tools.append({"name": name, "description": str(desc).strip(),
                           "parameters": {"type": "object", "properties": props, "required": sorted(set(required), key=required.index)},
                           "category": safe_name(str(tags[0])).lower() if tags else "api", "result": result,

@@ -231,6 +231,8 @@ def _exclusive(schema: dict, v: float) -> bool:
 
 def sample(name: str, schema: dict, rng: random.Random, depth: int = 0) -> Any:
     """A value for parameter ``name`` that satisfies ``schema`` (the subset tools use)."""
+    if not isinstance(schema, dict):  # a `true` sub-schema: anything goes
+        schema = {}
     if "enum" in schema and schema["enum"]:
         return rng.choice(schema["enum"])
     if "const" in schema:
@@ -330,7 +332,8 @@ def _result_value(schema: dict, arguments: dict, rng: random.Random, depth: int 
             if k in arguments and not isinstance(arguments[k], (dict, list)):
                 out[k] = arguments[k]
             elif depth < 3:
-                out[k] = _result_value(s if isinstance(s, dict) else {}, arguments, rng, depth + 1) \
-                    if (s or {}).get("type") in ("array", "object") else sample(k, s if isinstance(s, dict) else {}, rng, 2)
+                s = s if isinstance(s, dict) else {}
+                out[k] = _result_value(s, arguments, rng, depth + 1) if s.get("type") in ("array", "object") \
+                    else sample(k, s, rng, 2)
         return out
     return sample("value", schema, rng, 2)

@@ -285,7 +285,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 class Appender:
-    """Append records line by line with flush+fsync, for resumable stages.
+    """Append records line by line (each flushed to the OS at once), for resumable stages.
+
+    ``sync_every`` (default 1: fsync after every line) groups the fsync that guards against a
+    power loss; a killed process loses nothing either way, and resume regenerates what a power
+    loss took.
 
     On open, a partial last line (a write cut off by a kill) is truncated away so the file
     always holds whole records. ``existing_ids`` gives the ids already present, so a re-run

@@ -270,3 +270,85 @@ def test_shapes_option_sets_the_mix_and_rejects_unknown_shapes(tmp_path, openai_
     r = cli("generate", "trajectories", "--catalog", str(openai_catalog), "-n", "4", "--shapes", "nonsense=1",
             "-o", str(tmp_path / "x.jsonl"))
     assert r.exit_code == 2 and "unknown shape" in r.output
+
+
+QUIRKY_OPENAPI = """\
+openapi: 3.0.3
+info: {title: quirks, version: "1"}
+paths:
+  /readings:
+    get:
+      operationId: listReadings
+      summary: List the sensor readings of a station.
+      parameters:
+        - {name: station, in: query, required: true, schema: {type: string}}
+        - {name: min_value, in: query, schema: {type: number, minimum: 0, exclusiveMinimum: true}}
+        - {name: since, in: query, schema: {type: string, format: date, default: 2024-01-01}}
+      responses:
+        "200": {description: ok, content: {application/json: {schema: {$ref: "#/components/schemas/Page"}}}}
+    post:
+      operationId: listReadings
+      summary: Record a sensor reading.
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              allOf:
+                - {$ref: "#/components/schemas/Reading"}
+                - {type: object, properties: {example: {type: string, description: "A note"}}, required: [example]}
+      responses: {"201": {description: created}}
+  /broken:
+    get:
+      operationId: brokenOne
+      summary: Get a broken thing.
+      parameters:
+        - {name: id, in: query, schema: {type: intger}}
+components:
+  schemas:
+    Reading:
+      type: object
+      required: [station, value]
+      properties:
+        station: {type: string, required: true}
+        value: {type: number}
+        next: {$ref: "#/components/schemas/Reading"}
+    Page:
+      type: object
+      properties:
+        items: {type: array, items: {$ref: "#/components/schemas/Reading"}}
+"""
+
+
+def test_openapi_3_0_quirks_load_and_one_bad_operation_is_left_out_not_fatal(tmp_path):
+    p = tmp_path / "api.yaml"
+    p.write_text(QUIRKY_OPENAPI)
+    cat = load_catalog(str(p))
+    assert set(cat.tools) == {"listReadings", "listReadings_2"}  # duplicate operationIds made unique
+    get = cat["listReadings"].parameters
+    assert get["required"] == ["station"]
+    assert get["properties"]["min_value"]["exclusiveMinimum"] == 0 and "minimum" not in get["properties"]["min_value"]
+    assert get["properties"]["since"]["default"] == "2024-01-01"  # a YAML date, as text
+    post = cat["listReadings_2"].parameters
+    assert {"station", "value", "example"} <= set(post["properties"])  # allOf merged; a property named example kept
+    assert set(post["required"]) == {"station", "value", "example"}
+    assert "required" not in post["properties"]["station"]  # `required: true` inside a property dropped
+    assert [msg for _, msg in cat.skipped] and "brokenOne" in cat.skipped[0][1]
+    r = cli("generate", "tools", "--check", "--catalog", str(p))
+    assert r.exit_code == 1 and "brokenOne" in r.output  # --check still names it
+    out = tmp_path / "t.jsonl"
+    r = cli("generate", "trajectories", "--catalog", str(p), "-n", "20", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert "brokenOne" in r.output and "left out" in r.output
+    assert cli("validate", str(out), "--strict").exit_code == 0
+
+
+def test_a_malformed_openapi_document_is_one_error_line(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps({"openapi": "3.1.0", "paths": [1, 2]}))
+    r = cli("generate", "tools", "--check", "--catalog", str(p))
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    p.write_text(json.dumps({"openapi": "3.1.0", "paths": {"/x": {"get": {"operationId": 7, "responses": [1],
+                                                                          "parameters": [{"name": "q", "in": "query", "schema": "str"}]}}}}))
+    r = cli("generate", "tools", "--check", "--catalog", str(p))
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
