@@ -17,7 +17,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-if importlib.util.find_spec("phoenix.server") is None:
+# (find_spec of a submodule raises when the parent package is absent: ask for the package first)
+if importlib.util.find_spec("phoenix") is None or importlib.util.find_spec("phoenix.server") is None:
     pytest.skip("the Phoenix server is not installed (pip install arize-phoenix; too large for the dev extra)",
                 allow_module_level=True)
 
