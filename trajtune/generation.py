@@ -23,6 +23,13 @@ The result of every prompt is exactly what :func:`cut_reply` makes of
 the generated ids, as for ``model.generate``. :func:`supported` says whether a model can use the
 engine (decoder-only, SDPA attention, full attention in every layer, no logits processors in its
 generation config); otherwise the caller falls back to ``model.generate``.
+
+**Sampling** (train-grpo's rollouts): with ``temperature > 0`` each token is drawn from
+``softmax(logits / temperature)`` (nucleus-filtered by ``top_p``), and with ``num_samples = G`` each
+prompt is prefilled once and its KV copied into G rows, which then decode independently: a group's
+completions share one prompt prefill. Results are indexed ``prompt * G + j`` and carry each drawn
+token's log-probability under the temperature-scaled distribution (what trl's GRPO loss computes).
+``temperature == 0`` (the default) is the greedy engine above, unchanged.
 """
 from __future__ import annotations
 
@@ -68,9 +75,10 @@ def supported(model) -> tuple[bool, str]:
 
 @dataclass
 class Result:
-    index: int  # position in the prompts given to Engine.run()
+    index: int  # position in the prompts given to Engine.run() (prompt * num_samples + sample when sampling)
     ids: list[int]  # generated ids, the stop token included when one was produced
     seconds: float  # this sequence's share of the wall time: its prefill + its share of each step it ran in
+    logprobs: list[float] = field(default_factory=list)  # sampling only: log-prob of each drawn token (temperature-scaled)
 
 
 @dataclass
@@ -151,6 +159,26 @@ class Engine:
     batch_size: int = 64
     stop_check: Callable[[list[int]], bool] | None = None  # extra stop test on the generated ids (stop strings)
     stats: Stats = field(default_factory=Stats)
+    temperature: float = 0.0  # 0: greedy (argmax); > 0: sample from softmax(logits / temperature)
+    top_p: float = 1.0  # sampling: nucleus filter
+    num_samples: int = 1  # sampling: completions per prompt, sharing its prefill (the KV is copied into each row)
+    generator: Any = None  # sampling: a torch.Generator, or None for torch's global one
+
+    def _pick(self, logits) -> tuple[list[int], list[float] | None]:
+        """The next token of every row of ``logits`` [n, V]: argmax (greedy), or drawn (sampling)
+        with its log-probability under the temperature-scaled distribution."""
+        import torch
+
+        if self.temperature <= 0:
+            return logits.argmax(-1).tolist(), None
+        logp = torch.log_softmax(logits.float() / self.temperature, dim=-1)
+        probs = logp.exp()
+        if self.top_p < 1.0:
+            sp, si = probs.sort(-1, descending=True)
+            drop = sp.cumsum(-1) - sp > self.top_p  # keep the smallest set whose mass reaches top_p
+            probs = probs.scatter(-1, si, sp.masked_fill(drop, 0.0))
+        tok = torch.multinomial(probs, 1, generator=self.generator)
+        return tok[:, 0].tolist(), logp.gather(-1, tok)[:, 0].tolist()
 
     def _prefill(self, ids: list[int], prefix_kv, prefix_len: int):
         """Run ids[prefix_len:] on top of the first prefix_len positions of prefix_kv; (kv, first token)."""
@@ -165,13 +193,14 @@ class Engine:
         x = torch.tensor([ids[prefix_len:]], device=dev)
         pos = torch.arange(prefix_len, len(ids), device=dev)[None]
         out = self.model(input_ids=x, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
-        return [(layer.keys, layer.values) for layer in cache.layers], int(out.logits[0, -1].argmax())
+        return [(layer.keys, layer.values) for layer in cache.layers], out.logits[0, -1]
 
     def run(self, prompts: list[list[int]], on_result: Callable[[Result], None] | None = None) -> list[Result]:
         import torch
 
         n_prompts = len(prompts)
-        results: list[Result | None] = [None] * n_prompts
+        group = max(1, self.num_samples) if self.temperature > 0 else 1
+        results: list[Result | None] = [None] * (n_prompts * group)
         if not n_prompts:
             return []
         if any(not p for p in prompts):
@@ -180,7 +209,7 @@ class Engine:
         text_cfg = model.config.get_text_config(decoder=True)
         num_layers = text_cfg.num_hidden_layers
         cap_t = max(len(p) for p in prompts) + self.max_new_tokens + 1
-        cap_b = max(1, min(self.batch_size, n_prompts))
+        cap_b = max(group, min(self.batch_size, n_prompts * group))
         state = _SlotState()
         cache = _make_slot_cache(num_layers, state, (cap_b, cap_t))
         stop = set(self.stop_ids)
@@ -193,14 +222,16 @@ class Engine:
         prev_ids: list[int] = []
         prev_kv = None
         # per running row
-        row_index: list[int] = []  # prompt index
+        row_index: list[int] = []  # result index (prompt index * group + sample)
         row_len: list[int] = []  # tokens in the cache for this row
         row_gen: list[list[int]] = []  # generated ids; the last one is not in the cache yet
         row_secs: list[float] = []
+        row_lp: list[list[float]] = []  # sampling: log-prob of each generated token
+        rows = (row_index, row_len, row_gen, row_secs, row_lp)
 
         def finish(r: int) -> None:
             i = row_index[r]
-            res = Result(i, row_gen[r], row_secs[r])
+            res = Result(i, row_gen[r], row_secs[r], row_lp[r])
             results[i] = res
             if on_result is not None:
                 on_result(res)
@@ -210,14 +241,16 @@ class Engine:
                 for layer in cache.layers:
                     layer.keys[r, :, :n] = layer.keys[last, :, :n]
                     layer.values[r, :, :n] = layer.values[last, :, :n]
-                for lst in (row_index, row_len, row_gen, row_secs):
+                for lst in rows:
                     lst[r] = lst[last]
-            for lst in (row_index, row_len, row_gen, row_secs):
+            for lst in rows:
                 lst.pop()
 
-        def emit(r: int, t: int) -> bool:
+        def emit(r: int, t: int, lp: float | None = None) -> bool:
             """Append a generated token to row r; True when the row is done."""
             row_gen[r].append(t)
+            if lp is not None:
+                row_lp[r].append(lp)
             st.generated += 1
             if t in stop or len(row_gen[r]) >= self.max_new_tokens:
                 return True
@@ -226,7 +259,7 @@ class Engine:
         with torch.inference_mode():
             while queue or row_index:
                 # 1) fill free slots with newly prefilled prompts
-                while queue and len(row_index) < cap_b:
+                while queue and len(row_index) + group <= cap_b:
                     i = queue.popleft()
                     ids = prompts[i]
                     t0 = time.perf_counter()
@@ -234,20 +267,23 @@ class Engine:
                     lim = min(len(ids) - 1, len(prev_ids))
                     while lcp < lim and ids[lcp] == prev_ids[lcp]:
                         lcp += 1
-                    kv, first = self._prefill(ids, prev_kv, lcp)
+                    kv, logits = self._prefill(ids, prev_kv, lcp)
                     prev_ids, prev_kv = ids, kv
                     st.prefilled_tokens += len(ids) - lcp
-                    r = len(row_index)
-                    for layer, (k, v) in zip(cache.layers, kv):
-                        if not layer.is_initialized:
-                            layer.lazy_initialization(k, v)
-                        layer.keys[r, :, : len(ids)] = k[0]
-                        layer.values[r, :, : len(ids)] = v[0]
-                    dt = time.perf_counter() - t0
-                    st.prefill_s += dt
-                    row_index.append(i), row_len.append(len(ids)), row_gen.append([]), row_secs.append(dt)
-                    if emit(r, first):
-                        finish(r)
+                    firsts, lps = self._pick(logits[None].expand(group, -1))  # one prefill, `group` first tokens
+                    dt = (time.perf_counter() - t0) / group
+                    st.prefill_s += dt * group
+                    for j in range(group):
+                        r = len(row_index)
+                        for layer, (k, v) in zip(cache.layers, kv):
+                            if not layer.is_initialized:
+                                layer.lazy_initialization(k, v)
+                            layer.keys[r, :, : len(ids)] = k[0]
+                            layer.values[r, :, : len(ids)] = v[0]
+                        row_index.append(i * group + j), row_len.append(len(ids)), row_gen.append([]), row_secs.append(dt)
+                        row_lp.append([])
+                        if emit(r, firsts[j], None if lps is None else lps[j]):
+                            finish(r)
                 if not row_index:
                     continue
                 # 2) one decode step for every running row: its last token goes in at column row_len
@@ -261,12 +297,12 @@ class Engine:
                 last = torch.tensor([g[-1] for g in row_gen], device=dev)[:, None]
                 out = model(input_ids=last, position_ids=cols,
                             attention_mask=mask[:, None, None, :], cache=cache, use_cache=True)
-                pred = out.logits[:, -1].argmax(-1).tolist()
+                pred, lps = self._pick(out.logits[:, -1])
                 st.steps += 1
                 done = []
                 for r in range(n):
                     row_len[r] += 1  # its last token is now in the cache
-                    if emit(r, pred[r]):
+                    if emit(r, pred[r], None if lps is None else lps[r]):
                         done.append(r)
                 dt = time.perf_counter() - t0
                 st.decode_s += dt
