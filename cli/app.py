@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 # the commands in the order --help lists them (importing a stage module is cheap: heavy imports are lazy)
-COMMANDS = ("validate", "convert", "split", "merge_lora", "train_sft", "generate", "review", "train_dpo", "train_embed", "evaluate",
+COMMANDS = ("validate", "convert", "split", "merge_lora", "train_sft", "generate", "review", "train_dpo", "train_grpo", "train_embed", "evaluate",
             "advise", "runs")
 GROUP_HELP = {
     "generate": "Generate synthetic agent data from a tool catalog: trajectories (sft), preference pairs, eval tasks. "

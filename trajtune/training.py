@@ -576,12 +576,13 @@ def write_summary(run_dir: Path, summary: dict) -> Path:
     return p
 
 
-def stop_reason(*, interrupted: str | None, early_stopping: Any, global_step: int, max_steps: int, patience: int) -> str:
+def stop_reason(*, interrupted: str | None, early_stopping: Any, global_step: int, max_steps: int, patience: int,
+                metric: str = "eval_loss") -> str:
     if interrupted:
         return f"interrupted ({interrupted})"
     counter = getattr(early_stopping, "early_stopping_patience_counter", 0) if early_stopping is not None else 0
     if early_stopping is not None and counter >= patience:
-        return f"early stopping (eval loss did not improve for {patience} evaluations)"
+        return f"early stopping ({metric.replace('_', ' ')} did not improve for {patience} evaluations)"
     if max_steps and max_steps > 0 and global_step >= max_steps:
         return "max_steps reached"
     return "epochs completed"
@@ -614,7 +615,7 @@ class TrainConfig:
 
     # what to train on
     data: list[str] = F(default_factory=list, positional=True, metavar="DATA",
-                        help="training JSONL files (sft records for train-sft, preference pairs for train-dpo)")
+                        help="training JSONL files (sft records for train-sft, preference pairs for train-dpo, task records for train-grpo)")
     model: str = F("default", help="model folder, .gguf file, hub id (org/name), or 'default' (SmolLM2-135M-Instruct)")
     output: Optional[str] = F(None, flags=("-o",), output=True, metavar="RUN_DIR",
                               help="run folder (default runs/<stage>-<timestamp>; re-running the same command resumes it)")
@@ -720,6 +721,7 @@ class Setup:
     early: Any
     info: dict  # summary fields known before training (method, batch, data counts, params, ...)
     finish: Any = None  # function(trainer, interrupted) -> dict of summary fields after training
+    best_metric: str = "eval_loss"  # the metric of the best checkpoint and early stopping (summary: best_<it>)
 
 
 def run_training(stage: str, cfg: TrainConfig, kind: str, setup: Any) -> dict:
@@ -792,7 +794,8 @@ def run_training(stage: str, cfg: TrainConfig, kind: str, setup: Any) -> dict:
     summary = {
         "stage": stage, "finished": not interrupted,
         "stop_reason": stop_reason(interrupted=interrupted, early_stopping=built.early, global_step=state.global_step,
-                                   max_steps=state.max_steps if cfg.max_steps > 0 else 0, patience=cfg.patience),
+                                   max_steps=state.max_steps if cfg.max_steps > 0 else 0, patience=cfg.patience,
+                                   metric=built.best_metric),
         "run_dir": str(run_dir), "final": str(final_dir) if final_dir else None, "model": cfg.model,
         **built.info,
         "device": precision.device, "precision": precision.reason, "world_size": trainer.args.world_size,
@@ -802,7 +805,7 @@ def run_training(stage: str, cfg: TrainConfig, kind: str, setup: Any) -> dict:
         "eval_loss": eval_loss, "perplexity": perplexity(eval_loss), "eval_history": metrics.eval_history,
         **after,
         "grad_norm": metrics.grad_norm,
-        "best_checkpoint": state.best_model_checkpoint, "best_eval_loss": state.best_metric,
+        "best_checkpoint": state.best_model_checkpoint, f"best_{built.best_metric}": state.best_metric,
         "tokens_seen": tokens_seen,
         "tokens_per_second": round(trained / train_time, 1) if train_time > 0 else None,
         "peak_memory_mb": peak_memory_mb(precision.device),
