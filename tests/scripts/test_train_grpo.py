@@ -1,0 +1,312 @@
+"""scripts/train_grpo.py on a tiny real model, through the real command: shared-prefill rollouts
+(log-probs, one prefill per group), rewards from the scorer, the summary's reward statistics,
+early stopping on the held-out pass rate, the guards, an SFT adapter as the start, SIGTERM then
+SIGKILL then re-run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # the task builder beside this file
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: helpers
+from grpo_tasks import make_tasks, write_tasks  # noqa: E402
+from helpers.cli import run as cli  # noqa: E402
+from trajtune import training  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def noisy(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model with large random weights: its sampled replies differ from draw to draw."""
+    from trajtune.testing import build_noisy_model
+
+    return build_noisy_model(tiny_model, tmp_path_factory.mktemp("noisy") / "m")
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("tasks")
+    return {"train": write_tasks(d / "train.jsonl", 16, prefix="a"), "eval": write_tasks(d / "eval.jsonl", 4, prefix="b")}
+
+
+def _args(model, data, out, **kw) -> list[str]:
+    base = {"model": model, "output": out, "max-steps": 3, "batch-size": 8, "num-generations": 4,
+            "max-completion-length": 8, "save-steps": 1, "logging-steps": 1, "precision": "fp32", "max-length": 512}
+    base.update(kw)
+    args = [str(data)]
+    for k, v in base.items():
+        if v is True:
+            args.append(f"--{k}")
+        elif v is not None:
+            args += [f"--{k}", str(v)]
+    return [*args, "--allow-unreviewed"]
+
+
+def _env(sleep=None) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if sleep:
+        env["TRAJTUNE_TEST_STEP_SLEEP"] = str(sleep)
+    return env
+
+
+def _command(*args) -> list[str]:
+    return [sys.executable, "-m", "trajtune.cli.app", "train-grpo", *args]
+
+
+# --- pieces ---------------------------------------------------------------------------------
+
+def test_sampled_groups_share_one_prefill_and_carry_the_log_probs_trl_computes(noisy):
+    """num_samples rows per prompt from one prefill; each drawn token's log-prob is the
+    temperature-scaled log-softmax of a plain forward over prompt + completion (what trl's loss uses)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trajtune.generation import Engine, stop_token_ids
+    from trajtune.grpo import render_task
+
+    tok = AutoTokenizer.from_pretrained(noisy)
+    model = AutoModelForCausalLM.from_pretrained(noisy, dtype=torch.float32).eval()
+    prompts = [render_task(tok, t)[1] for t in make_tasks(3)]
+    stop = stop_token_ids(tok, model)
+    torch.manual_seed(0)
+    engine = Engine(model, stop, 12, batch_size=8, temperature=0.7, top_p=1.0, num_samples=4)
+    results = engine.run(prompts)
+    assert sorted(r.index for r in results) == list(range(12))
+    # one prefill per prompt, not per completion (the three prompts also share their system/tools prefix)
+    assert engine.stats.prefilled_tokens <= sum(len(p) for p in prompts)
+    assert engine.stats.prompt_tokens == sum(len(p) for p in prompts)
+    assert len({tuple(r.ids) for r in results}) > 3  # samples differ within groups
+    for r in results:
+        assert len(r.logprobs) == len(r.ids) and all(lp <= 0 for lp in r.logprobs)
+        assert all(t not in stop for t in r.ids[:-1])  # cut at the first end-of-turn token
+        p = prompts[r.index // 4]
+        with torch.no_grad():
+            logits = model(torch.tensor([p + r.ids])).logits[0, len(p) - 1: -1] / 0.7
+        want = torch.log_softmax(logits, -1).gather(-1, torch.tensor(r.ids)[:, None])[:, 0]
+        torch.testing.assert_close(torch.tensor(r.logprobs), want, atol=2e-4, rtol=1e-4)
+
+
+def test_greedy_engine_is_unchanged_by_the_sampling_fields(noisy):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trajtune.generation import Engine, stop_token_ids
+    from trajtune.grpo import render_task
+
+    tok = AutoTokenizer.from_pretrained(noisy)
+    model = AutoModelForCausalLM.from_pretrained(noisy, dtype=torch.float32).eval()
+    prompts = [render_task(tok, t)[1] for t in make_tasks(2)]
+    stop = stop_token_ids(tok, model)
+    got = Engine(model, stop, 6).run(prompts)
+    for r, p in zip(got, prompts):
+        out = model.generate(torch.tensor([p]), max_new_tokens=6, do_sample=False, eos_token_id=stop, pad_token_id=tok.pad_token_id)
+        want = out[0, len(p):].tolist()
+        assert r.ids == want[: len(r.ids)] and r.logprobs == []
+
+
+def test_prompts_are_rendered_as_evaluate_renders_them_and_rewards_are_the_scorers(noisy):
+    from transformers import AutoTokenizer
+
+    from trajtune.chat import format_tool_call, render_prompt
+    from trajtune.generation import stop_token_ids
+    from trajtune.grpo import Replies, encode_tasks, reward_functions
+    from trajtune.scoring import score
+
+    tok = AutoTokenizer.from_pretrained(noisy)
+    task = {"id": "q1", "prompt": [{"role": "user", "content": "Show 5 rows of orders."}], "tools": make_tasks(1)[0]["tools"],
+            "expected": {"calls": [{"name": "database_query", "arguments": {"table": ["orders"], "limit": [5]}}]}}
+    rows, counts = encode_tasks(tok, [task], 4096)
+    assert rows[0]["prompt"] == render_prompt(tok, task["prompt"], task["tools"]) and json.loads(rows[0]["task"]) == task
+    _, counts = encode_tasks(tok, [task], 10)
+    assert counts["dropped_prompt_too_long"] == 1
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    replies = Replies(tok, stop_token_ids(tok), 64)
+    texts = [format_tool_call("database_query", {"table": "orders", "limit": 5}),  # right: 1.0
+             format_tool_call("database_query", {"table": "orders", "limit": 7}),  # wrong argument: partial credit
+             '<tool_call>\n{"name": "database_query", "arguments": {"table"\n</tool_call>']  # broken JSON
+    ids = [tok(t, add_special_tokens=False)["input_ids"] + [end] for t in texts]
+    funcs, weights = reward_functions(replies, format_weight=0.5, length_weight=0.1)
+    assert [f.__name__ for f in funcs] == ["task_reward", "format_reward", "length_penalty"] and weights == [1.0, 0.5, 0.1]
+    got = {f.__name__: f(prompts=None, completions=None, completion_ids=ids, task=[rows[0]["task"]] * 3) for f in funcs}
+    assert got["task_reward"] == [score(task, t).reward for t in texts]
+    assert got["task_reward"][0] == 1.0 and 0 < got["task_reward"][1] < 0.9 and got["task_reward"][2] < got["task_reward"][1]
+    assert got["format_reward"] == [1.0, 1.0, 0.0]
+    assert got["length_penalty"] == [-len(i) / 64 for i in ids]  # the end-of-turn token counts, as in evaluate
+
+
+# --- the command ----------------------------------------------------------------------------
+
+def test_trains_through_the_cli_and_writes_reward_statistics(noisy, tasks, tmp_path):
+    out = tmp_path / "run"
+    res = subprocess.run(_command(*_args(noisy, tasks["train"], out, **{"eval-data": tasks["eval"], "eval-steps": 1,
+                                                                        "patience": 0, "format-weight": 0.2}),
+                                  "--set", "beta=0.04", "--json"),
+                         capture_output=True, text=True, env=_env(), timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    s = json.loads((out / "training_summary.json").read_text())
+    assert json.loads(res.stdout)["run_dir"] == str(out)
+    assert s["finished"] and s["global_step"] == 3 and s["stop_reason"] == "max_steps reached"
+    assert s["rollout_engine"] == "shared" and s["method"] == "lora"
+    assert s["probe"]["groups_with_variance"] >= 1 and s["probe"]["completions"] == 16
+    # reward statistics per term, as trl logged them every step
+    assert set(s["rewards"]) == {"task_reward", "format_reward"} and s["reward_terms"] == {"task_reward": 1.0, "format_reward": 0.2}
+    steps = [h for h in json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["log_history"] if "reward" in h]
+    assert [h["step"] for h in steps] == [1, 2, 3]
+    means = [h["rewards/task_reward/mean"] for h in steps]
+    assert s["rewards"]["task_reward"]["mean"] == pytest.approx(sum(means) / 3, abs=1e-6)
+    assert all(0 <= m <= 1 for m in means) and s["rewards"]["task_reward"]["std"] is not None
+    assert 0 <= s["all_equal_groups_share"] <= 1 and s["all_equal_groups"].startswith("counted")
+    assert s["kl_mean"] is not None and s["kl_mean"] >= 0  # beta > 0: KL to the reference is logged
+    assert 0 < s["completion_mean_length"] <= 8
+    # held-out pass rate every eval step, through evaluate's engine
+    assert [h["step"] for h in s["eval_pass_rate_history"]] == [1, 2, 3]
+    assert 0 <= s["eval_pass_rate"] <= 1 and s["best_eval_pass_rate"] is not None
+    # the rollouts: 3 steps x 2 prompts x 4 completions, each group's prompt prefilled once
+    ro = s["rollout"]
+    assert ro["prompts"] == 6 and ro["completions"] == 24 and ro["prefilled_tokens"] < ro["prompt_tokens"]
+    assert ro["generated_tokens"] > 0
+    tb = b"".join(p.read_bytes() for p in (out / "tensorboard").glob("events.out.tfevents.*"))
+    for tag in (b"rewards/task_reward/mean", b"rewards/format_reward/std", b"frac_reward_zero_std", b"kl", b"eval/pass_rate"):
+        assert tag in tb, tag
+    assert (out / "final" / "adapter_model.safetensors").is_file()
+    # the same command again does not train again
+    again = subprocess.run(_command(*_args(noisy, tasks["train"], out, **{"eval-data": tasks["eval"], "eval-steps": 1,
+                                                                          "patience": 0, "format-weight": 0.2}),
+                                    "--set", "beta=0.04"), capture_output=True, text=True, env=_env(), timeout=300)
+    assert again.returncode == 0 and "already holds a finished run" in again.stderr
+
+
+def test_early_stopping_on_held_out_pass_rate_restores_the_best_checkpoint(noisy, tasks, tmp_path):
+    from trajtune.config import build
+    from trajtune.scripts.train_grpo import Config, run
+
+    # learning rate 0: the held-out pass rate cannot improve, so early stopping fires after `patience` evaluations
+    cfg = build(Config, None, dict(model=str(noisy), data=[str(tasks["train"])], eval_data=[str(tasks["eval"])],
+                                   output=str(tmp_path / "run"), max_steps=30, batch_size=8, num_generations=4,
+                                   max_completion_length=8, eval_steps=1, save_steps=1, patience=2, learning_rate=0.0,
+                                   logging_steps=1, precision="fp32", max_length=512, allow_unreviewed=True))
+    s = run(cfg)
+    assert s["finished"] and s["stop_reason"] == "early stopping (eval pass rate did not improve for 2 evaluations)"
+    assert s["global_step"] == 3 and s["best_checkpoint"].endswith("checkpoint-1")
+    rates = [h["pass_rate"] for h in s["eval_pass_rate_history"]]
+    assert len(rates) == 3 and len(set(rates)) == 1 and s["best_eval_pass_rate"] == rates[0] == s["eval_pass_rate"]
+
+
+def test_continues_an_sft_adapter(noisy, tasks, tmp_path):
+    import importlib.util
+
+    import torch
+    from safetensors.torch import load_file
+
+    spec = importlib.util.spec_from_file_location("_merge_helpers", Path(__file__).parent / "test_merge_lora.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    sft = helpers.make_adapter(noisy, tmp_path / "sft", seed=3)
+    out = tmp_path / "run"
+    res = cli("train-grpo", *_args(noisy, tasks["train"], out, adapter=sft, **{"max-steps": 2, "lr": 1e-2}), "--set", "beta=0.04")
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "training_summary.json").read_text())
+    assert s["method"] == "lora (continuing the SFT adapter)" and s["adapter"] == str(sft) and s["kl_mean"] is not None
+    before, after = load_file(sft / "adapter_model.safetensors"), load_file(out / "final" / "adapter_model.safetensors")
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained the SFT adapter itself
+
+
+# --- guards ---------------------------------------------------------------------------------
+
+def test_refuses_when_the_probe_finds_no_reward_variance(noisy, tmp_path):
+    data = write_tasks(tmp_path / "t.jsonl", 16, answer="a sentence no random model ever writes", match="exact")
+    res = cli("train-grpo", *_args(noisy, data, tmp_path / "run"))
+    assert res.exit_code == 1
+    assert "Error: no reward variance on a first probe: 4 tasks x 4 sampled completions, every group's rewards are all " \
+           "equal (mean reward 0.000)" in res.output
+    assert not (tmp_path / "run" / "checkpoint-1").exists()
+
+
+def test_refuses_when_num_generations_does_not_divide_the_batch(noisy, tasks, tmp_path):
+    res = cli("train-grpo", *_args(noisy, tasks["train"], tmp_path / "run", **{"num-generations": 3}))
+    assert res.exit_code == 2
+    assert "Error: num_generations (3) must divide batch_size (8): a step's completions are whole groups" in res.output
+
+
+@pytest.mark.parametrize("template, message", [
+    # a template that never shows the system message (where the fallback format puts the tools)
+    ("{% for m in messages %}{% if m['role'] != 'system' %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+     "Error: the chat template drops the tools of task 'a0': its rendered prompt does not name database_query"),
+    # a template that refuses a system message (as Gemma's does)
+    ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+     "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}",
+     "Error: the chat template cannot render task 'a0' with its tools: TemplateError: System role not supported"),
+])
+def test_refuses_a_chat_template_that_cannot_render_the_tools(noisy, tasks, tmp_path, template, message):
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(noisy, model)
+    (model / "chat_template.jinja").write_text(template)
+    res = cli("train-grpo", *_args(model, tasks["train"], tmp_path / "run"))
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+
+
+# --- real processes: Ctrl-C saves, a kill resumes ---------------------------------------------
+
+def _wait_for_checkpoint(proc, run, step, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if training.is_complete_checkpoint(run / f"checkpoint-{step}"):
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint in time")
+
+
+def test_sigterm_then_sigkill_then_rerun_finishes_the_run(noisy, tasks, tmp_path):
+    run = tmp_path / "run"
+    cmd = _command(*_args(noisy, tasks["train"], run, **{"max-steps": 6, "save-steps": 2, "save-total-limit": 10}))
+    # 1) SIGTERM (what Ctrl-C does too): a checkpoint at the current step, exit 130
+    proc = subprocess.Popen(cmd, env=_env(sleep=0.3), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_checkpoint(proc, run, 2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "SIGTERM received" in err and "Traceback" not in err
+    s = json.loads((run / "training_summary.json").read_text())
+    assert s["finished"] is False and s["stop_reason"] == "interrupted (SIGTERM)" and 2 <= s["global_step"] < 6
+    assert training.find_checkpoint(run, "auto") == run / f"checkpoint-{s['global_step']}"
+    first_stop = s["global_step"]
+    # 2) re-run, SIGKILL right after a later checkpoint: no final/, no summary update
+    proc = subprocess.Popen(cmd, env=_env(sleep=0.3), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_checkpoint(proc, run, first_stop + 2 - first_stop % 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert not (run / "final").exists()
+    # 3) the same command again: it resumes from the newest complete checkpoint and finishes
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    s = json.loads((run / "training_summary.json").read_text())
+    resumed_at = int(s["resumed_from"].rsplit("-", 1)[1])
+    assert resumed_at > first_stop and s["finished"] and s["global_step"] == 6
+    assert s["probe"] is None  # a resumed run is not probed again
+    hist = json.loads((run / "checkpoint-6" / "trainer_state.json").read_text())["log_history"]
+    assert [h["step"] for h in hist if "reward" in h] == list(range(1, 7))  # every step once, none lost or repeated
+    assert (run / "final" / "adapter_model.safetensors").is_file()
