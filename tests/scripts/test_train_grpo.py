@@ -194,7 +194,7 @@ def test_trains_through_the_cli_and_writes_reward_statistics(noisy, tasks, tmp_p
     assert again.returncode == 0 and "already holds a finished run" in again.stderr
 
 
-def test_early_stopping_on_held_out_pass_rate_restores_the_best_checkpoint(noisy, tasks, tmp_path):
+def test_early_stopping_on_held_out_pass_rate_names_the_best_checkpoint(noisy, tasks, tmp_path):
     from trajtune.config import build
     from trajtune.scripts.train_grpo import Config, run
 
@@ -310,3 +310,37 @@ def test_sigterm_then_sigkill_then_rerun_finishes_the_run(noisy, tasks, tmp_path
     hist = json.loads((run / "checkpoint-6" / "trainer_state.json").read_text())["log_history"]
     assert [h["step"] for h in hist if "reward" in h] == list(range(1, 7))  # every step once, none lost or repeated
     assert (run / "final" / "adapter_model.safetensors").is_file()
+    # an uninterrupted run of the same config samples and scores the same completions at every step
+    from trajtune.config import build
+    from trajtune.scripts.train_grpo import Config, run as train_grpo
+
+    ref = train_grpo(build(Config, run / "config.yaml", {"output": str(tmp_path / "ref")}))
+    want = json.loads((tmp_path / "ref" / "checkpoint-6" / "trainer_state.json").read_text())["log_history"]
+    for key in ("reward", "completions/mean_length"):
+        assert [h[key] for h in hist if "reward" in h] == pytest.approx([h[key] for h in want if "reward" in h], abs=1e-6), key
+    assert ref["global_step"] == 6
+
+
+def test_a_run_folder_holding_its_tasks_is_refused(noisy, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    data = write_tasks(run / "tasks.jsonl", 16)
+    before = data.read_bytes()
+    res = cli("train-grpo", *_args(noisy, data, run))
+    assert res.exit_code == 2 and "lies inside --output" in res.output
+    assert data.read_bytes() == before
+
+
+def test_the_trl_behaviour_the_shared_rollout_relies_on():
+    """trl (pinned) passes rollout_func the batch's prompts with each prompt's num_generations copies
+    in a row (RepeatSampler); SharedPrefillRollout prefills each group once on that basis."""
+    import inspect
+
+    from trl import GRPOTrainer
+    from trl.trainer.grpo_trainer import RepeatSampler
+
+    assert "rollout_func" in inspect.signature(GRPOTrainer.__init__).parameters
+    assert "output = self.rollout_func(prompts, self)" in inspect.getsource(GRPOTrainer._generate)
+    order = list(RepeatSampler(list(range(6)), mini_repeat_count=4, batch_size=3, repeat_count=1, shuffle=True, seed=0))
+    groups = [order[k: k + 4] for k in range(0, len(order), 4)]
+    assert all(len(set(g)) == 1 for g in groups) and len({g[0] for g in groups}) == 6
