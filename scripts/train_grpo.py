@@ -124,6 +124,7 @@ def probe(cfg: Config, engine: str, model: Any, tokenizer: Any, rows: list[dict]
         completions = [r.ids for r in roll.sample(model, ids, G)]
     else:  # model.generate, sampling the same way
         gen = generation_model(model)
+        was_training = gen.training
         gen.eval()
         completions = []
         with torch.no_grad():
@@ -132,7 +133,7 @@ def probe(cfg: Config, engine: str, model: Any, tokenizer: Any, rows: list[dict]
                                    top_p=cfg.top_p, top_k=0, num_return_sequences=G, max_new_tokens=cfg.max_completion_length,
                                    eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id)
                 completions.extend(seq[len(p):].tolist() for seq in out)
-        gen.train()
+        gen.train(was_training)
     tasks = [r["task"] for r in sample for _ in range(G)]
     totals = total_rewards(funcs, weights, completions, tasks)
     groups = [totals[k: k + G] for k in range(0, len(totals), G)]

@@ -136,6 +136,16 @@ def generation_model(model: Any) -> Any:
     return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
 
 
+def decode_rows(model: Any, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, limit: int) -> int:
+    """Rows decoded together, as evaluate sizes them: their KV buffer fits in a quarter of free memory."""
+    from trajtune.generation import kv_bytes_per_token
+    from trajtune.training import free_memory_bytes
+
+    per_row = (max(len(p) for p in prompt_ids) + max_new_tokens + 1) * kv_bytes_per_token(model)
+    device = "cuda" if getattr(model.device, "type", "cpu") == "cuda" else "cpu"
+    return max(1, min(limit, free_memory_bytes(device) // 4 // max(per_row, 1)))
+
+
 @dataclass
 class SharedPrefillRollout:
     """trl's ``rollout_func``: each group's prompt prefilled once, its completions sampled together."""
@@ -166,7 +176,8 @@ class SharedPrefillRollout:
         gen.eval()
         t0 = time.perf_counter()
         try:
-            engine = Engine(gen, self.stop_ids, self.max_new_tokens, batch_size=max(group, self.rows - self.rows % group),
+            rows = decode_rows(gen, prompt_ids, self.max_new_tokens, self.rows)
+            engine = Engine(gen, self.stop_ids, self.max_new_tokens, batch_size=max(group, rows - rows % group),
                             temperature=self.temperature, top_p=self.top_p, num_samples=group)
             with torch.no_grad():
                 results = engine.run(prompt_ids)
@@ -218,7 +229,7 @@ def held_out(model: Any, tokenizer: Any, tasks: Sequence[dict], stop_ids: list[i
     gen.eval()
     try:
         ids = [render_task(tokenizer, t)[1] for t in tasks]
-        engine = Engine(gen, stop_ids, max_new_tokens, batch_size=rows)
+        engine = Engine(gen, stop_ids, max_new_tokens, batch_size=decode_rows(gen, ids, max_new_tokens, rows))
         with torch.no_grad():
             results = engine.run(ids)
     finally:

@@ -344,3 +344,11 @@ def test_the_trl_behaviour_the_shared_rollout_relies_on():
     order = list(RepeatSampler(list(range(6)), mini_repeat_count=4, batch_size=3, repeat_count=1, shuffle=True, seed=0))
     groups = [order[k: k + 4] for k in range(0, len(order), 4)]
     assert all(len(set(g)) == 1 for g in groups) and len({g[0] for g in groups}) == 6
+
+
+def test_trls_own_generation_path_trains_too(noisy, tasks, tmp_path):
+    res = cli("train-grpo", *_args(noisy, tasks["train"], tmp_path / "run", **{"max-steps": 2}), "--set", "rollout=trl")
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "run" / "training_summary.json").read_text())
+    assert s["finished"] and s["global_step"] == 2 and s["rollout_engine"] == "trl" and s["rollout"] == {"engine": "trl"}
+    assert s["probe"]["completions"] == 16 and s["rewards"]["task_reward"]["mean"] is not None
