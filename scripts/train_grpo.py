@@ -46,6 +46,7 @@ class Config(training.TrainConfig):
     learning_rate: float = redefault("learning_rate", 5e-5)
     gradient_checkpointing: Any = redefault("gradient_checkpointing", False)
     patience: int = redefault("patience", 3)
+    attn_implementation: Literal["auto", "eager", "sdpa"] = redefault("attn_implementation", "sdpa")  # the shared-prefill rollout engine needs SDPA
     adapter: Optional[str] = field(None, help="an SFT/DPO LoRA adapter folder to keep training; its base is --model")
     num_generations: int = field(4, help="completions sampled per prompt (a group); must divide batch_size")
     max_completion_length: int = field(128, help="new tokens per completion; a reply cut here is scored as truncated")

@@ -191,6 +191,22 @@ def test_micro_batches_give_the_same_step_as_one_batch(tiny_model, tmp_path):
         _cfg(tiny_model, data, tmp_path / "bad", micro_batch_size=3)
 
 
+def test_eager_attention_on_cpu_gives_the_same_step_as_sdpa(tiny_model, tmp_path):
+    """attn_implementation auto trains with eager attention on a CPU (faster there); it must be the
+    same function as SDPA: the same loss and gradient on padded micro-batches of unequal records."""
+    records = [sft_records.trajectory(i) for i in range(4)]
+    for i, rec in enumerate(records):
+        rec["messages"][-1]["content"] = " ".join(["The rows are listed above."] * (1 + 5 * i))
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    runs = {attn: train_sft(_cfg(tiny_model, data, tmp_path / attn, max_steps=1, micro_batch_size=2, min_records=4,
+                                 precision="fp32", lora_dropout=0.0, attn_implementation=attn))
+            for attn in ("auto", "sdpa")}
+    assert runs["auto"]["attention"] == "eager" and runs["sdpa"]["attention"] == "sdpa"
+    assert runs["auto"]["train_loss"] == pytest.approx(runs["sdpa"]["train_loss"], rel=1e-5)
+    assert runs["auto"]["grad_norm"] == pytest.approx(runs["sdpa"]["grad_norm"], rel=1e-4)
+
+
 def test_auto_micro_batch_is_the_largest_divisor_that_fits_a_quarter_of_free_memory():
     from trajtune.scripts.train_sft import choose_micro_batch
 
