@@ -1,0 +1,169 @@
+"""Where a train-sft step's time goes, and what each candidate lever buys (README design notes).
+
+    python bench/profile_train_sft.py                    # every variant, then the profile of the default one
+    python bench/profile_train_sft.py --variants sdpa,eager --profile eager
+
+Data: the demo's mix (`trajtune generate trajectories` over the shipped catalog + 1,000 synthetic
+tools, the demo's shapes and shares, seed 0) into bench/out/profile_train_sft/; one optimizer step
+of 8 records of median length (as a length-grouped batch is), tokenized by train-sft's own
+`encode_records`. The model: the default SmolLM2-135M-Instruct with train-sft's LoRA (r 16, alpha
+32, every linear layer, no dropout), the loss of train-sft (`label_loss`, logits only at label
+positions), bf16 autocast. Each variant runs one warm-up step, then the best of `--reps` steps:
+
+  sdpa            the model's default attention (SDPA's CPU kernels), micro-batches of 2 (the old default)
+  eager           eager attention (two batched matmuls and a softmax), micro-batches of 2 (now the default)
+  eager_mb1/mb4   the same with micro-batches of 1 / 4 records
+  eager_bf16base  frozen base weights stored in bf16 (no per-forward weight casts under autocast), LoRA in fp32
+  eager_pack2     2 records packed into one row (position ids restart, block-diagonal causal mask)
+  fp32            no autocast, eager (the fp32 reference)
+
+The profile (torch.profiler, one step) groups self CPU time into base GEMMs, LoRA GEMMs (rank-16
+shapes), attention matmuls, softmax, elementwise, dtype casts and copies, the loss head and the rest.
+The profiler adds overhead, so the shares, not its total, are what to read. Measure alone: other
+processes on the 2 cores distort every figure (OpenMP threads busy-wait).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "out" / "profile_train_sft"
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = "single=0.1,choose=0.18,parallel=0.2,parallel_multi=0.18,multi_step=0.05,irrelevance=0.18,missing_info=0.05,typed=0.06"
+VARIANTS = {
+    "sdpa": dict(attn="sdpa", micro=2),
+    "eager": dict(attn="eager", micro=2),
+    "eager_mb1": dict(attn="eager", micro=1),
+    "eager_mb4": dict(attn="eager", micro=4),
+    "eager_bf16base": dict(attn="eager", micro=2, bf16_base=True),
+    "eager_pack2": dict(attn="eager", micro=2, pack=True),
+    "fp32": dict(attn="eager", micro=2, autocast=False),
+}
+
+
+def make_data() -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    tools, data = OUT / "synth_tools.json", OUT / "train.jsonl"
+    tt = [sys.executable, "-m", "trajtune.cli.app"]
+    if not tools.exists():
+        subprocess.run(tt + ["generate", "tools", "--synthesize", "1000", "--seed", "0", "-o", str(tools)], check=True, capture_output=True)
+    if not data.exists():
+        subprocess.run(tt + ["generate", "trajectories", "--catalog", str(ROOT / "data" / "tools"), "--catalog", str(tools),
+                             "--template-share", "0.2", "--shapes", SHAPES, "--count", "300", "--no-call-share", "0.2",
+                             "--seed", "0", "-o", str(data)], check=True, capture_output=True)
+    return data
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variants to time")
+    ap.add_argument("--profile", default="eager", help="variant to profile (empty: none)")
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--model", default="default")
+    args = ap.parse_args()
+
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trajtune.models import resolve_model
+    from trajtune.scripts.train_sft import encode_records
+    from trajtune.trainers import PadCollator, label_loss
+    from trajtune.training import attach_lora
+
+    path = resolve_model(args.model)
+    tok = AutoTokenizer.from_pretrained(path)
+    records = [json.loads(line) for line in make_data().read_text().splitlines() if line.strip()]
+    ex, _ = encode_records(tok, records, 768, "drop")
+    ex.sort(key=lambda e: len(e["input_ids"]))
+    mid = len(ex) // 2
+    step = ex[mid - 4: mid + 4]
+    tokens = sum(len(e["input_ids"]) for e in step)
+    print(f"one step: 8 records, {tokens} tokens (lengths {[len(e['input_ids']) for e in step]}), "
+          f"{torch.get_num_threads()} threads", flush=True)
+
+    def load(v: dict):
+        m = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=v["attn"])
+        m, _ = attach_lora(m, r=16, alpha=32, dropout=0.0, target_modules="all-linear", fallback="none")
+        if v.get("bf16_base"):
+            for p in m.parameters():
+                if not p.requires_grad:
+                    p.data = p.data.to(torch.bfloat16)
+        return m.train()
+
+    def packed_loss(model, feats):
+        ids = torch.tensor(sum((f["input_ids"] for f in feats), []))[None]
+        labels = torch.tensor(sum(([-100] + f["labels"][1:] for f in feats), []))[None]
+        pos = torch.cat([torch.arange(len(f["input_ids"])) for f in feats])[None]
+        keep = labels.new_zeros(labels.shape, dtype=torch.bool)
+        keep[:, :-1] = labels[:, 1:] != -100
+        out = model(input_ids=ids, position_ids=pos, logits_to_keep=keep, use_cache=False)
+        return F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]).float(), labels[:, 1:][keep[:, :-1]])
+
+    def one_step(model, v: dict) -> None:
+        collate = PadCollator(tok.pad_token_id)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=v.get("autocast", True)):
+            for i in range(0, 8, v["micro"]):
+                feats = step[i:i + v["micro"]]
+                loss = packed_loss(model, feats) if v.get("pack") else label_loss(model, collate(feats), True)[0]
+                loss.backward()
+
+    names = [n for n in args.variants.split(",") if n]
+    results = {}
+    for name in names:
+        v = VARIANTS[name]
+        model = load(v)
+        one_step(model, v)  # warm-up
+        times = []
+        for _ in range(args.reps):
+            t = time.perf_counter()
+            one_step(model, v)
+            times.append(time.perf_counter() - t)
+        results[name] = min(times)
+        print(f"  {name:<15} {min(times):6.2f} s a step  {tokens / min(times):7.1f} tok/s  (steps: {[round(x, 2) for x in times]})", flush=True)
+        if name == args.profile:
+            profile(model, v, one_step)
+        del model
+    if "sdpa" in results:
+        for name, secs in results.items():
+            print(f"  {name:<15} {results['sdpa'] / secs:5.2f}x the sdpa step")
+    print("JSON " + json.dumps({"tokens": tokens, "step_s": results}))
+    return 0
+
+
+def profile(model, v, one_step) -> None:
+    from torch.profiler import ProfilerActivity, profile as prof_ctx
+
+    with prof_ctx(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        one_step(model, v)
+    groups: dict[str, float] = {}
+    for e in prof.key_averages(group_by_input_shape=True):
+        if e.self_cpu_time_total <= 0 or not e.key.startswith("aten::"):
+            continue
+        op, shapes = e.key[6:], [s for s in (e.input_shapes or []) if s]
+        if op == "mm":
+            g = "LoRA GEMMs (rank-16 shapes)" if any(16 in s for s in shapes) else "base GEMMs (frozen weights, LM head)"
+        elif op in ("bmm", "baddbmm") or op.startswith("_scaled_dot_product"):
+            g = "attention (matmuls / SDPA kernel)"
+        elif "softmax" in op:
+            g = "softmax, log-softmax (attention, loss)"
+        elif op in ("copy_", "_to_copy", "to", "clone", "contiguous"):
+            g = "dtype casts and copies"
+        elif op in ("mul", "add", "add_", "sub", "div", "neg", "pow", "rsqrt", "mean", "silu", "silu_backward", "sum", "cat",
+                    "where", "fill_", "zero_", "index", "masked_fill", "nll_loss", "nll_loss_backward", "mul_", "cos", "sin"):
+            g = "elementwise, reductions, fills"
+        else:
+            g = "other (allocation, views, indexing)"
+        groups[g] = groups.get(g, 0.0) + e.self_cpu_time_total
+    total = sum(groups.values())
+    print(f"  profile of one step ({total / 1e6:.1f} s under the profiler), self CPU time:")
+    for g, t in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"    {g:<40} {t / 1e6:6.2f} s  {100 * t / total:5.1f}%")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
