@@ -160,6 +160,9 @@ def setup(ctx: training.RunContext) -> training.Setup:
             lr_scheduler=cfg.lr_scheduler, logging_steps=cfg.logging_steps, eval_steps=cfg.eval_steps, save_steps=cfg.save_steps,
             save_total_limit=cfg.save_total_limit, gradient_checkpointing=bool(checkpointing)),
         include_num_input_tokens_seen="non_padding",
+        # validation needs the loss only: without this the Trainer gathers every batch's logits
+        # (label positions x 49k vocabulary) and concatenates them, padded, across the whole eval set
+        prediction_loss_only=True,
         **({"deepspeed": cfg.deepspeed} if cfg.deepspeed else {}),
     )
     early = training.early_stopping_callback(cfg.patience) if has_eval and cfg.patience > 0 else None
