@@ -145,8 +145,12 @@ def worker_tuned(args) -> dict:
     # assistant-turn labels from the shared renderer (trl's assistant_only_loss cannot mask this
     # template: no {% generation %} markers, and the fallback tool format is trajtune's own)
     examples, _ = encode_records(tok, read(Path(args.train)), 4096, "drop")
-    cfg = SFTConfig(output_dir=str(OUT / "trl-tuned-run"), max_steps=args.steps, per_device_train_batch_size=args.batch_size,
-                    learning_rate=args.lr, bf16=True, use_cpu=True, gradient_checkpointing=False,
+    # micro-batches as train-sft runs them here (2 records x 4 accumulated = the same 8 a step): one
+    # batch of 8 without checkpointing needs > 24 GB (all-position logits, eager attention) and was
+    # killed by the kernel's OOM killer in the first run of this bench
+    micro = min(args.tuned_micro_batch, args.batch_size)
+    cfg = SFTConfig(output_dir=str(OUT / "trl-tuned-run"), max_steps=args.steps, per_device_train_batch_size=micro,
+                    gradient_accumulation_steps=max(1, args.batch_size // micro), learning_rate=args.lr, bf16=True, use_cpu=True, gradient_checkpointing=False,
                     train_sampling_strategy="group_by_length", max_length=4096,
                     model_init_kwargs={"attn_implementation": "eager"}, report_to="none", save_strategy="no",
                     logging_steps=max(1, args.steps // 5), seed=args.seed, disable_tqdm=True)
@@ -161,7 +165,7 @@ def worker_tuned(args) -> dict:
     tokens = int(trainer._total_train_tokens)
     return {"name": "tuned trl SFTTrainer", "steps": trainer.state.global_step, "tokens": tokens, "train_s": round(secs, 1),
             "tokens_per_s": round(tokens / secs, 1), "peak_rss_mb": peak,
-            "settings": {"bf16": cfg.bf16, "use_cpu": cfg.use_cpu, "gradient_checkpointing": cfg.gradient_checkpointing,
+            "settings": {"micro_batch": micro, "gradient_accumulation_steps": cfg.gradient_accumulation_steps, "bf16": cfg.bf16, "use_cpu": cfg.use_cpu, "gradient_checkpointing": cfg.gradient_checkpointing,
                          "train_sampling_strategy": cfg.train_sampling_strategy, "max_length": cfg.max_length,
                          "attn_implementation": trainer.model.config._attn_implementation, "padding_free": cfg.padding_free,
                          "loss": "assistant turns (pre-tokenized labels)", "base_dtype": base_dtype},
@@ -240,6 +244,8 @@ def main() -> int:
     ap.add_argument("--train", help=argparse.SUPPRESS)
     ap.add_argument("--eval", help=argparse.SUPPRESS)
     ap.add_argument("--micro-batch", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--tuned-micro-batch", type=int, default=2,
+                    help="records per forward pass of the tuned trl peer (gradient accumulation makes up the batch; default 2, train-sft's choice here)")
     args = ap.parse_args()
     if args.only:  # worker process
         res = {"trl": worker_trl, "tuned": worker_tuned, "ours": worker_ours, "ceiling": worker_ceiling}[args.only](args)
@@ -262,13 +268,14 @@ def main() -> int:
         res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
         line = [l for l in res.stdout.splitlines() if l.startswith("RESULT ")]
         if res.returncode != 0 or not line:
-            print(f"{which} failed:\n{res.stderr[-3000:]}", file=sys.stderr)
+            why = "killed by signal %d (-9: most likely the OOM killer)" % -res.returncode if res.returncode < 0 else f"exit {res.returncode}"
+            print(f"{which} failed ({why}):\n{res.stderr[-3000:]}", file=sys.stderr)
             return None
         return json.loads(line[0][7:])
 
     results = {}
     for which in ("trl", "tuned", "ours"):
-        r = worker(which)
+        r = worker(which, *(("--tuned-micro-batch", str(args.tuned_micro_batch)) if which == "tuned" else ()))
         if r is None:
             return 1
         results[which] = r
