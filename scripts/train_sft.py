@@ -98,14 +98,21 @@ def choose_micro_batch(batch_size: int, setting: Union[int, str], per_record_byt
 
 
 def activation_bytes(model: Any, tokens: int) -> int:
-    """Rough activation memory of one forward+backward without checkpointing: per token and layer
-    ~12 hidden-size and 4 intermediate-size fp32 tensors (measured: SmolLM2-135M, 8 x ~1,200 tokens
-    -> ~16 GB resident)."""
+    """Rough activation memory of one record of ``tokens`` tokens, forward+backward without
+    checkpointing: per token and layer ~12 hidden-size and 4 intermediate-size fp32 tensors
+    (measured: SmolLM2-135M, 8 x ~1,200 tokens -> ~16 GB resident). Eager attention also keeps
+    each layer's (heads x tokens x tokens) scores and probabilities for the backward, ~10 bytes an
+    entry (fp32 scores and softmax, its bf16 copy): at 500 tokens that nearly doubles the figure,
+    and a micro-batch sized without it ran train-sft's bench at 13.7 GB instead of ~8."""
     cfg = getattr(model, "config", None)
     layers = getattr(cfg, "num_hidden_layers", 24) or 24
     hidden = getattr(cfg, "hidden_size", 1024) or 1024
     inter = getattr(cfg, "intermediate_size", 4 * hidden) or 4 * hidden
-    return int(tokens * layers * (12 * hidden + 4 * inter) * 4)
+    total = tokens * layers * (12 * hidden + 4 * inter) * 4
+    if getattr(cfg, "_attn_implementation", None) == "eager":
+        heads = getattr(cfg, "num_attention_heads", 16) or 16
+        total += layers * heads * tokens * tokens * 10
+    return int(total)
 
 
 # ---------------------------------------------------------------------------------------------
