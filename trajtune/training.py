@@ -659,7 +659,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = F("auto", help="where to train")
     gradient_checkpointing: Union[bool, Literal["auto"]] = F("auto", help="recompute activations to save memory (slower); auto: on only when the largest batch's activations would not fit in half the free memory")
     logits_at_labels_only: bool = F(True, help="run the vocabulary projection only where there is a label")
-    attn_implementation: Literal["auto", "eager", "sdpa"] = F("auto", help="attention kernel for training: auto = eager on a CPU (1.2x faster than SDPA's CPU kernels in the train-sft profile, README design notes), the model's default (SDPA) on CUDA")
+    attn_implementation: Literal["auto", "eager", "sdpa"] = F("auto", help="attention kernel for training: auto = eager on a CPU (1.10x faster than SDPA's CPU kernels on a train-sft step, more memory: README design notes), the model's default (SDPA) on CUDA")
     # scale-out (GPU clusters; launch with torchrun or accelerate launch)
     deepspeed: Optional[str] = F(None, help="DeepSpeed JSON config (e.g. configs/deepspeed/zero3.json); FSDP comes from the accelerate config")
 
@@ -856,8 +856,10 @@ def attention_for(setting: str, device: str) -> str | None:
 
     On a CPU, ``auto`` is eager attention: SDPA's CPU kernel (flash attention for CPU with a padding
     mask) spent 37% of a train-sft step of the default model in its forward and backward, where
-    eager's two batched matmuls and a softmax cost 16%; the whole step ran 1.20x faster (README
-    design notes, 2 threads). On CUDA the model's default (SDPA / flash) is kept."""
+    eager's two batched matmuls and a softmax cost 16% (1-thread development profile); the whole
+    step runs 1.10x faster with 2 threads (bench/profile_train_sft.py), at the cost of keeping each
+    layer's attention probabilities (train-sft's micro-batch sizing counts them). On CUDA the
+    model's default (SDPA / flash) is kept."""
     if setting == "auto":
         return "eager" if device == "cpu" else None
     return setting
