@@ -856,7 +856,7 @@ def attention_for(setting: str, device: str) -> str | None:
 
     On a CPU, ``auto`` is eager attention: SDPA's CPU kernel (flash attention for CPU with a padding
     mask) spent 37% of a train-sft step of the default model in its forward and backward, where
-    eager's two batched matmuls and a softmax cost 16% (1-thread development profile); the whole
+    eager's two batched matmuls and a softmax cost 16% (1-thread development profiles); the whole
     step runs 1.10x faster with 2 threads (bench/profile_train_sft.py), at the cost of keeping each
     layer's attention probabilities (train-sft's micro-batch sizing counts them). On CUDA the
     model's default (SDPA / flash) is kept."""
