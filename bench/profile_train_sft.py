@@ -16,6 +16,8 @@ positions), bf16 autocast. Each variant runs one warm-up step, then the best of 
   eager_bf16base  frozen base weights stored in bf16 (no per-forward weight casts under autocast), LoRA in fp32
   eager_pack2     2 records packed into one row (position ids restart, block-diagonal causal mask)
   fp32            no autocast, eager (the fp32 reference)
+  eager_compile   eager, the decoder stack under torch.compile (inductor, dynamic shapes); its compile
+                  time is the warm-up step's, printed apart
 
 The profile (torch.profiler, one step) groups self CPU time into base GEMMs, LoRA GEMMs (rank-16
 shapes), attention matmuls, softmax, elementwise, dtype casts and copies, the loss head and the rest.
@@ -42,6 +44,7 @@ VARIANTS = {
     "eager_bf16base": dict(attn="eager", micro=2, bf16_base=True),
     "eager_pack2": dict(attn="eager", micro=2, pack=True),
     "fp32": dict(attn="eager", micro=2, autocast=False),
+    "eager_compile": dict(attn="eager", micro=2, compile=True),
 }
 
 
@@ -93,7 +96,11 @@ def main() -> int:
             for p in m.parameters():
                 if not p.requires_grad:
                     p.data = p.data.to(torch.bfloat16)
-        return m.train()
+        m = m.train()
+        if v.get("compile"):
+            inner = m.base_model.model  # PeftModel -> LoraModel -> the CausalLM: compile its decoder stack
+            inner.model = torch.compile(inner.model, dynamic=True)
+        return m
 
     def packed_loss(model, feats):
         ids = torch.tensor(sum((f["input_ids"] for f in feats), []))[None]
@@ -117,7 +124,9 @@ def main() -> int:
     for name in names:
         v = VARIANTS[name]
         model = load(v)
-        one_step(model, v)  # warm-up
+        t0 = time.perf_counter()
+        one_step(model, v)  # warm-up (a compiled variant compiles here)
+        print(f"  {name:<15} warm-up step {time.perf_counter() - t0:6.1f} s", flush=True)
         times = []
         for _ in range(args.reps):
             t = time.perf_counter()
