@@ -8,8 +8,8 @@ queries); the tool-call path of ``scripts/evaluate.py`` is not involved. Inputs:
   documents ``{"id", "text"}`` (or ``"document"``) in the same file or in ``--corpus``;
 * **task records** (``trajtune generate tasks``, BFCL, ...): the request is the prompt's last user
   turn, the relevant ids are the names of the expected calls' tools (no-call tasks are skipped,
-  counted), the corpus is ``--corpus`` (any tool catalog: OpenAI tools JSON, our YAML) or else
-  every tool the tasks offer. Tools are indexed as ``converters.tool_retrieval.tool_document``
+  counted), the corpus is ``--corpus`` (any tool catalog: OpenAI tools JSON, our YAML; or a JSONL
+  of records, for the union of the tools they offer) or else every tool the tasks offer. Tools are indexed as ``converters.tool_retrieval.tool_document``
   renders them, the text train-embed trains on.
 
 Per query (``predictions.jsonl``, appended as it goes, keyed by model + query, so a re-run skips
@@ -91,7 +91,28 @@ def load_corpus(path: str) -> dict[str, str]:
                     raise DataError(f"duplicate document id {o['id'][:64]!r}", path=row.path, line=row.lineno)
                 docs[o["id"]] = text
             return docs
+        if isinstance(first, dict) and isinstance(first.get("tools"), list):  # records: the tools they offer
+            return offered_tools(path)
     return {tool_fields(t)[0]: tool_document(t) for t in load_tools(p)}
+
+
+def offered_tools(path: str) -> dict[str, str]:
+    """The union of the tools that a JSONL of records (tasks, sft) offers, the first spec of each name
+    kept: ``evaluate TASKS --corpus TASKS`` ranks every tool any task offers (e.g. BFCL's functions)."""
+    from trajtune.converters.tool_retrieval import tool_document, tool_fields
+    from trajtune.jsonl import read_jsonl
+
+    docs: dict[str, str] = {}
+    for row in read_jsonl(path):
+        tools = row.obj.get("tools") if isinstance(row.obj, dict) else None
+        for t in tools if isinstance(tools, list) else []:
+            try:
+                name = tool_fields(t)[0]
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"a tool the record offers is malformed ({exc})", path=row.path, line=row.lineno) from None
+            if name not in docs:
+                docs[name] = tool_document(t)
+    return docs
 
 
 def load_set(tasks: str, corpus: str | None = None, limit: int | None = None) -> RetrievalSet:

@@ -35,3 +35,36 @@ def test_paired_comparison_mcnemar_on_hit1_and_bootstrap_on_mrr():
     assert 0 < lo <= c["mrr@10_diff"] <= hi
     assert compare(base, base)["mcnemar_p"] == 1.0 and compare(base, base)["mrr@10_diff_ci95"] == [0.0, 0.0]
     assert compare(base, tuned) == c  # seeded: the same interval every time
+
+
+def _tool(name, desc):
+    return {"type": "function", "function": {"name": name, "description": desc,
+                                             "parameters": {"type": "object", "properties": {"x": {"type": "string"}}}}}
+
+
+def test_a_records_file_as_corpus_ranks_every_tool_any_record_offers(tmp_path):
+    """`evaluate TASKS --corpus TASKS` (e.g. BFCL's categories concatenated): each query is ranked
+    against the union of all tasks' tools, not only the two its own task offers."""
+    import json
+
+    from trajtune.errors import DataError
+    from trajtune.retrieval import load_set
+
+    rows = [{"id": f"t{i}", "prompt": [{"role": "user", "content": f"please {v} it"}],
+             "tools": [_tool(f"{v}_it", f"{v.capitalize()} it."), _tool("shared", "First spec wins." if i == 0 else "Later.")],
+             "expected": {"calls": [{"name": f"{v}_it", "arguments": {"x": ["a"]}}], "order": "strict"}}
+            for i, v in enumerate(["open", "close", "move"])]
+    rows.append({"id": "none", "prompt": [{"role": "user", "content": "hi"}], "tools": [_tool("wave", "Wave.")],
+                 "expected": {"calls": [], "order": "strict"}})
+    f = tmp_path / "tasks.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rs = load_set(str(f), corpus=str(f))
+    assert set(rs.corpus) == {"open_it", "close_it", "move_it", "shared", "wave"}
+    assert "First spec wins." in rs.corpus["shared"]
+    assert rs.relevant == {"t0": ["open_it"], "t1": ["close_it"], "t2": ["move_it"]}
+    assert rs.skipped == {"no expected call": 1}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "b", "tools": [{"type": "function", "function": {"description": "no name"}}]}) + "\n")
+    with pytest.raises(DataError) as err:
+        load_set(str(f), corpus=str(bad))
+    assert err.value.line == 1
