@@ -29,7 +29,7 @@ TASK_TEMPLATE_SHARE ?= 0.3
 
 # train-sft (LoRA), then train-dpo on top of the SFT adapter
 SFT_CONFIG ?= configs/train_sft/smollm2-135m.yaml
-SFT_STEPS ?= 55
+SFT_STEPS ?= 45
 DPO_CONFIG ?= configs/train_dpo/smollm2-135m.yaml
 DPO_STEPS ?= 5
 
