@@ -113,6 +113,35 @@ class SFTLabelTrainer(Trainer):
                 loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
         return (loss, out) if return_outputs else loss
 
+    # Validation loss, token-weighted like the training loss. The Trainer's evaluation loop averages
+    # per-batch means over records (each batch's mean repeated batch-size times), so the figure
+    # would depend on the eval batch size: micro-batches of 1 record gave a mean of per-record means
+    # (a short reply weighs as much as a long one). Sum token losses and tokens instead.
+    _eval_sums: list | None = None
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        if loss is not None and self._eval_sums is not None:
+            n = int((inputs["labels"][:, 1:] != -100).sum())
+            self._eval_sums[0] += float(loss) * n
+            self._eval_sums[1] += n
+        return loss, logits, labels
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+        self._eval_sums = [0.0, 0]
+        try:
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only=prediction_loss_only,
+                                             ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+            sums = torch.tensor(self._eval_sums, dtype=torch.float64, device=self.args.device)
+        finally:
+            self._eval_sums = None
+        if self.accelerator.num_processes > 1:
+            sums = self.accelerator.reduce(sums, reduction="sum")
+        key = f"{metric_key_prefix}_loss"
+        if key in output.metrics and sums[1] > 0:
+            output.metrics[key] = float(sums[0] / sums[1])
+        return output
+
 
 class SleepPerStep(TrainerCallback):
     """Test hook (TRAJTUNE_TEST_STEP_SLEEP): slow each step so a test can kill the run mid-way."""

@@ -157,10 +157,13 @@ def test_micro_batches_give_the_same_step_as_one_batch(tiny_model, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     runs = {}
-    for micro in (4, 1):
+    for micro in (4, 1):  # validation on the same records: the eval batch is the micro-batch
         runs[micro] = train_sft(_cfg(tiny_model, data, tmp_path / f"m{micro}", max_steps=1, micro_batch_size=micro,
-                                     min_records=4, precision="fp32", lora_dropout=0.0))  # no random dropout masks
+                                     min_records=4, precision="fp32", lora_dropout=0.0,  # no random dropout masks
+                                     eval_data=[str(data)], eval_steps=1, save_steps=1))
     one, split = runs[4], runs[1]
+    # the validation loss is token-weighted too, whatever the eval batch: 4 records at once or one by one
+    assert split["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-4)
     assert one["batch"] == {"records_per_step": 4, "micro_batch_size": 4, "gradient_accumulation_steps": 1,
                             "gradient_checkpointing": False}
     assert split["batch"]["micro_batch_size"] == 1 and split["batch"]["gradient_accumulation_steps"] == 4
