@@ -289,7 +289,7 @@ def progress_callback(log: Callable[[str], None]):
             shown.update({k.split("/")[1]: logs[k] for k in logs if k.startswith("rewards/") and k.endswith("/mean")
                           and isinstance(logs[k], (int, float))})
             if shown:
-                log(f"step {state.global_step}/{state.max_steps} " + " ".join(f"{k}={round(v, 4)}" for k, v in shown.items()))
+                log(f"step {state.global_step}/{state.max_steps} " + " ".join(f"{k}={v:.4g}" for k, v in shown.items()))
 
     return GRPOProgress()
 

@@ -20,6 +20,7 @@ Heavy imports (torch, transformers) happen inside functions.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -411,7 +412,7 @@ def make_run_metrics():
             for k, v in logs.items():
                 if k.startswith("eval_") and isinstance(v, (int, float)):
                     self.extra[k] = float(v)
-            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in logs.items()
+            shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in logs.items()  # 4 significant digits: lr 2e-05, not 0.0
                      if k in ("loss", "grad_norm", "learning_rate", "eval_loss", "epoch") or k.startswith("eval_rewards")}
             if shown:
                 log(f"step {state.global_step}/{state.max_steps} " + " ".join(f"{k}={v}" for k, v in shown.items()))
@@ -738,23 +739,30 @@ def run_training(stage: str, cfg: TrainConfig, kind: str, setup: Any) -> dict:
         log(f"{run_dir} already holds a finished run; nothing to do (use --resume never or a new -o RUN_DIR to train again)")
         summary = json.loads((run_dir / SUMMARY_NAME).read_text("utf-8"))
         return {**summary, "skipped": True, "exit_code": 0}
-    resume_from = find_checkpoint(run_dir, cfg.resume)
-    # 2) data, before any model is loaded
-    data = prepare_data(cfg.data, kind, weights=cfg.weights, eval_data=cfg.eval_data, min_records=cfg.min_records,
-                        allow_unreviewed=cfg.allow_unreviewed, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
-                        auto_split_over=100 if cfg.auto_split else float("inf"))
-    check_eval_save_steps(bool(data.eval), cfg.eval_steps, cfg.save_steps)
-    from trajtune.advice import shortfall
+    fresh = not cfg.output and not reused  # a timestamped folder this run just made
+    try:
+        resume_from = find_checkpoint(run_dir, cfg.resume)
+        # 2) data, before any model is loaded
+        data = prepare_data(cfg.data, kind, weights=cfg.weights, eval_data=cfg.eval_data, min_records=cfg.min_records,
+                            allow_unreviewed=cfg.allow_unreviewed, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
+                            auto_split_over=100 if cfg.auto_split else float("inf"))
+        check_eval_save_steps(bool(data.eval), cfg.eval_steps, cfg.save_steps)
+        from trajtune.advice import shortfall
 
-    if (below := shortfall(kind, data.counts["approved"])) is not None:  # the same words as `trajtune advise`
-        warn(below)
-    precision = choose_precision(cfg.precision, cfg.device)
-    if cfg.method == "qlora" and precision.device != "cuda":
-        raise ConfigError("method: qlora needs a CUDA GPU (bitsandbytes 4-bit); on CPU use method: lora")
-    tb = tensorboard_callback(run_dir)
-    ctx = RunContext(stage, cfg, run_dir, resume_from, data, precision, make_graceful_stop(), make_run_metrics(), tb)
-    # 3) the stage: tokenize, model, Trainer
-    built = setup(ctx)
+        if (below := shortfall(kind, data.counts["approved"])) is not None:  # the same words as `trajtune advise`
+            warn(below)
+        precision = choose_precision(cfg.precision, cfg.device)
+        if cfg.method == "qlora" and precision.device != "cuda":
+            raise ConfigError("method: qlora needs a CUDA GPU (bitsandbytes 4-bit); on CPU use method: lora")
+        tb = tensorboard_callback(run_dir)
+        ctx = RunContext(stage, cfg, run_dir, resume_from, data, precision, make_graceful_stop(), make_run_metrics(), tb)
+        # 3) the stage: tokenize, model, Trainer
+        built = setup(ctx)
+    except BaseException:
+        if fresh:  # bad data or setup: leave no empty runs/<stage>-<time> folder behind
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only when nothing was written to it
+        raise
     trainer, metrics, stopper = built.trainer, ctx.metrics, ctx.stopper
     quiet_trainer(trainer)
     # 4) train (SIGINT/SIGTERM -> checkpoint + clean stop)

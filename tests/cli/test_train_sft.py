@@ -47,17 +47,20 @@ def test_bad_record_fails_with_file_and_line_before_the_model_loads(data, tmp_pa
     lines = data.read_text().splitlines()
     lines[2] = lines[2].replace('"role": "tool"', '"role": "robot"')
     bad.write_text("\n".join(lines) + "\n")
-    res = run(bad, "--model", tmp_path / "no-such-model")  # the model path is never reached
+    res = run(bad, "--model", tmp_path / "no-such-model", cwd=tmp_path)  # the model path is never reached
     assert res.returncode == 1
     assert res.stderr.startswith("Error:") and f"{bad}:3:" in res.stderr
     assert "Traceback" not in res.stderr
+    # no -o: the timestamped run folder it made is removed again, empty, when the data is refused
+    assert not list((tmp_path / "runs").glob("train-sft-*"))
 
 
 def test_too_few_records_is_refused(tmp_path):
     small = sft_records.write(tmp_path / "s.jsonl", 10)
-    res = run(small)
+    res = run(small, cwd=tmp_path)
     assert res.returncode == 1
     assert "only 10 sft records" in res.stderr and "at least 50" in res.stderr
+    assert not list((tmp_path / "runs").glob("train-sft-*"))
 
 
 def test_unknown_key_names_the_nearest_one(data):
