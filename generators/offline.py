@@ -324,11 +324,12 @@ def _run(kind: str, out: str, cfg: GenerateConfig, make: Callable[[int], tuple[d
     summary: dict[str, Any] = {"kind": kind, "backend": "offline", "out": str(out), "target": cfg.count, "seed": cfg.seed,
                                "existing": 0, "written": 0, "dropped_near_duplicates": 0, "invalid": 0,
                                "invalid_reasons": {}, "semantic_rejects": 0, "semantic_reasons": {},
-                               "not_applicable": 0}
+                               "not_applicable": 0, "already_written": 0}
     for b in buckets:
         summary[f"by_{b}"] = {}
     with Appender(out, sync_every=256) as app:
         seen: set[str] = set()
+        prior = set(app.existing_ids)  # a resumed run replays the candidate stream: these are in the file already
         if app.existing:
             for row in read_jsonl(out):
                 try:
@@ -342,7 +343,8 @@ def _run(kind: str, out: str, cfg: GenerateConfig, make: Callable[[int], tuple[d
         while total < cfg.count and i < limit:
             made = make(i)
             i += 1
-            if made is None:
+            if made is None:  # e.g. a failure kind this instance cannot show
+                summary["not_applicable"] += 1
                 continue
             if isinstance(made, Rejected):
                 if made.gate == "semantic":
@@ -352,9 +354,10 @@ def _run(kind: str, out: str, cfg: GenerateConfig, make: Callable[[int], tuple[d
                     summary["not_applicable"] += 1
                 continue
             rec, key = made
-            if rec["id"] in app.existing_ids:
+            if rec["id"] in prior:
+                summary["already_written"] += 1
                 continue
-            if key in seen:
+            if key in seen or rec["id"] in app.existing_ids:  # a near or an exact duplicate of this run's records
                 summary["dropped_near_duplicates"] += 1
                 continue
             problem = check(rec)
@@ -372,9 +375,11 @@ def _run(kind: str, out: str, cfg: GenerateConfig, make: Callable[[int], tuple[d
                 progress(total, cfg.count)
         summary["candidates"] = i
     summary["total"] = total
-    # the APIGen-style table: how many candidates each quality gate refused
+    # the APIGen-style table: how many candidates each quality gate refused; with the candidates a
+    # shape (or failure kind) could not make here and (resumed) those already in the file, it adds up
     summary["gates"] = {"format": summary["invalid"], "semantic": summary["semantic_rejects"],
-                        "dedup": summary["dropped_near_duplicates"], "passed": summary["written"]}
+                        "dedup": summary["dropped_near_duplicates"], "passed": summary["written"],
+                        "not_applicable": summary["not_applicable"], "already_written": summary["already_written"]}
     summary["short"] = max(0, cfg.count - total)
     return summary
 

@@ -216,8 +216,10 @@ def render(s: dict, cfg: Any) -> None:
             table.add_row(key[3:].replace("_", " "), ", ".join(f"{k}: {v}" for k, v in sorted(s[key].items())))
     if s.get("gates"):
         g = s["gates"]
-        table.add_row("quality gates", f"format rejected {g['format']}, semantic rejected {g['semantic']}, "
-                                       f"duplicates dropped {g['dedup']}, passed {g['passed']}")
+        extra = "".join(f", {label} {g[k]}" for k, label in (("not_applicable", "not applicable (a shape or failure kind not possible here)"),
+                                                              ("already_written", "already in the file")) if g.get(k))
+        table.add_row("quality gates", f"{s.get('candidates', '?')} candidates: format rejected {g['format']}, semantic "
+                                       f"rejected {g['semantic']}, duplicates dropped {g['dedup']}, passed {g['passed']}{extra}")
     for key in ("existing", "written", "total", "target", "dropped_near_duplicates", "invalid",
                 "rejected", "failed", "requests", "retries", "prompt_tokens", "completion_tokens", "ties",
                 "flat_groups", "pass_rate", "mean_reward"):
@@ -281,6 +283,10 @@ def run_tools(cfg: ToolsConfig) -> dict:
             if why:
                 problems.append((t.source, None, f"tool {t.name!r}: the phrasing grammar cannot phrase it: {why} "
                                                  "(give it a description starting with a verb, or templates)"))
+            elif bad := sampled_value_problem(t):
+                problems.append((t.source, None, f"tool {t.name!r}: values sampled for it fail its own schema ({bad}); "
+                                                 "its records would be dropped at the format gate (give the parameter "
+                                                 "bounds its values can meet, or templates)"))
     summary: dict[str, Any] = {
         "tools": [t.openai()["function"] | {"category": t.category} for t in cat.tools.values()],
         "problems": [{"file": f, "line": ln, "message": m} for f, ln, m in problems],
@@ -288,6 +294,23 @@ def run_tools(cfg: ToolsConfig) -> dict:
     if problems:  # a domain error: exit 1
         summary["exit_code"] = 1
     return summary
+
+
+def sampled_value_problem(tool: Any, tries: int = 20) -> str | None:
+    """The first schema problem of arguments sampled for ``tool`` as the generator samples them
+    (every parameter, ``tries`` seeds), or None: a name rule can fight a schema's own bounds."""
+    import random
+
+    from trajtune.generators.values import sample
+
+    props = tool.parameters.get("properties") or {}
+    for seed in range(tries):
+        rng = random.Random(seed)
+        args = {p: sample(p, s if isinstance(s, dict) else {}, rng) for p, s in props.items()}
+        problems = tool.check(args)
+        if problems:
+            return str(problems[0])[:200]
+    return None
 
 
 def render_tools(s: dict, cfg: ToolsConfig) -> None:

@@ -63,6 +63,10 @@ def test_rerun_appends_only_missing_records(tmp_path, src):
     assert (first["written"], again["written"], again["existing"]) == (10, 0, 10)
     more = generate_trajectories(TrajectoriesConfig(count=25), str(p), sources=src)
     assert (more["existing"], more["written"], more["total"]) == (10, 15, 25)
+    # the gate table adds up to the candidates drawn: the resumed run replays the stream past the 10 in the file
+    for s in (first, more):
+        assert sum(s["gates"].values()) == s["candidates"], s["gates"]
+    assert first["gates"]["already_written"] == 0 and more["gates"]["already_written"] == 10
     ids = [r["id"] for r in _rows(p)]
     assert len(ids) == len(set(ids)) == 25
     ref = tmp_path / "ref.jsonl"

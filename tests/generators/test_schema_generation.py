@@ -100,6 +100,7 @@ def test_openai_tools_catalog_gives_valid_records_of_every_shape_with_every_valu
     # no templates apply to this catalog: every record comes from the grammar, in every shape it allows
     assert set(s["by_shape"]) >= {"single", "choose", "parallel", "parallel_multi", "irrelevance", "missing_info", "typed"}
     assert s["gates"]["passed"] == 150 and s["gates"]["format"] == 0
+    assert sum(s["gates"].values()) == s["candidates"]  # every candidate drawn is counted once
     assert json.loads((tmp_path / "train.gates.json").read_text())["gates"] == s["gates"]
     recs = _read(out)
     names = {t["function"]["name"] for t in OPENAI_TOOLS}
@@ -352,3 +353,21 @@ def test_a_malformed_openapi_document_is_one_error_line(tmp_path):
                                                                           "parameters": [{"name": "q", "in": "query", "schema": "str"}]}}}}))
     r = cli("generate", "tools", "--check", "--catalog", str(p))
     assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+
+
+def test_check_reports_a_tool_whose_sampled_values_fail_its_own_schema(tmp_path):
+    """A one-item array (the sampler asks for 2+ items at the top level) or a tiny float range
+    (rounding can leave it): the format gate would drop every such record silently; --check says so."""
+    def tool(name, desc, prop):
+        return {"type": "function", "function": {"name": name, "description": desc, "parameters": {
+            "type": "object", "properties": {"x": prop}, "required": ["x"]}}}
+
+    good = [tool("get_forecast", "Get the weather forecast for a city.", {"type": "string", "description": "city"})]
+    p = tmp_path / "tools.json"
+    p.write_text(json.dumps(good))
+    assert cli("generate", "tools", "--check", "--catalog", str(p)).exit_code == 0
+    p.write_text(json.dumps(good + [tool("tag_files", "Tag the given files.", {"type": "array", "items": {"type": "string"}, "maxItems": 1})]))
+    r = cli("generate", "tools", "--check", "--catalog", str(p), "--json")
+    assert r.exit_code == 1
+    msgs = [x["message"] for x in json.loads(r.stdout)["problems"]]
+    assert len(msgs) == 1 and "'tag_files'" in msgs[0] and "fail its own schema" in msgs[0]  # the good tool is not blamed
