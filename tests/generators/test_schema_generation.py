@@ -356,8 +356,8 @@ def test_a_malformed_openapi_document_is_one_error_line(tmp_path):
 
 
 def test_check_reports_a_tool_whose_sampled_values_fail_its_own_schema(tmp_path):
-    """A one-item array (the sampler asks for 2+ items at the top level) or a tiny float range
-    (rounding can leave it): the format gate would drop every such record silently; --check says so."""
+    """A one-item array (the sampler asks for 2+ items at the top level): the format gate would drop
+    every record calling the tool, silently; --check names the tool, and only that one."""
     def tool(name, desc, prop):
         return {"type": "function", "function": {"name": name, "description": desc, "parameters": {
             "type": "object", "properties": {"x": prop}, "required": ["x"]}}}
