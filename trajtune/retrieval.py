@@ -9,8 +9,8 @@ queries); the tool-call path of ``scripts/evaluate.py`` is not involved. Inputs:
 * **task records** (``trajtune generate tasks``, BFCL, ...): the request is the prompt's last user
   turn, the relevant ids are the names of the expected calls' tools (no-call tasks are skipped,
   counted), the corpus is ``--corpus`` (any tool catalog: OpenAI tools JSON, our YAML; or a JSONL
-  of records, for the union of the tools they offer) or else every tool the tasks offer. Tools are indexed as ``converters.tool_retrieval.tool_document``
-  renders them, the text train-embed trains on.
+  of records, for the union of the tools they offer) or else every tool the tasks offer. Tools are
+  indexed as ``converters.tool_retrieval.tool_document`` renders them, the text train-embed trains on.
 
 Per query (``predictions.jsonl``, appended as it goes, keyed by model + query, so a re-run skips
 what is done): the top 10 ids, the rank of the first relevant document, hit@1, recall@1/5/10
@@ -99,25 +99,31 @@ def load_corpus(path: str) -> dict[str, str]:
 def offered_tools(path: str) -> dict[str, str]:
     """The union of the tools that a JSONL of records (tasks, sft) offers, the first spec of each name
     kept: ``evaluate TASKS --corpus TASKS`` ranks every tool any task offers (e.g. BFCL's functions)."""
-    from trajtune.converters.tool_retrieval import tool_document, tool_fields
     from trajtune.jsonl import read_jsonl
 
     docs: dict[str, str] = {}
     for row in read_jsonl(path):
-        tools = row.obj.get("tools") if isinstance(row.obj, dict) else None
-        for t in tools if isinstance(tools, list) else []:
-            try:
-                name = tool_fields(t)[0]
-            except (TypeError, ValueError) as exc:
-                raise DataError(f"a tool the record offers is malformed ({exc})", path=row.path, line=row.lineno) from None
-            if name not in docs:
-                docs[name] = tool_document(t)
+        add_offered(docs, row)
     return docs
+
+
+def add_offered(docs: dict[str, str], row: Any) -> None:
+    """Add the tools one record offers to ``docs`` (name -> indexed text); a name seen before keeps its first spec."""
+    from trajtune.converters.tool_retrieval import tool_document, tool_fields
+
+    tools = row.obj.get("tools") if isinstance(row.obj, dict) else None
+    for t in tools if isinstance(tools, list) else []:
+        try:
+            name = tool_fields(t)[0]
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"a tool the record offers is malformed ({exc})", path=row.path, line=row.lineno) from None
+        if name not in docs:
+            docs[name] = tool_document(t)
 
 
 def load_set(tasks: str, corpus: str | None = None, limit: int | None = None) -> RetrievalSet:
     """Queries, relevant ids and corpus from a retrieval file or task records (module doc)."""
-    from trajtune.converters.tool_retrieval import requests_and_calls, tool_document, tool_fields
+    from trajtune.converters.tool_retrieval import requests_and_calls
     from trajtune.jsonl import read_jsonl
     from trajtune.records import schema_error
 
@@ -142,8 +148,7 @@ def load_set(tasks: str, corpus: str | None = None, limit: int | None = None) ->
             if bad:
                 raise DataError(f"not a valid task ({bad[1]}: {bad[0][:200]})", path=row.path, line=row.lineno,
                                 hint="run `trajtune validate` on the file")
-            for t in o.get("tools") or []:
-                offered.setdefault(tool_fields(t)[0], tool_document(t))
+            add_offered(offered, row)
             pairs = requests_and_calls(o)
             if not pairs:
                 rs.skipped["no expected call"] = rs.skipped.get("no expected call", 0) + 1
@@ -164,7 +169,9 @@ def load_set(tasks: str, corpus: str | None = None, limit: int | None = None) ->
             rs.queries[qid], rs.relevant[qid] = text, rel
             rs.meta[qid] = o.get("metadata") if isinstance(o.get("metadata"), dict) else {}
             where[qid] = (row.path, row.lineno)
-    if corpus:
+    if corpus and Path(corpus).resolve() == Path(tasks).resolve():  # the tasks' own tools: already read
+        rs.corpus.update(offered)
+    elif corpus:
         rs.corpus.update(load_corpus(corpus))
     elif not rs.corpus:
         rs.corpus = offered
