@@ -263,7 +263,28 @@ def multi_request(clauses: list[str], rng: random.Random, split: str = "train") 
     if len(clauses) == 2:
         return MULTI_FRAMES[i].format(A=_cap(clauses[0]), a=clauses[0], B=_cap(clauses[1]), b=clauses[1]), i
     head = ", ".join(clauses[:-1]) + ", and " + clauses[-1]
-    return rng.choice(["Please do all of these: ", "I need several things: ", "Can you "]) + head + ".", i
+    j = rng.choice(split_frames(MANY_HEADS, split))
+    return MANY_HEADS[j].format(all=head), i
+
+
+# three or more requests in one turn
+MANY_HEADS = ["Please do all of these: {all}.", "I need several things: {all}.", "Can you {all}?",
+              "Here is my list: {all}.", "A few tasks for you: {all}."]
+# a request whose second call uses a value the first call returns (multi-step)
+THEN_FRAMES = [
+    "{A}, then {b} using the {np} it returns.", "First {a}. After that, {b}, with the {np} from that result.",
+    "Please {a}; once you have the {np}, {b}.", "{A} and then {b} with the {np} you get back.",
+    "Start here: {a}. Take the {np} from the answer and {b}.",
+    "I need you to {a}; use the {np} it gives you to {b}.", "Could you {a}, then {b} based on the returned {np}?",
+    "{A}. Next, {b} using that {np}.", "Step one: {a}. Step two: {b} with the {np} from step one.",
+    "{A}, and with the {np} from that, {b}.",
+]
+
+
+def then_request(first: str, second: str, np: str, rng: random.Random, split: str = "train") -> tuple[str, int]:
+    """A two-step request: the second call takes ``np`` from the first call's result; (text, frame index)."""
+    i = rng.choice(split_frames(THEN_FRAMES, split))
+    return THEN_FRAMES[i].format(A=_cap(first), a=first, b=second, np=np), i
 
 
 def plural(np: str) -> str:
@@ -331,15 +352,23 @@ def _norm(s: str) -> str:
     return " ".join(str(s).lower().split())
 
 
+def _whole(needle: str, text: str) -> bool:
+    """``needle`` occurs in ``text`` not as part of a longer word ("red" is not in "ordered")."""
+    if not needle:
+        return True
+    return re.search(("" if not needle[0].isalnum() else r"(?<!\w)") + re.escape(needle)
+                     + ("" if not needle[-1].isalnum() else r"(?!\w)"), text) is not None
+
+
 def stated(value: Any, text: str, param: str = "", np: str = "") -> bool:
     """Is ``value`` stated in ``text`` (strings verbatim, numbers as written, booleans by name)?"""
     low = _norm(text)
     if isinstance(value, bool):
-        return any(w in low for w in (words(param) + np.lower().split()) if len(w) > 2)
+        return any(_whole(w, low) for w in (words(param) + np.lower().split()) if len(w) > 2)
     if isinstance(value, (int, float)):
         return re.search(r"(?<![\w.])" + re.escape(value_text(value)) + r"(?![\w]|\.\d)", low) is not None
     if isinstance(value, str):
-        return _norm(value) in low
+        return _whole(_norm(value), low)
     if isinstance(value, list):
         return all(stated(v, text, param, np) for v in value)
     if isinstance(value, dict):

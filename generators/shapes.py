@@ -366,11 +366,9 @@ class Engine:
         second = it2.vp + (f" with {phrasing.join([phrasing.arg_phrase(it2, k, v, rng) for k, v in rest.items()], rng)}" if rest else "")
         np = it2.np.get(param) or param
         first = phrasing.clause(self.intent(prod), c1["arguments"], rng)
-        user = rng.choice([f"{first[:1].upper() + first[1:]}, then {second} using the {np} it returns.",
-                           f"First {first}. After that, {second}, with the {np} from that result.",
-                           f"Please {first}; once you have the {np}, {second}."])
+        user, frame = phrasing.then_request(first, second, np, rng, self.frames)
         extra = self._distractors([prod, cons], rng, rng.choice([0, 1]), lookalike=False)
-        ep = Episode("multi_step", self._offer([prod, cons], extra, rng), user, [[c1], [c2]], frame=0, target=prod,
+        ep = Episode("multi_step", self._offer([prod, cons], extra, rng), user, [[c1], [c2]], frame=frame, target=prod,
                      omitted={0: om1, 1: om2})
         return self._finish(ep, rng)
 
@@ -382,15 +380,17 @@ class Engine:
         return got
 
     def _outside(self) -> list[Tool]:
-        """Requests no tool of a one-domain catalog serves: the synthetic APIs' training tools."""
+        """Requests no tool of a one-domain catalog serves: the synthetic APIs (seed 0) of this split,
+        their held-out families for the eval split, the others for training."""
         if self._outside_tools is None:
             from trajtune.generators.synth import synthesize
             from trajtune.generators.toolsrc import parse
 
             found, _ = parse(synthesize(None, 0))
+            want_eval = self.split == "eval"
             self._outside_tools = [Tool(name=f["name"], description=f["description"], category=f["category"],
                                         parameters=f["parameters"], result_schema=f.get("result"), meta=f.get("meta") or {})
-                                   for f in found if (f.get("meta") or {}).get("split") != "eval"]
+                                   for f in found if ((f.get("meta") or {}).get("split") == "eval") == want_eval]
         return self._outside_tools
 
     def _irrelevance(self, rng: random.Random) -> Episode | None:
@@ -548,18 +548,20 @@ def rejected_turn(engine: Engine, ep: Episode, step: int, ftype: str, rng: rando
     """A failing assistant turn (message, failure type) for the turn at ``step``; None when not applicable."""
     from trajtune.chat import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, format_tool_call
 
+    # the rejected turn's call ids continue the conversation's, as the chosen turn's do
+    first = sum(len(t) for t in ep.turns[:step]) + 1
     if ep.shape in NOCALL_SHAPES:
         if ep.shape == "irrelevance":
             t = rng.choice(ep.offered)
             a, _ = engine.args(t, rng, optional_share=0.0)
-            return _call_msg([{"name": t.name, "arguments": a}], 1), "unneeded_call"
+            return _call_msg([{"name": t.name, "arguments": a}], first), "unneeded_call"
         t = ep.target
         a, _ = engine.args(t, rng, optional_share=0.0)
-        return _call_msg([{"name": t.name, "arguments": a}], 1), "invented_argument"
+        return _call_msg([{"name": t.name, "arguments": a}], first), "invented_argument"
     turn = ep.turns[step]
     if len(turn) > 1 and rng.random() < 0.35:
         k = rng.randrange(len(turn))
-        return _call_msg([c for i, c in enumerate(turn) if i != k], 1), "partial_calls"
+        return _call_msg([c for i, c in enumerate(turn) if i != k], first), "partial_calls"
     i = rng.randrange(len(turn))
     call = turn[i]
     name, args = call["name"], call["arguments"]
@@ -578,7 +580,7 @@ def rejected_turn(engine: Engine, ep: Episode, step: int, ftype: str, rng: rando
             return None
         t = rng.choice(alts)
         a, _ = engine.args(t, rng, optional_share=0.0)
-        return _call_msg(others({"name": t.name, "arguments": a}), 1), ftype
+        return _call_msg(others({"name": t.name, "arguments": a}), first), ftype
     if ftype == "missing_required_arg":
         if not required:
             return None
@@ -601,7 +603,7 @@ def rejected_turn(engine: Engine, ep: Episode, step: int, ftype: str, rng: rando
         for _ in range(6):
             v = sample(k, props.get(k) or {}, rng)
             if v != args[k]:
-                return _call_msg(others({"name": name, "arguments": {**args, k: v}}), 1), ftype
+                return _call_msg(others({"name": name, "arguments": {**args, k: v}}), first), ftype
         return None
     if ftype == "hallucinated_tool":
         fake = rng.choice([name + "_tool", "get_" + name.split(".")[-1], name.replace("get", "fetch") if "get" in name else name + "_v3"])

@@ -200,33 +200,90 @@ def string_value(name: str, schema: dict, rng: random.Random) -> str:
     return rng.choice(WORDS)
 
 
-def _number_bounds(schema: dict, name: str) -> tuple[float, float]:
-    lo = schema.get("minimum", schema.get("exclusiveMinimum"))
-    hi = schema.get("maximum", schema.get("exclusiveMaximum"))
+def _number_bounds(schema: dict, name: str) -> tuple[float, float, bool, bool]:
+    """(low, high, low exclusive, high exclusive): the schema's bounds, name rules for a side it leaves open.
+
+    ``exclusiveMinimum``/``exclusiveMaximum`` are numbers (JSON Schema 2019+) or booleans that qualify
+    ``minimum``/``maximum`` (draft 4, OpenAPI 3.0). A name rule never crosses a bound the schema sets.
+    """
+    def side(bound: str, excl: str) -> tuple[float | None, bool]:
+        v, x = schema.get(bound), schema.get(excl)
+        if isinstance(x, bool):
+            return (v, x) if _num(v) else (None, False)
+        if _num(x) and (not _num(v) or (x >= v if bound == "minimum" else x <= v)):
+            return x, True
+        return (v, False) if _num(v) else (None, False)
+
+    lo, lo_x = side("minimum", "exclusiveMinimum")
+    hi, hi_x = side("maximum", "exclusiveMaximum")
     ws = set(words(name))
-    if lo is None:
-        lo = -90 if ws & {"lat", "latitude"} else -180 if ws & {"lon", "lng", "longitude"} else 0
-    if hi is None:
-        if ws & {"lat", "latitude"}:
-            hi = 90
-        elif ws & {"lon", "lng", "longitude"}:
-            hi = 180
-        elif ws & {"rate", "probability", "ratio", "fraction", "share"}:
-            hi = 1
-        elif ws & {"percent", "percentage", "age"}:
-            hi = 100
-        elif ws & {"year"}:
-            lo, hi = max(lo, 1950), 2030
-        elif ws & {"limit", "count", "days", "hours", "page", "size", "quantity", "guests", "nights", "rooms", "top"}:
-            lo, hi = max(lo, 1), 30
+    rlo, rhi = 0.0, None  # the name's rule
+    if ws & {"lat", "latitude"}:
+        rlo, rhi = -90, 90
+    elif ws & {"lon", "lng", "longitude"}:
+        rlo, rhi = -180, 180
+    elif ws & {"rate", "probability", "ratio", "fraction", "share"}:
+        rhi = 1
+    elif ws & {"percent", "percentage", "age"}:
+        rhi = 100
+    elif ws & {"year"}:
+        rlo, rhi = 1950, 2030
+    elif ws & {"limit", "count", "days", "hours", "page", "size", "quantity", "guests", "nights", "rooms", "top"}:
+        rlo, rhi = 1, 30
+    wide = 500 if schema.get("type") == "number" else 100
+    if lo is None and hi is None:
+        lo, hi = rlo, rhi if rhi is not None else max(rlo + 10, wide)
+    elif lo is None:
+        lo = rlo if rlo < hi else hi - wide
+    elif hi is None:
+        if rhi is not None and lo < rhi:
+            lo, hi = max(lo, rlo), rhi
         else:
-            hi = max(lo + 10, 500 if schema.get("type") == "number" else 100)
-    return float(lo), float(hi)
+            hi = max(lo + 10, wide)
+    return float(lo), float(hi), lo_x, hi_x
 
 
-def _exclusive(schema: dict, v: float) -> bool:
-    return ("exclusiveMinimum" in schema and v <= schema["exclusiveMinimum"]) or \
-        ("exclusiveMaximum" in schema and v >= schema["exclusiveMaximum"])
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _in_bounds(v: float, lo: float, hi: float, lo_x: bool, hi_x: bool) -> bool:
+    return (v > lo if lo_x else v >= lo) and (v < hi if hi_x else v <= hi)
+
+
+def _integer(schema: dict, name: str, rng: random.Random) -> int:
+    import math
+
+    lo, hi, lo_x, hi_x = _number_bounds(schema, name)
+    ilo = math.floor(lo) + 1 if lo_x else math.ceil(lo)
+    ihi = math.ceil(hi) - 1 if hi_x else math.floor(hi)
+    ihi = max(ilo, ihi)
+    m = schema.get("multipleOf")
+    if isinstance(m, int) and not isinstance(m, bool) and m > 0:
+        klo, khi = -(-ilo // m), ihi // m
+        return m * rng.randint(klo, max(klo, khi))
+    return rng.randint(ilo, ihi)
+
+
+def _number(schema: dict, name: str, rng: random.Random) -> float:
+    lo, hi, lo_x, hi_x = _number_bounds(schema, name)
+    m = schema.get("multipleOf")
+    if _num(m) and m > 0:
+        import math
+
+        klo, khi = math.ceil(lo / m), math.floor(hi / m)
+        k = rng.randint(klo, max(klo, khi))
+        places = max(0, -math.floor(math.log10(m))) if m < 1 else 0
+        return round(k * m, places + 2)
+    digits = 4 if hi - lo <= 1 else 1 if hi - lo > 100 else 2
+    v = (lo + hi) / 2
+    for _ in range(12):  # a float a user would write, inside the bounds, not a whole number (type fidelity)
+        x = round(rng.uniform(lo, hi), rng.choice([1, digits]))
+        if _in_bounds(x, lo, hi, lo_x, hi_x):
+            v = x
+            if x != int(x):
+                break
+    return v
 
 
 def sample(name: str, schema: dict, rng: random.Random, depth: int = 0) -> Any:
@@ -246,30 +303,17 @@ def sample(name: str, schema: dict, rng: random.Random, depth: int = 0) -> Any:
                 return sample(name, schema[key][0], rng, depth)
         t = "object" if "properties" in schema else "string"
     if t == "integer":
-        lo, hi = _number_bounds(schema, name)
-        lo, hi = int(-(-lo // 1)), int(hi // 1)
-        for _ in range(10):
-            v = rng.randint(lo, max(lo, hi))
-            if not _exclusive(schema, v):
-                break
-        if "multipleOf" in schema and isinstance(schema["multipleOf"], int) and schema["multipleOf"] > 0:
-            v -= v % schema["multipleOf"]
-        return v
+        return _integer(schema, name, rng)
     if t == "number":
-        lo, hi = _number_bounds(schema, name)
-        digits = 4 if hi - lo <= 1 else 1 if hi - lo > 100 else 2
-        for _ in range(10):
-            v = round(rng.uniform(lo, hi), rng.choice([1, digits]))
-            if not _exclusive(schema, v) and v != int(v):
-                break
-        return v
+        return _number(schema, name, rng)
     if t == "boolean":
         return rng.random() < 0.6
     if t == "array":
         items = schema.get("items") if isinstance(schema.get("items"), dict) else {"type": "string"}
-        lo = int(schema.get("minItems", 2 if depth == 0 else 1))
-        hi = int(schema.get("maxItems", max(lo, 3)))
-        n = rng.randint(max(1, lo), max(1, lo, min(hi, 4)))
+        hi = schema.get("maxItems")
+        lo = int(schema.get("minItems", min(2 if depth == 0 else 1, hi) if isinstance(hi, int) else 2 if depth == 0 else 1))
+        hi = int(hi) if isinstance(hi, int) else max(lo, 3)
+        n = rng.randint(max(1, lo), max(1, lo, min(hi, 4))) if hi >= 1 else 0
         item_name = name[:-1] if name.endswith("s") else name
         out: list[Any] = []
         for _ in range(n * 3):

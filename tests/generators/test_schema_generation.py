@@ -356,7 +356,7 @@ def test_a_malformed_openapi_document_is_one_error_line(tmp_path):
 
 
 def test_check_reports_a_tool_whose_sampled_values_fail_its_own_schema(tmp_path):
-    """A one-item array (the sampler asks for 2+ items at the top level): the format gate would drop
+    """A string with a ``pattern`` (the sampler does not read patterns): the format gate would drop
     every record calling the tool, silently; --check names the tool, and only that one."""
     def tool(name, desc, prop):
         return {"type": "function", "function": {"name": name, "description": desc, "parameters": {
@@ -366,8 +366,64 @@ def test_check_reports_a_tool_whose_sampled_values_fail_its_own_schema(tmp_path)
     p = tmp_path / "tools.json"
     p.write_text(json.dumps(good))
     assert cli("generate", "tools", "--check", "--catalog", str(p)).exit_code == 0
-    p.write_text(json.dumps(good + [tool("tag_files", "Tag the given files.", {"type": "array", "items": {"type": "string"}, "maxItems": 1})]))
+    p.write_text(json.dumps(good + [tool("tag_files", "Tag the given files.", {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{4}$"})]))
     r = cli("generate", "tools", "--check", "--catalog", str(p), "--json")
     assert r.exit_code == 1
     msgs = [x["message"] for x in json.loads(r.stdout)["problems"]]
     assert len(msgs) == 1 and "'tag_files'" in msgs[0] and "fail its own schema" in msgs[0]  # the good tool is not blamed
+
+
+@pytest.mark.parametrize("name,schema", [
+    ("percent", {"type": "number", "minimum": 200}),  # the name's rule (0-100) must not cross the schema's minimum
+    ("year", {"type": "integer", "maximum": 1900}),
+    ("limit", {"type": "integer", "minimum": 0, "maximum": 3}),
+    ("x", {"type": "integer", "minimum": 7, "multipleOf": 5}),  # a multiple below the minimum was possible
+    ("rate", {"type": "number", "minimum": 0, "maximum": 0.95}),  # rounding past the maximum
+    ("x", {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}),
+    ("x", {"type": "integer", "minimum": 0, "exclusiveMinimum": True, "maximum": 3, "exclusiveMaximum": True}),  # OpenAPI 3.0
+    ("price", {"type": "number", "minimum": 0, "multipleOf": 0.01}),
+    ("tags", {"type": "array", "items": {"type": "string"}, "maxItems": 1}),  # 2+ items were asked for
+    ("lat", {"type": "number", "minimum": 10}),
+])
+def test_sampled_values_meet_the_schema_bounds_whatever_the_parameter_name_suggests(name, schema):
+    from trajtune.generators.values import sample
+    from trajtune.jsonschemas import arg_schema
+
+    modern = dict(schema)  # draft 4's boolean exclusive bounds, in the 2020-12 form the checker reads
+    for b, x in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if modern.get(x) is True:
+            modern[x] = modern.pop(b)
+    check = arg_schema(modern)
+    assert check.schema_error is None
+    got = [sample(name, schema, random.Random(seed)) for seed in range(200)]
+    assert [v for v in got if not check.is_valid(v)] == []
+    if schema.get("type") == "number" and "multipleOf" not in schema:
+        assert sum(v != int(v) for v in got) > 150  # floats stay floats (type fidelity)
+
+
+def test_multi_step_requests_use_held_out_frames_for_eval_and_rejected_calls_continue_the_ids(tmp_path):
+    p = tmp_path / "mcp.json"
+    p.write_text(json.dumps(MCP_RESULT))
+    cat = load_catalog(str(p))
+    seen = {}
+    for split in ("train", "eval"):
+        engine = shapes.Engine(cat, split=split, shares={"multi_step": 1.0})
+        rng = random.Random(3)
+        eps = [ep for ep in (engine.episode(rng)[0] for _ in range(80)) if ep is not None and ep.shape == "multi_step"]
+        assert len(eps) > 20
+        seen[split] = {ep.frame for ep in eps}
+        assert seen[split] <= set(phrasing.split_frames(phrasing.THEN_FRAMES, split))
+        if split == "train":  # a failing second step: its ids follow the first step's, as the chosen turn's do
+            bad = [shapes.rejected_turn(engine, ep, 1, "wrong_value", rng) for ep in eps[:10]]
+            ids = [[c["id"] for c in b[0]["tool_calls"]] for b in bad if b is not None]
+            assert ids and all(i == ["call_2"] for i in ids)
+    assert seen["train"] and seen["eval"] and not seen["train"] & seen["eval"]
+
+
+def test_semantic_gate_needs_a_value_as_whole_words_not_inside_another_word():
+    assert phrasing.stated("red", "Paint the fence red, please.")
+    assert not phrasing.stated("red", "Show what I ordered yesterday.")
+    assert not phrasing.stated("Oslo", "Find flights to Oslobodenje.")
+    assert phrasing.stated("/srv/amber/data.csv", "Open /srv/amber/data.csv now")
+    assert phrasing.stated(True, "and include archived items", "include_archived")
+    assert not phrasing.stated(True, "the archivedness of it", "archived")
