@@ -34,8 +34,7 @@ from trajtune.generators.templates import Instance, NoCall, Template, TemplateSe
 from trajtune.records import content_id, normalize_text
 
 DEFAULT_SYSTEM = "You are a software engineering agent. Use a tool when it helps; otherwise answer directly."
-FAILURE_TYPES = ("wrong_tool", "missing_required_arg", "wrong_type", "wrong_value", "hallucinated_tool",
-                 "malformed_json", "truncated_json", "chatter")
+FAILURE_TYPES = shapes.PREF_FAILURES
 NOCALL_CATEGORY = "chat"
 
 
@@ -587,6 +586,24 @@ def _rejected(kind: str, src: Sources, inst: Instance, step: int, tools: list[di
         bad[k] = rng.choice(alts)
         return {"role": "assistant", "content": thought or None, "tool_calls": [
             {"id": f"call_{step + 1}", "type": "function", "function": {"name": name, "arguments": bad}}]}
+    if kind == "extra_argument":
+        got = shapes.extra_argument(props, args, rng)
+        if got is None:
+            return None
+        return {"role": "assistant", "content": thought or None, "tool_calls": [
+            {"id": f"call_{step + 1}", "type": "function", "function": {"name": name, "arguments": {**args, got[0]: got[1]}}}]}
+    if kind == "extra_call":  # the right call and one more nobody asked for
+        others = [n for n in offered if n != name]
+        if not others:
+            return None
+        other = rng.choice(others)
+        oparams = src.catalog[other].parameters
+        oargs = {r: _placeholder(oparams["properties"][r], inst.values, rng) for r in oparams.get("required") or []}
+        if src.catalog[other].check(oargs):
+            return None
+        return {"role": "assistant", "content": thought or None, "tool_calls": [
+            {"id": f"call_{step + 1}", "type": "function", "function": {"name": name, "arguments": args}},
+            {"id": f"call_{step + 2}", "type": "function", "function": {"name": other, "arguments": oargs}}]}
     if kind == "hallucinated_tool":
         fakes = [f for f in _FAKE_NAMES.get(name, [name + "_tool"]) if f not in offered]
         if not fakes:

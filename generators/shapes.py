@@ -541,7 +541,26 @@ def semantic_problem(engine: Engine, ep: Episode) -> str | None:
 # ----------------------------------------------------------------------- preferences
 
 PREF_FAILURES = ("wrong_tool", "missing_required_arg", "wrong_type", "wrong_value", "hallucinated_tool",
-                 "malformed_json", "truncated_json", "chatter")
+                 "malformed_json", "truncated_json", "chatter", "extra_argument", "extra_call")
+# keys a model invents when a tool has no unused optional parameter (extra_argument)
+EXTRA_KEYS = ("version", "mode", "format", "verbose", "force", "region", "priority", "notes")
+
+
+def extra_argument(props: dict, args: dict, rng: random.Random) -> tuple[str, Any] | None:
+    """(key, value) a request did not ask for: an unused optional parameter with a value other than
+    its default, or else an invented key; the mirror image of missing_required_arg (without it,
+    DPO on "missing argument" pairs teaches a model to add arguments nobody stated)."""
+    spare = sorted(k for k in props if k not in args)
+    if spare:
+        k = rng.choice(spare)
+        schema = props[k] if isinstance(props[k], dict) else {}
+        for _ in range(6):
+            v = sample(k, schema, rng)
+            if "default" not in schema or v != schema["default"]:
+                return k, v
+        return None
+    k = rng.choice([w for w in EXTRA_KEYS if w not in props] or ["extra"])
+    return k, sample(k, {"type": "string"}, rng)
 
 
 def rejected_turn(engine: Engine, ep: Episode, step: int, ftype: str, rng: random.Random) -> tuple[dict, str] | None:
@@ -605,6 +624,18 @@ def rejected_turn(engine: Engine, ep: Episode, step: int, ftype: str, rng: rando
             if v != args[k]:
                 return _call_msg(others({"name": name, "arguments": {**args, k: v}}), first), ftype
         return None
+    if ftype == "extra_argument":
+        got = extra_argument(tool.parameters.get("properties") or {}, args, rng)
+        if got is None:
+            return None
+        return _call_msg(others({"name": name, "arguments": {**args, got[0]: got[1]}}), first), ftype
+    if ftype == "extra_call":  # the right calls and one more nobody asked for
+        alts = [t for t in ep.offered if t.name not in {c["name"] for c in turn}]
+        if not alts:
+            return None
+        t = rng.choice(alts)
+        a, _ = engine.args(t, rng, optional_share=0.0)
+        return _call_msg(list(turn) + [{"name": t.name, "arguments": a}], first), ftype
     if ftype == "hallucinated_tool":
         fake = rng.choice([name + "_tool", "get_" + name.split(".")[-1], name.replace("get", "fetch") if "get" in name else name + "_v3"])
         if fake in {t.name for t in ep.offered}:

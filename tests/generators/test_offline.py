@@ -174,7 +174,7 @@ def test_preferences_label_each_failure_and_the_rejected_side_fails_the_scorer(d
         expect = {"wrong_tool": "wrong_tool", "missing_required_arg": "missing_argument", "wrong_type": "wrong_argument",
                   "wrong_value": "wrong_argument", "hallucinated_tool": "hallucinated_tool",
                   "malformed_json": "unparsable_json", "truncated_json": "truncated", "chatter": "no_call",
-                  "unneeded_call": "unexpected_call"}[ft]
+                  "unneeded_call": "unexpected_call", "extra_argument": "extra_argument", "extra_call": "extra_calls"}[ft]
         assert bad.reason == expect, (ft, bad.reason, bad.detail)
 
 
