@@ -82,7 +82,7 @@ def saved_config(cfg: Any) -> dict:
 def _stamp(cfg: Any, inp: str) -> str:
     """What the output depends on besides the config: the input files' sizes and mtimes."""
     parts = []
-    for f in (inp, cfg.annotations, *registry.side_inputs(cfg.source_format, cfg, inp)):
+    for f in (inp, cfg.annotations, getattr(cfg, "negatives_from", None), *registry.side_inputs(cfg.source_format, cfg, inp)):
         for one in _files(f) if f else ():
             st = one.stat()
             parts.append(f"{one.resolve()} {st.st_size} {st.st_mtime_ns}")
@@ -146,7 +146,7 @@ def run_convert(cfg: Any) -> dict:
     rejects_path = cfg.rejects or default_rejects(out)
     # no output may be an input (symlinks and hard links included), checked before any work
     folder = {"OUT": out} if container == "dataset" else {}
-    guard({"IN": None if live else inp, "--annotations": cfg.annotations,
+    guard({"IN": None if live else inp, "--annotations": cfg.annotations, "--negatives-from": getattr(cfg, "negatives_from", None),
            "--answers": [] if live else registry.side_inputs(cfg.source_format, cfg, inp)},
           files={"OUT": None if folder else out, "--rejects": rejects_path,
                  "the saved config": None if out == "-" or live else config_path(out),

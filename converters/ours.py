@@ -1,7 +1,8 @@
 """trajtune records in -> the same kind out (normalised: string arguments parsed, canonical
 message form). Used to re-check files and as the input side of the exports
 (``--from trajtune --to openai``). ``--to triplet`` from sft or task records gives tool-retrieval
-triplets (request -> the called tool vs a look-alike offered one: ``converters/tool_retrieval.py``)."""
+triplets (request -> the called tool vs a look-alike offered one, or with ``--negatives-from CATALOG``
+a family sibling from that catalog: ``converters/tool_retrieval.py``)."""
 from __future__ import annotations
 
 from typing import Any
@@ -23,12 +24,12 @@ def _msgs(v: Any) -> list[dict]:
     return openai.build_messages(v)
 
 
-def convert_obj(obj: dict, kind: str) -> dict | list[dict]:
+def convert_obj(obj: dict, kind: str, negatives: Any = None) -> dict | list[dict]:
     have = detect_kind(obj)
     if kind == "triplet" and have in ("sft", "task"):  # tool retrieval: request -> called tool vs a look-alike
         from trajtune.converters.tool_retrieval import triplets
 
-        return triplets(obj)
+        return triplets(obj, negatives=negatives)
     if have != kind:
         raise Reject("record of another kind", f"{have}, not {kind}")
     if not isinstance(obj.get("id"), str) or not obj["id"]:
@@ -58,4 +59,9 @@ def convert_obj(obj: dict, kind: str) -> dict | list[dict]:
 
 
 def convert(source, kind, cfg, emit):
-    yield from per_row(source, emit, lambda o: convert_obj(o, kind))
+    negatives = None
+    if kind == "triplet" and getattr(cfg, "negatives_from", None):
+        from trajtune.converters.tool_retrieval import NegativePool
+
+        negatives = NegativePool.load(cfg.negatives_from)
+    yield from per_row(source, emit, lambda o: convert_obj(o, kind, negatives))

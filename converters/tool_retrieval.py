@@ -10,7 +10,8 @@ needs. This module turns our records into data for one:
   the called tool) or a task record (its prompt -> each expected tool) into ``triplet`` records:
   anchor = the request, positive = the called tool's document, negative = the *look-alike*
   offered tool (most words in common with the called one's name and description; a tool the
-  record also calls is never a negative);
+  record also calls is never a negative), or with a :class:`NegativePool` (``--negatives-from
+  CATALOG``) the called tool's closest family sibling in that catalog;
 * :func:`load_tools` reads any catalog of tools: an OpenAI tools JSON list (or ``{"tools": [...]}``,
   or JSONL of tools) or our YAML catalogs (``generators.catalog.load_catalog``: a file or a folder).
 
@@ -105,9 +106,86 @@ def requests_and_calls(rec: dict) -> list[tuple[str, list[str]]]:
     return out
 
 
-def triplets(rec: dict, *, source: str = "trajtune") -> list[dict]:
+def tool_meta(path: str | Path) -> dict[str, dict]:
+    """Each tool's trajtune metadata in a catalog, by name: ``x-trajtune`` of a JSON tools list (the
+    synthetic APIs: domain, family, sense, split) or ``meta`` (+ split) of a YAML catalog; {} for
+    tools that carry none."""
+    p = Path(path)
+    if p.is_dir() or p.suffix in (".yaml", ".yml"):
+        from trajtune.generators.catalog import load_catalog
+
+        return {t.name: dict(t.meta or {}, split=t.split) for t in load_catalog(p).tools.values()}
+    import orjson
+
+    from trajtune.config import read_text
+
+    text = read_text(p, "tool catalog")
+    try:
+        raw = [orjson.loads(line) for line in text.splitlines() if line.strip()] if p.suffix == ".jsonl" else orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    if isinstance(raw, dict):
+        raw = raw.get("tools") or []
+    out: dict[str, dict] = {}
+    for t in raw if isinstance(raw, list) else []:
+        meta = t.get("x-trajtune") if isinstance(t, dict) else None
+        if isinstance(meta, dict):
+            try:
+                out.setdefault(tool_fields(t)[0], meta)
+            except (TypeError, ValueError):
+                continue
+    return out
+
+
+class NegativePool:
+    """Negatives from a whole catalog (``convert --to triplet --negatives-from CATALOG``).
+
+    The tool a retriever confuses is a near-identical sibling (``chem.get_molar_element_properties``
+    vs ``Chem_getElementProperties``), and a record may offer none: for the called tool,
+    :meth:`pick` returns the most similar tool of its family (the synthetic APIs' ``x-trajtune``
+    ``family``; a YAML catalog's ``meta.family``), else the most similar tool of the catalog.
+    Tools of the called tool's ``sense`` (the same function in another naming style, which no
+    request can tell apart) and tools held out for evaluation (``split: eval``, so ``train-embed
+    --holdout`` keeps the triplet) are never picked.
+    """
+
+    def __init__(self, tools: list[tuple[dict, dict]]):
+        self.tools: list[tuple[str, dict, frozenset[str], str | None, str | None]] = []
+        self._meta: dict[str, tuple[str | None, str | None]] = {}
+        for spec, meta in tools:
+            name, desc, _ = tool_fields(spec)
+            fam = meta.get("family") if isinstance(meta.get("family"), str) else None
+            sense = meta.get("sense") if isinstance(meta.get("sense"), str) else None
+            self._meta[name] = (fam, sense)
+            if meta.get("split") == "eval":
+                continue
+            self.tools.append((name, spec, frozenset(_words(f"{name} {desc}")), fam, sense))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NegativePool":
+        """A catalog as ``load_tools`` reads it, with each tool's family, sense and split."""
+        meta = tool_meta(path)
+        return cls([(t, meta.get(t["function"]["name"], {})) for t in load_tools(path)])
+
+    def pick(self, positive: dict, exclude: set[str]) -> dict | None:
+        pname, pdesc, _ = tool_fields(positive)
+        pw = _words(f"{pname} {pdesc}")
+        fam, sense = self._meta.get(pname, (None, None))
+        best, best_key = None, None
+        for name, spec, w, f, sn in self.tools:
+            # a tool of the same sense is the same function in another naming style: not a negative
+            if name == pname or name in exclude or (sense is not None and sn == sense):
+                continue
+            key = (fam is None or f != fam, -len(pw & w) / max(1, len(pw | w)), name)
+            if best_key is None or key < best_key:
+                best, best_key = spec, key
+        return best
+
+
+def triplets(rec: dict, *, source: str = "trajtune", negatives: NegativePool | None = None) -> list[dict]:
     """Tool-retrieval triplets from one sft or task record (see the module doc). Raises
-    ``Reject`` when the record has no call to learn from or offers no other tool to contrast."""
+    ``Reject`` when the record has no call to learn from or offers no other tool to contrast.
+    With ``negatives``, each negative comes from that catalog (:class:`NegativePool`)."""
     from trajtune.converters.common import Reject, record
 
     tools = {tool_fields(t)[0]: t for t in rec.get("tools") or []}
@@ -123,7 +201,8 @@ def triplets(rec: dict, *, source: str = "trajtune") -> list[dict]:
             if name not in tools:
                 missing.append(name)
                 continue
-            neg = lookalike(tools[name], tools.values(), exclude=called)
+            neg = negatives.pick(tools[name], called) if negatives is not None else \
+                lookalike(tools[name], tools.values(), exclude=called)
             if neg is None:
                 continue
             body = {"anchor": request, "positive": tool_document(tools[name]), "negative": tool_document(neg)}

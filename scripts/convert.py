@@ -69,6 +69,12 @@ class Config:
     span_kinds: list[str] = field(default_factory=list, help="phoenix: only these span kinds (LLM, CHAIN, ...)")
     page_size: int = field(100, help="phoenix / redis: spans or interactions fetched per request")
     key_prefix: str = field("", metavar="PREFIX", help="redis: prefix of the interaction-log keys")
+    # tool-retrieval triplets (sft or task records -> triplet)
+    negatives_from: Optional[str] = field(None, metavar="CATALOG",
+                                          help="triplet: take each negative from this tool catalog (JSON tools list or YAML "
+                                               "catalog) instead of the record's offered tools: a sibling of the called "
+                                               "tool's family (synthetic APIs) when there is one, else the catalog's most "
+                                               "similar tool; tools held out for evaluation are never negatives")
     # bfcl
     answers: Optional[str] = field(None, metavar="FILE",
                                    help="bfcl: the possible_answer file (default: found beside IN, or in the cached "

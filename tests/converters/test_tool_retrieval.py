@@ -56,3 +56,47 @@ def test_catalogs_openai_json_and_yaml(tmp_path, repo_root):
     f.write_text(json.dumps(TOOLS + TOOLS[:1]))
     with pytest.raises(DataError, match="duplicate tool name"):
         load_tools(f)
+
+
+def test_negatives_from_a_catalog_are_the_called_tools_family_sibling_never_a_held_out_tool(tmp_path):
+    """A record offering only the tool it calls gives no triplet by itself; with --negatives-from
+    the negative is the closest tool of the same family (even when another family's tool shares
+    more words); never a same-sense twin (the same function in another naming style) nor a tool
+    held out for evaluation."""
+    from trajtune import config
+    from trajtune.converters.convert import run_convert
+    from trajtune.scripts.convert import Config
+
+    def synth(name, desc, family, split="train", sense=None):
+        return {**_tool(name, desc), "x-trajtune": {"family": family, "split": split, "sense": sense or name}}
+
+    catalog = [synth("getCityWeather", "Current weather for a city.", "weather.now", sense="weather.now:base"),
+               synth("get_city_weather", "Current weather for a city.", "weather.now", sense="weather.now:base"),  # a twin
+               synth("weather.current", "Weather right now in a city.", "weather.now"),
+               synth("get_city_weather_now", "Current weather for a city now.", "weather.now", split="eval"),
+               synth("get_weather_forecast", "Weather forecast for a city.", "weather.forecast"),
+               synth("read_file", "Read a text file.", "files.read")]
+    cat = tmp_path / "tools.json"
+    cat.write_text(json.dumps(catalog))
+    called = catalog[0]
+    rec = {"id": "s1", "metadata": {}, "tools": [{k: called[k] for k in ("type", "function")}], "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "getCityWeather", "arguments": {"city": "Paris"}}}]}]}
+    src = tmp_path / "sft.jsonl"
+    src.write_text(json.dumps(rec) + "\n")
+    out = tmp_path / "trip.jsonl"
+    s = run_convert(config.build(Config, None, {"input": str(src), "output": str(out), "to": "triplet"}))
+    assert s["converted"] == 0 and s["rejected"] == {"no look-alike tool offered": 1}
+    s = run_convert(config.build(Config, None, {"input": str(src), "output": str(out), "to": "triplet",
+                                               "negatives_from": str(cat), "force": True}))
+    (t,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert t["positive"].startswith("getCityWeather:")
+    assert t["negative"].startswith("weather.current:")  # the sibling: not the twin, the held-out one nor the forecast
+    assert t["metadata"]["negative_tool"] == "weather.current"
+    # a changed catalog is a changed input: the re-run converts again instead of saying up to date
+    cat.write_text(json.dumps(catalog[:2] + catalog[3:]))
+    s = run_convert(config.build(Config, None, {"input": str(src), "output": str(out), "to": "triplet",
+                                               "negatives_from": str(cat)}))
+    assert not s["up_to_date"]
+    (t,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert t["negative"].startswith("get_weather_forecast:")  # no sibling left: the most similar other tool
