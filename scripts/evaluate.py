@@ -44,6 +44,7 @@ class Config:
     limit: Optional[int] = field(None, help="evaluate only the first N tasks")
     trust_remote_code: bool = field(False, help="allow custom model code from the model folder")
     corpus: Optional[str] = field(None, metavar="FILE", help="retrieval: rank this corpus for every task with an embedding model (--model, default all-MiniLM-L6-v2) instead of generating: a tool catalog (OpenAI tools JSON, YAML) or a documents JSONL ({id, text}); scores recall@1/5/10, MRR@10, nDCG@10 (trajtune/retrieval.py). A tasks file of retrieval queries ({id, query, relevant}) needs no --corpus when it holds its documents")
+    equivalents: bool = field(True, help="retrieval: a tool the --corpus catalog declares the same function as the relevant one (x-trajtune sense: the synthetic APIs' twins in another naming style, which no request can tell apart) is left out of that query's ranking, neither hit nor miss; --no-equivalents counts it as a miss")
     match: Literal["auto", "bfcl", "trajtune"] = field("auto", help="scoring rules: 'trajtune' (type-aware, exact strings), 'bfcl' (the Berkeley Function Calling Leaderboard's AST checker: normalised strings, int for float, ...; see trajtune/scoring.py); auto: per task, 'bfcl' where its metadata.scoring says so")
 
     def check(self) -> None:

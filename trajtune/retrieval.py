@@ -19,6 +19,12 @@ exact McNemar test on hit@1 (the discordant queries), and a paired bootstrap 95%
 MRR@10 difference (10,000 resamples of the queries, seeded). A model trained by train-embed
 carries the digests of the documents it was trained on (``final/trajtune_embed.json``): queries
 whose relevant documents it never saw are reported apart (``unseen``), for both models.
+
+Twins: the synthetic APIs hold one function in several naming styles (``x-trajtune`` ``sense``:
+``searchDirectFlights`` and ``search_direct_flights``, descriptions alike), which no request can
+tell apart. With ``--equivalents`` (the default) a relevant tool's twins are left out of that
+query's ranking (``equivalents_set_aside`` in its prediction), so a twin ranked first is neither a
+hit nor a miss; ``--no-equivalents`` counts it as a miss.
 """
 from __future__ import annotations
 
@@ -41,6 +47,9 @@ class RetrievalSet:
     relevant: dict[str, list[str]] = field(default_factory=dict)  # query id -> relevant doc ids
     corpus: dict[str, str] = field(default_factory=dict)  # doc id -> text
     meta: dict[str, dict] = field(default_factory=dict)  # query id -> metadata
+    # query id -> doc ids the catalog declares the same function as a relevant one (another naming
+    # style of one sense): left out of that query's ranking, neither hit nor miss
+    equivalent: dict[str, set[str]] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     source: str = "retrieval"  # "retrieval" | "tasks"
 
@@ -121,8 +130,10 @@ def add_offered(docs: dict[str, str], row: Any) -> None:
             docs[name] = tool_document(t)
 
 
-def load_set(tasks: str, corpus: str | None = None, limit: int | None = None) -> RetrievalSet:
-    """Queries, relevant ids and corpus from a retrieval file or task records (module doc)."""
+def load_set(tasks: str, corpus: str | None = None, limit: int | None = None, equivalents: bool = False) -> RetrievalSet:
+    """Queries, relevant ids and corpus from a retrieval file or task records (module doc). With
+    ``equivalents`` and a catalog whose tools carry a ``sense`` (the synthetic APIs), each query's
+    same-sense twins of its relevant tools are set aside (:attr:`RetrievalSet.equivalent`)."""
     from trajtune.converters.tool_retrieval import requests_and_calls
     from trajtune.jsonl import read_jsonl
     from trajtune.records import schema_error
@@ -186,6 +197,17 @@ def load_set(tasks: str, corpus: str | None = None, limit: int | None = None) ->
             path, line = where[qid]
             raise DataError(f"relevant id {missing[0][:64]!r} of query {qid[:64]!r} is not in the corpus",
                             path=path, line=line, hint="pass the --corpus that holds it")
+    if equivalents and corpus and Path(corpus).resolve() != Path(tasks).resolve() and Path(corpus).suffix != ".jsonl":
+        from trajtune.converters.tool_retrieval import tool_meta
+
+        sense = {n: m["sense"] for n, m in tool_meta(corpus).items() if n in rs.corpus and isinstance(m.get("sense"), str)}
+        by_sense: dict[str, set[str]] = {}
+        for n, sn in sense.items():
+            by_sense.setdefault(sn, set()).add(n)
+        for qid, rel in rs.relevant.items():
+            twins = {d for r in rel if r in sense for d in by_sense[sense[r]]} - set(rel)
+            if twins:
+                rs.equivalent[qid] = twins
     return rs
 
 
@@ -207,9 +229,10 @@ def score_ranking(ranking: list[str], relevant: list[str]) -> dict:
     return out
 
 
-def rank_all(model: Any, rs: RetrievalSet, qids: list[str], batch_size: int) -> tuple[list[list[str]], list[list[float]]]:
+def rank_all(model: Any, rs: RetrievalSet, qids: list[str], batch_size: int,
+             top_n: int = 10) -> tuple[list[list[str]], list[list[float]]]:
     """Every doc id for each query, best first (cosine similarity of normalised embeddings; ties
-    keep corpus order), and the top-10 scores."""
+    keep corpus order), and the top ``top_n`` scores."""
     import torch
 
     ids = list(rs.corpus)
@@ -221,7 +244,7 @@ def rank_all(model: Any, rs: RetrievalSet, qids: list[str], batch_size: int) -> 
         sims = (qs @ docs.T).float().cpu()
     order = torch.sort(sims, dim=1, descending=True, stable=True)
     rankings = [[ids[j] for j in row] for row in order.indices.tolist()]
-    top = [[round(float(s), 6) for s in row[:10]] for row in order.values.tolist()]
+    top = [[round(float(s), 6) for s in row[:top_n]] for row in order.values.tolist()]
     return rankings, top
 
 
@@ -298,7 +321,8 @@ def _spec(role: str, source: str, rs: RetrievalSet, cfg: Any) -> EmbedSpec:
     from trajtune.records import content_id
 
     path = resolve_embed_model(source)
-    corpus_digest = content_id(sorted(rs.corpus.items()))
+    corpus_digest = content_id(sorted(rs.corpus.items()) if not rs.equivalent else  # twins set aside: other rankings
+                               [sorted(rs.corpus.items()), sorted((q, sorted(e)) for q, e in rs.equivalent.items())])
     ident = {"model": str(Path(path).resolve()) if Path(path).exists() else path, "corpus": corpus_digest}
     return EmbedSpec(role, source, path, content_id(ident, prefix=f"{role}-")[: len(role) + 9])
 
@@ -328,13 +352,21 @@ def run_model(spec: EmbedSpec, rs: RetrievalSet, cfg: Any, appender, say: Callab
     model = embeddings.load(spec.path, device=pick_device(), trust_remote_code=cfg.trust_remote_code)
     info["backend"] = "sentence-transformers"
     t0 = time.perf_counter()
-    rankings, tops = rank_all(model, rs, todo, cfg.batch_size)
+    rankings, tops = rank_all(model, rs, todo, cfg.batch_size,
+                              top_n=10 + max((len(e) for e in rs.equivalent.values()), default=0))
     info["seconds"] = round(time.perf_counter() - t0, 3)
     per_query = info["seconds"] / len(todo)
     for q, ranking, top in zip(todo, rankings, tops):
+        twins = rs.equivalent.get(q)
+        if twins:  # the same function in another naming style: neither a hit nor a miss
+            keep = [i for i, d in enumerate(ranking[:len(top)]) if d not in twins][:10]
+            top = [top[i] for i in keep]
+            ranking = [d for d in ranking if d not in twins]
         s = score_ranking(ranking, rs.relevant[q])
+        top = top[:10]
         appender.write({"id": f"{spec.key}:{q}", "task_id": q, "model": spec.role, "model_key": spec.key,
                         "model_path": spec.label, "kind": "retrieval", "relevant": rs.relevant[q],
+                        **({"equivalents_set_aside": sorted(twins)} if twins else {}),
                         "top": ranking[:10], "top_scores": top, **s, "latency_s": round(per_query, 5)})
     say(f"{spec.role}: {len(todo)} queries ranked against {len(rs.corpus)} documents in {info['seconds']:.1f} s")
     del model
@@ -357,7 +389,7 @@ def evaluate(cfg: Any, say: Callable[[str], None] | None = None) -> dict:
     guard({"TASKS": cfg.tasks, "--model": cfg.model, "--baseline": cfg.baseline, "--corpus": cfg.corpus},
           files={name: out / name for name in ("predictions.jsonl", "report.json", "report.md", "config.yaml")},
           dirs={"--output": out})
-    rs = load_set(cfg.tasks, cfg.corpus, cfg.limit)
+    rs = load_set(cfg.tasks, cfg.corpus, cfg.limit, equivalents=getattr(cfg, "equivalents", False))
     tuned_role = "tuned" if cfg.baseline else "model"
     specs = [_spec(tuned_role, cfg.model, rs, cfg)]
     if cfg.baseline:
@@ -389,6 +421,7 @@ def evaluate(cfg: Any, say: Callable[[str], None] | None = None) -> dict:
     groups = _groups(rs, specs[-1].path)
     report: dict[str, Any] = {"kind": "retrieval", "tasks_file": cfg.tasks, "corpus": cfg.corpus or "(the tasks' tools)",
                               "tasks": len(rs.queries), "documents": len(rs.corpus), "skipped": rs.skipped,
+                              "queries_with_equivalents_set_aside": len(rs.equivalent),
                               "output": str(out), "models": {}}
     for s in specs:
         plist = [preds[s.key][q] for q in rs.queries if q in preds[s.key]]
@@ -448,6 +481,10 @@ def render_markdown(report: dict) -> str:
              f"({report['documents']} documents)", ""]
     if report.get("skipped"):
         lines += ["Skipped: " + ", ".join(f"{v} {k}" for k, v in report["skipped"].items()), ""]
+    if report.get("queries_with_equivalents_set_aside"):
+        lines += [f"Equivalents: for {report['queries_with_equivalents_set_aside']} queries, tools the catalog declares "
+                  "the same function as a relevant one (another naming style) were left out of the ranking "
+                  "(--no-equivalents counts them as misses).", ""]
     for role, m in report["models"].items():
         lines.append(f"- **{role}**: `{m['model']}` ({m['backend'] or 'from predictions.jsonl'})")
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
