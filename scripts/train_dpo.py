@@ -48,6 +48,7 @@ class Config(training.TrainConfig):
     adapter: Optional[str] = field(None, help="an SFT LoRA adapter folder to keep training (reference = that adapter, frozen); its base is --model")
     beta: float = field(0.1, help="DPO beta: how strongly the policy is kept near the reference")
     loss_type: list[str] = field(default_factory=lambda: ["sigmoid"], help="trl loss type(s): sigmoid (DPO), ipo, hinge, robust, sigmoid_norm, apo_zero, ...")
+    loss_weights: Optional[list[float]] = field(None, help="weights of the loss_type terms (default 1 each); e.g. loss_type [sigmoid, sft] with [1, 0.5]: DPO plus half the chosen side's NLL (RPO)")
     label_smoothing: float = field(0.0, help="label smoothing (robust / exo_pair losses)")
     reference: Literal["precompute", "live"] = field("precompute", help="precompute: reference log-probs once before training (faster); live: every step")
     share_prompt: bool = field(True, help="run each pair's common prompt through the model once for chosen and rejected (needs logits_at_labels_only)")
@@ -56,6 +57,9 @@ class Config(training.TrainConfig):
         super().check()
         if self.beta <= 0:
             raise ConfigError(f"beta must be > 0, got {self.beta}")
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ConfigError(f"loss_weights has {len(self.loss_weights)} weights for {len(self.loss_type)} loss types "
+                              f"({', '.join(self.loss_type)})", hint="one weight per loss_type entry")
         if self.adapter and self.method != "lora":
             raise ConfigError(f"--adapter continues a LoRA adapter; it cannot be combined with method: {self.method}")
         if self.gradient_checkpointing == "auto":
@@ -184,6 +188,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
             lr_scheduler=cfg.lr_scheduler, logging_steps=cfg.logging_steps, eval_steps=cfg.eval_steps, save_steps=cfg.save_steps,
             save_total_limit=cfg.save_total_limit, gradient_checkpointing=bool(cfg.gradient_checkpointing)),
         beta=cfg.beta, loss_type=list(cfg.loss_type), label_smoothing=cfg.label_smoothing,
+        loss_weights=list(cfg.loss_weights) if cfg.loss_weights is not None else None,
         precompute_ref_log_probs=cfg.reference == "precompute", max_length=None,  # lengths handled in encode_pairs
         **({"deepspeed": cfg.deepspeed} if cfg.deepspeed else {}),
     )
@@ -205,7 +210,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
     if cfg.logits_at_labels_only:
         install_head(trainer.model)
     info = {"adapter": cfg.adapter, "method": method, "reference": cfg.reference, "beta": cfg.beta,
-            "loss_type": list(cfg.loss_type), "params": training.count_parameters(trainer.model),
+            "loss_type": list(cfg.loss_type), "loss_weights": cfg.loss_weights, "params": training.count_parameters(trainer.model),
             "data": {**data.counts, "train_pairs": len(train_rows), "eval_pairs": len(eval_rows),
                      "train_tokenized": train_counts, "eval_tokenized": eval_counts},
             "reference_time_s": reference_time if cfg.reference == "precompute" else None}

@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # the pair builder beside this file (any pytest import mode)
 from dpo_pairs import make_pairs, write_pairs  # noqa: E402
 from trajtune import config as cfglib
-from trajtune.errors import DataError
+from trajtune.errors import ConfigError, DataError
 from trajtune.scripts.train_dpo import Config as TrainDPOConfig, encode_pairs, encode_side, run as train_dpo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -355,3 +355,19 @@ def test_an_adapter_passed_as_model_is_explained(tiny_model, tmp_path):
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "ad")
     with pytest.raises(ConfigError, match="is a LoRA adapter, not a model .*pass it as --adapter"):
         train_dpo(cfg_for(tiny_model, tmp_path, model=str(tmp_path / "ad")))
+
+
+def test_dpo_plus_chosen_nll_runs_through_the_completion_only_head_as_through_trls(tiny_model, tmp_path):
+    """loss_type [sigmoid, sft] (DPO plus the chosen side's NLL, RPO-style): the first step's loss is
+    log 2 plus the NLL, and trajtune's completion-only, shared-prompt head gives trl's own losses."""
+    a = train_dpo(cfg_for(tiny_model, tmp_path / "a", max_steps=3, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5]))
+    b = train_dpo(cfg_for(tiny_model, tmp_path / "b", max_steps=3, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5],
+                          logits_at_labels_only=False, share_prompt=False))
+    la = [h["loss"] for h in a["loss_history"]]
+    lb = [h["loss"] for h in b["loss_history"]]
+    assert la == pytest.approx(lb, abs=2e-4)
+    assert la[0] > 0.6931 + 0.1  # DPO's log 2 at step 1, plus half the NLL of the chosen side
+    plain = train_dpo(cfg_for(tiny_model, tmp_path / "c", max_steps=1))
+    assert abs(plain["loss_history"][0]["loss"] - 0.6931) < 1e-3
+    with pytest.raises(ConfigError, match="loss_weights has 1 weights for 2 loss types"):
+        train_dpo(cfg_for(tiny_model, tmp_path / "d", loss_type=["sigmoid", "sft"], loss_weights=[1.0]))
