@@ -823,7 +823,22 @@ def run_training(stage: str, cfg: TrainConfig, kind: str, setup: Any) -> dict:
         "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in state.log_history if "loss" in h],
     }
     write_summary(run_dir, summary)
+    end_distributed()
     return {**summary, "exit_code": 130 if interrupted else 0}
+
+
+def end_distributed() -> None:
+    """Take the process group down once every rank has finished: gloo's threads still alive at
+    interpreter exit abort a finished rank ("terminate called without an active exception",
+    SIGABRT), and torchrun then reports the whole run as failed (seen once in the two-process test)."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return
+    if dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.barrier()
+            dist.destroy_process_group()
 
 
 def load_causal_lm(cfg: TrainConfig, model_path: str, precision: Precision) -> Any:

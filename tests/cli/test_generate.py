@@ -128,7 +128,7 @@ def test_sigkill_leaves_whole_lines_and_a_rerun_completes_exactly(tmp_path):
 # losses. If the catalog or the templates are edited on purpose, record the new digests.
 DEMO_DIGESTS = {
     "train_all.jsonl": "2bd42e41d23fab5a7119449b320dec56faf2aa77502cb4e6e189178cfe3967f3",
-    "prefs.jsonl": "68109231122c9b26b1b1ef3e1cf560895ebe679cfcee36c17228c6c006bf7adb",
+    "prefs.jsonl": "24460f8012e0a2351f9ff799aa5d74293deea6e71650e60d323e515b5b0830df",  # 2026-12-06: extra_argument / extra_call failures
     "tasks.jsonl": "b290661ce0baadd2bbc9c203f9a2f5fc4e96472ad95f2ad4bfcff00b3230c9c6",
 }
 
