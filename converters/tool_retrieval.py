@@ -13,7 +13,8 @@ needs. This module turns our records into data for one:
   record also calls is never a negative), or with a :class:`NegativePool` (``--negatives-from
   CATALOG``) the called tool's closest family sibling in that catalog;
 * :func:`load_tools` reads any catalog of tools: an OpenAI tools JSON list (or ``{"tools": [...]}``,
-  or JSONL of tools) or our YAML catalogs (``generators.catalog.load_catalog``: a file or a folder).
+  or JSONL of tools) or our YAML catalogs (``generators.catalog.load_catalog``: a file or a folder),
+  keeping trajtune's ``x-trajtune`` metadata (family, sense, split) where a tool has it.
 
 ``trajtune convert --to triplet FILE`` runs :func:`triplets` on sft and task records
 (``converters/ours.py``); ``trajtune evaluate TASKS --corpus CATALOG`` ranks a catalog's tools for
@@ -56,6 +57,11 @@ def _words(text: str) -> set[str]:
     return set(_WORD.findall(text.replace("_", " ").lower()))
 
 
+def _similarity(a: set[str], b: set[str] | frozenset[str]) -> float:
+    """Jaccard overlap of two word sets."""
+    return len(a & b) / max(1, len(a | b))
+
+
 def lookalike(positive: Any, candidates: Iterable[Any], exclude: set[str]) -> Any | None:
     """The candidate tool most like ``positive`` (Jaccard overlap of the words of name and
     description; ties broken by name, so the choice is deterministic); None when there is none."""
@@ -66,9 +72,7 @@ def lookalike(positive: Any, candidates: Iterable[Any], exclude: set[str]) -> An
         name, desc, _ = tool_fields(c)
         if name == pname or name in exclude:
             continue
-        w = _words(f"{name} {desc}")
-        score = len(pw & w) / max(1, len(pw | w))
-        key = (-score, name)
+        key = (-_similarity(pw, _words(f"{name} {desc}")), name)
         if best_key is None or key < best_key:
             best, best_key = c, key
     return best
@@ -107,34 +111,9 @@ def requests_and_calls(rec: dict) -> list[tuple[str, list[str]]]:
 
 
 def tool_meta(path: str | Path) -> dict[str, dict]:
-    """Each tool's trajtune metadata in a catalog, by name: ``x-trajtune`` of a JSON tools list (the
-    synthetic APIs: domain, family, sense, split) or ``meta`` (+ split) of a YAML catalog; {} for
-    tools that carry none."""
-    p = Path(path)
-    if p.is_dir() or p.suffix in (".yaml", ".yml"):
-        from trajtune.generators.catalog import load_catalog
-
-        return {t.name: dict(t.meta or {}, split=t.split) for t in load_catalog(p).tools.values()}
-    import orjson
-
-    from trajtune.config import read_text
-
-    text = read_text(p, "tool catalog")
-    try:
-        raw = [orjson.loads(line) for line in text.splitlines() if line.strip()] if p.suffix == ".jsonl" else orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return {}
-    if isinstance(raw, dict):
-        raw = raw.get("tools") or []
-    out: dict[str, dict] = {}
-    for t in raw if isinstance(raw, list) else []:
-        meta = t.get("x-trajtune") if isinstance(t, dict) else None
-        if isinstance(meta, dict):
-            try:
-                out.setdefault(tool_fields(t)[0], meta)
-            except (TypeError, ValueError):
-                continue
-    return out
+    """Each tool's trajtune metadata in a catalog, by name (``x-trajtune`` as :func:`load_tools`
+    keeps it: domain, family, sense, split); {} for tools that carry none."""
+    return {t["function"]["name"]: t.get("x-trajtune") or {} for t in load_tools(path)}
 
 
 class NegativePool:
@@ -164,8 +143,7 @@ class NegativePool:
     @classmethod
     def load(cls, path: str | Path) -> "NegativePool":
         """A catalog as ``load_tools`` reads it, with each tool's family, sense and split."""
-        meta = tool_meta(path)
-        return cls([(t, meta.get(t["function"]["name"], {})) for t in load_tools(path)])
+        return cls([(t, t.get("x-trajtune") or {}) for t in load_tools(path)])
 
     def pick(self, positive: dict, exclude: set[str]) -> dict | None:
         pname, pdesc, _ = tool_fields(positive)
@@ -176,7 +154,7 @@ class NegativePool:
             # a tool of the same sense is the same function in another naming style: not a negative
             if name == pname or name in exclude or (sense is not None and sn == sense):
                 continue
-            key = (fam is None or f != fam, -len(pw & w) / max(1, len(pw | w)), name)
+            key = (fam is None or f != fam, -_similarity(pw, w), name)
             if best_key is None or key < best_key:
                 best, best_key = spec, key
         return best
@@ -235,7 +213,7 @@ def load_tools(path: str | Path) -> list[dict]:
     if p.is_dir() or p.suffix in (".yaml", ".yml"):
         from trajtune.generators.catalog import load_catalog
 
-        return [t.openai() for t in load_catalog(p).tools.values()]
+        return [{**t.openai(), "x-trajtune": {**t.meta, "split": t.split}} for t in load_catalog(p).tools.values()]
     text = read_text(p, "tool catalog")
     import orjson
 
@@ -260,6 +238,8 @@ def load_tools(path: str | Path) -> list[dict]:
         if name in tools:
             raise DataError(f"tool #{i + 1}: duplicate tool name {name[:64]!r}", path=str(p))
         tools[name] = {"type": "function", "function": {"name": name, "description": desc, "parameters": params}}
+        if isinstance(t.get("x-trajtune"), dict):  # the synthetic APIs' family, sense and split
+            tools[name]["x-trajtune"] = t["x-trajtune"]
     if not tools:
         raise ConfigError(f"{p}: no tools")
     return list(tools.values())

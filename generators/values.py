@@ -272,6 +272,8 @@ def _number(schema: dict, name: str, rng: random.Random) -> float:
         import math
 
         klo, khi = math.ceil(lo / m), math.floor(hi / m)
+        klo += lo_x and klo * m <= lo  # an exclusive bound is not a value
+        khi -= hi_x and khi * m >= hi
         k = rng.randint(klo, max(klo, khi))
         places = max(0, -math.floor(math.log10(m))) if m < 1 else 0
         return round(k * m, places + 2)

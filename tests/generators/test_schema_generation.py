@@ -382,6 +382,7 @@ def test_check_reports_a_tool_whose_sampled_values_fail_its_own_schema(tmp_path)
     ("x", {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}),
     ("x", {"type": "integer", "minimum": 0, "exclusiveMinimum": True, "maximum": 3, "exclusiveMaximum": True}),  # OpenAPI 3.0
     ("price", {"type": "number", "minimum": 0, "multipleOf": 0.01}),
+    ("x", {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1.5, "multipleOf": 0.5}),  # 0.5 or 1.0 only
     ("tags", {"type": "array", "items": {"type": "string"}, "maxItems": 1}),  # 2+ items were asked for
     ("lat", {"type": "number", "minimum": 10}),
 ])
