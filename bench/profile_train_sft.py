@@ -14,6 +14,8 @@ positions), bf16 autocast. Each variant runs one warm-up step, then the best of 
   eager           eager attention (two batched matmuls and a softmax), micro-batches of 2 (now the default)
   eager_mb1/mb4   the same with micro-batches of 1 / 4 records
   eager_bf16base  frozen base weights stored in bf16 (no per-forward weight casts under autocast), LoRA in fp32
+  eager_bf16lin   only the frozen linear layers' weights stored in bf16 (what autocast casts them to anyway:
+                  the same numbers), embeddings, norms and LoRA in fp32 (train-sft's `frozen_bf16: auto`)
   eager_pack2     2 records packed into one row (position ids restart, block-diagonal causal mask)
   fp32            no autocast, eager (the fp32 reference)
   eager_compile   eager, the decoder stack under torch.compile (inductor, dynamic shapes); its compile
@@ -42,6 +44,7 @@ VARIANTS = {
     "eager_mb1": dict(attn="eager", micro=1),
     "eager_mb4": dict(attn="eager", micro=4),
     "eager_bf16base": dict(attn="eager", micro=2, bf16_base=True),
+    "eager_bf16lin": dict(attn="eager", micro=2, bf16_linear=True),
     "eager_pack2": dict(attn="eager", micro=2, pack=True),
     "fp32": dict(attn="eager", micro=2, autocast=False),
     "eager_compile": dict(attn="eager", micro=2, compile=True),
@@ -76,7 +79,7 @@ def main() -> int:
     from trajtune.models import resolve_model
     from trajtune.scripts.train_sft import encode_records
     from trajtune.trainers import PadCollator, label_loss
-    from trajtune.training import attach_lora
+    from trajtune.training import attach_lora, frozen_linears_to_bf16
 
     path = resolve_model(args.model)
     tok = AutoTokenizer.from_pretrained(path)
@@ -96,6 +99,8 @@ def main() -> int:
             for p in m.parameters():
                 if not p.requires_grad:
                     p.data = p.data.to(torch.bfloat16)
+        if v.get("bf16_linear"):
+            frozen_linears_to_bf16(m)
         m = m.train()
         if v.get("compile"):
             inner = m.base_model.model  # PeftModel -> LoraModel -> the CausalLM: compile its decoder stack

@@ -209,8 +209,10 @@ def setup(ctx: training.RunContext) -> training.Setup:
     reference_time = t_ref.elapsed()  # includes the one reference pass when precomputed
     if cfg.logits_at_labels_only:
         install_head(trainer.model)
+    frozen_bf16 = training.store_frozen_bf16(trainer.model, precision, method)  # after trl attached a new LoRA
     info = {"adapter": cfg.adapter, "method": method, "reference": cfg.reference, "beta": cfg.beta,
             "loss_type": list(cfg.loss_type), "loss_weights": cfg.loss_weights, "params": training.count_parameters(trainer.model),
+            "frozen_bf16_params": frozen_bf16,
             "data": {**data.counts, "train_pairs": len(train_rows), "eval_pairs": len(eval_rows),
                      "train_tokenized": train_counts, "eval_tokenized": eval_counts},
             "reference_time_s": reference_time if cfg.reference == "precompute" else None}

@@ -143,6 +143,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
 
     set_seed(cfg.seed)
     model, method = load_model(cfg, model_path, precision)
+    frozen_bf16 = training.store_frozen_bf16(model, precision, method)
     params = training.count_parameters(model)
     longest_record = max(len(e["input_ids"]) for e in train_ex)
     free = training.free_memory_bytes(precision.device)
@@ -180,7 +181,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
     info = {"method": method,
             "batch": {"records_per_step": micro * accumulation * args.world_size, "micro_batch_size": micro,
                       "gradient_accumulation_steps": accumulation, "gradient_checkpointing": bool(checkpointing)},
-            "params": params,
+            "params": params, "frozen_bf16_params": frozen_bf16,
             "data": {**data.counts, "train_tokenized": train_counts, "eval_tokenized": eval_counts}}
 
     def finish(trainer: Any, interrupted: Any) -> dict:

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # the pair builder beside this file (any pytest import mode)
 from dpo_pairs import make_pairs, write_pairs  # noqa: E402
-from trajtune import config as cfglib
+from trajtune import config as cfglib, training
 from trajtune.errors import ConfigError, DataError
 from trajtune.scripts.train_dpo import Config as TrainDPOConfig, encode_pairs, encode_side, run as train_dpo
 
@@ -371,3 +371,23 @@ def test_dpo_plus_chosen_nll_runs_through_the_completion_only_head_as_through_tr
     assert abs(plain["loss_history"][0]["loss"] - 0.6931) < 1e-3
     with pytest.raises(ConfigError, match="loss_weights has 1 weights for 2 loss types"):
         train_dpo(cfg_for(tiny_model, tmp_path / "d", loss_type=["sigmoid", "sft"], loss_weights=[1.0]))
+
+
+def test_bf16_frozen_linears_give_the_same_dpo_run(tiny_model, tmp_path, monkeypatch):
+    """Under bf16 autocast train-dpo stores the frozen linears (base and the SFT adapter's reference
+    copy) in bf16, the casts autocast makes anyway: the run must be the same as without it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    sft = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                         LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    sft.save_pretrained(tmp_path / "sft")
+    kw = dict(adapter=str(tmp_path / "sft"), precision="bf16", max_steps=2, reference="live")
+    on = train_dpo(cfg_for(tiny_model, tmp_path / "on", **kw))
+    monkeypatch.setattr(training, "store_frozen_bf16", lambda *a, **k: 0)
+    off = train_dpo(cfg_for(tiny_model, tmp_path / "off", **kw))
+    assert on["frozen_bf16_params"] > 0 and off["frozen_bf16_params"] == 0
+    assert [h["loss"] for h in on["loss_history"]] == [h["loss"] for h in off["loss_history"]]
+    assert on["eval_loss"] == off["eval_loss"]

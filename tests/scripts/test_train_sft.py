@@ -319,3 +319,45 @@ def test_two_cpu_processes_over_gloo_produce_one_adapter(tiny_model, data60, tmp
 
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), run / "final")
     assert model.peft_config["default"].r == 16
+
+
+def test_frozen_linears_in_bf16_give_bit_identical_loss_and_gradients_under_autocast(tok, tiny_model):
+    """Under bf16 autocast a frozen fp32 linear weight is cast to bf16 on every forward; storing that
+    cast once must change nothing: the same loss and the same LoRA gradients, bit for bit."""
+    from transformers import AutoModelForCausalLM
+
+    ex, _ = encode_records(tok, [sft_records.trajectory(i) for i in range(3)], 2048, "drop")
+    batch = PadCollator(tok.pad_token_id)(ex)
+    results = []
+    for store in (False, True):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation="eager")
+        model, _ = training.attach_lora(model, r=4, alpha=8, dropout=0.0, target_modules="all-linear", fallback="none")
+        for n, p in model.named_parameters():  # LoRA B starts at zero: give it values so its gradient path is tested too
+            if "lora_B" in n:
+                p.data.normal_(0, 0.02)
+        changed = training.frozen_linears_to_bf16(model) if store else 0
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = label_loss(model, batch, True)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((loss.detach(), grads, changed, model))
+    (l0, g0, _, _), (l1, g1, changed, model) = results
+    assert torch.equal(l0, l1)
+    assert g0.keys() == g1.keys() and all(torch.equal(g0[k], g1[k]) for k in g0)
+    base = model.get_base_model()
+    assert changed > 0 and base.model.layers[0].mlp.up_proj.base_layer.weight.dtype == torch.bfloat16
+    # embeddings (and the head tied to them), norms and LoRA's own weights keep fp32
+    assert base.model.embed_tokens.weight.dtype == torch.float32 and base.lm_head.weight.dtype == torch.float32
+    assert base.model.norm.weight.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+
+
+def test_a_bf16_lora_run_stores_its_frozen_linears_in_bf16_and_validates(tiny_model, tmp_path):
+    """Through the stage: training and validation both run under autocast with the bf16 weights."""
+    data = sft_records.write(tmp_path / "d.jsonl", 110)
+    summary = train_sft(_cfg(tiny_model, data, tmp_path / "run", max_steps=2, eval_steps=1, save_steps=1, precision="bf16"))
+    fp32 = train_sft(_cfg(tiny_model, data, tmp_path / "run32", max_steps=1, eval_steps=1, save_steps=1, precision="fp32"))
+    assert summary["finished"] and summary["frozen_bf16_params"] > 0
+    assert summary["eval_loss"] is not None and summary["eval_loss"] > 0
+    assert fp32["frozen_bf16_params"] == 0
