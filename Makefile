@@ -123,6 +123,13 @@ RL_CONFIG     ?= configs/train_grpo/smollm2-135m.yaml
 RL_STEPS      ?= 30
 RL_TASK_COUNT ?= 200
 RL_SEED       ?= 1
+# what the RL tasks ask for: the shares of the task shapes for the synthetic tools (empty: generate's
+# defaults, irrelevance 0.14 and missing_info 0.05 among them) and the share of the template tasks
+# whose right answer is no call; the held-out tasks hold ~20% no-call tasks
+RL_SHAPES       ?=
+# extra train-grpo settings, e.g. RL_SET="learning_rate=2e-4 beta=0.04" (each becomes --set KEY=VALUE)
+RL_SET          ?=
+RL_NOCALL_SHARE ?= 0.15
 RL            := $(D)/rl
 
 .PHONY: demo-rl demo-rl-bfcl
@@ -130,10 +137,10 @@ demo-rl: install $(RL)/eval/report.json
 	@echo; cat $(RL)/eval/report.md; echo; $(TT) runs compare $(RL)/eval:baseline $(RL)/eval:tuned
 
 $(RL)/tasks.jsonl: $(D)/data/tasks.jsonl $(D)/data/synth_tools.json
-	$(STAGE) rl-tasks 'mkdir -p $(RL) && $(TT) generate tasks --split train $(CATALOGS) --template-share $(TASK_TEMPLATE_SHARE) --count $(RL_TASK_COUNT) --seed $(RL_SEED) -o $@.part && $(TT) review $@.part --approve-all && $(TT) validate $@.part --against $(D)/data/tasks.jsonl --max-errors 20 && mv $@.part $@'
+	$(STAGE) rl-tasks 'mkdir -p $(RL) && $(TT) generate tasks --split train $(CATALOGS) --template-share $(TASK_TEMPLATE_SHARE) --count $(RL_TASK_COUNT) --no-call-share $(RL_NOCALL_SHARE) $(if $(RL_SHAPES),--shapes $(RL_SHAPES)) --seed $(RL_SEED) -o $@.part && $(TT) review $@.part --approve-all && $(TT) validate $@.part --against $(D)/data/tasks.jsonl --max-errors 20 && mv $@.part $@'
 
 $(RL)/grpo/final/adapter_config.json: $(RL)/tasks.jsonl $(D)/sft/final/adapter_config.json
-	$(STAGE) train-grpo '$(TT) train-grpo $(RL)/tasks.jsonl --config $(RL_CONFIG) --model $(MODEL) --adapter $(D)/sft/final --max-steps $(RL_STEPS) -o $(RL)/grpo'
+	$(STAGE) train-grpo '$(TT) train-grpo $(RL)/tasks.jsonl --config $(RL_CONFIG) --model $(MODEL) --adapter $(D)/sft/final --max-steps $(RL_STEPS) $(foreach kv,$(RL_SET),--set $(kv)) -o $(RL)/grpo'
 
 $(RL)/eval/report.json: $(RL)/grpo/final/adapter_config.json $(D)/data/tasks.jsonl
 	$(STAGE) rl-evaluate '$(TT) evaluate $(D)/data/tasks.jsonl --model $(MODEL) --adapter $(RL)/grpo/final --baseline $(D)/sft/final --max-new-tokens $(EVAL_MAX_NEW) -o $(RL)/eval'

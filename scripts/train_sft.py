@@ -15,7 +15,8 @@ records are tokenized once with the shared renderer (labels only on trainable as
 batches are grouped by length and padded to their longest row; the model returns logits only at
 positions that have a label (``logits_to_keep`` boolean mask), so the 49k-wide vocabulary
 projection and its cross-entropy run for assistant tokens only; bf16 autocast on CPUs with native
-bf16 (weights stay fp32); no gradient checkpointing unless asked.
+bf16 (LoRA weights stay fp32, the frozen linears are stored in bf16: the casts autocast
+made anyway); no gradient checkpointing unless asked.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ What lives here (each piece is a plain function or a small Trainer callback):
   before any model is loaded, applies the review gate, the minimum-data check, the automatic
   90/10 split by prompt (no prompt on both sides) and mixing weights (train side only);
 * devices: :func:`choose_precision` (bf16 on CUDA; bf16 *autocast* on CPUs with avx512_bf16/AMX,
-  weights stay fp32; fp32 elsewhere);
+  trained weights stay fp32, a LoRA run's frozen linears are stored in bf16; fp32 elsewhere);
 * resume: :func:`find_checkpoint` (newest *complete* ``checkpoint-N``; a half-written one is
   skipped with a warning), ``resume: auto|never|PATH``;
 * callbacks: :class:`GracefulStop` (SIGINT/SIGTERM -> save a checkpoint, stop cleanly),
@@ -331,7 +331,7 @@ def choose_precision(setting: str = "auto", device: str = "auto") -> Precision:
         ok = torch.cuda.is_bf16_supported()
         return Precision(device, ok, "bf16 on CUDA" if ok else "fp32: this GPU has no bf16")
     if cpu_supports_bf16():
-        return Precision(device, True, "bf16 autocast: the CPU has native bf16 (weights stay fp32)")
+        return Precision(device, True, "bf16 autocast: the CPU has native bf16 (trained weights stay fp32)")
     return Precision(device, False, "fp32 on CPU")
 
 
