@@ -152,6 +152,28 @@ def probe(cfg: Config, engine: str, model: Any, tokenizer: Any, rows: list[dict]
 
 # ------------------------------------------------------------------ the stage
 
+START_EVAL = "start_eval.json"
+
+
+def held_out_start(run_dir: Path, resume_from: Any, model: Any, tokenizer: Any, tasks: list, stop_ids: list[int],
+                   cfg: Config) -> dict:
+    """The held-out pass rate of the model the run starts from (base or --adapter), measured once on a
+    fresh run and kept in RUN_DIR/start_eval.json, so a resumed run compares with the same figure."""
+    from trajtune import grpo
+    from trajtune.jsonl import write_json
+
+    path = Path(run_dir) / START_EVAL
+    if resume_from is not None and path.is_file():
+        import json
+
+        return json.loads(path.read_text("utf-8"))
+    got = grpo.held_out(model, tokenizer, tasks, stop_ids, cfg.max_completion_length, cfg.match)
+    training.log(f"held-out pass rate before training: {got['pass_rate']:.1%} (mean reward {got['reward']:.3f}, "
+                 f"{got['tasks']} tasks): the checkpoints must beat it")
+    write_json(path, got)
+    return got
+
+
 def setup(ctx: training.RunContext) -> training.Setup:
     """Render the task prompts, load the policy, probe the rewards and build the GRPOTrainer."""
     from datasets import Dataset
@@ -202,7 +224,10 @@ def setup(ctx: training.RunContext) -> training.Setup:
         for k in roll.stats:  # the probe is not training
             roll.stats[k] = 0 if isinstance(roll.stats[k], int) else 0.0
 
-    # 4) trl's GRPOTrainer
+    # 4) the starting model's held-out pass rate: what the run's checkpoints must beat
+    start = held_out_start(run_dir, ctx.resume_from, model, tokenizer, eval_tasks, stop_ids, cfg) if has_eval else {}
+
+    # 5) trl's GRPOTrainer
     kw = training.trainer_arguments(
         run_dir=run_dir, precision=precision, has_eval=has_eval, seed=cfg.seed, batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate, epochs=cfg.epochs,
@@ -245,8 +270,18 @@ def setup(ctx: training.RunContext) -> training.Setup:
     def finish(trainer: Any, interrupted: Any) -> dict:
         # the restored best model on the held-out tasks (not through evaluate(): early stopping must not count it)
         final = held_out(trainer.model, eval_tasks) if has_eval and not interrupted else {}
+        beat = None
+        if final and start:
+            beat = final["pass_rate"] > start["pass_rate"]
+            if not beat:
+                training.warn(f"the held-out pass rate never beat the starting model's: final {final['pass_rate']:.1%} "
+                              f"against {start['pass_rate']:.1%} before training ({len(eval_tasks)} tasks); final/ holds this "
+                              "run's best checkpoint, which is " + ("no better than" if final["pass_rate"] == start["pass_rate"]
+                                                                     else "worse than") + " the model it started from")
         return {**grpo.summarize(trainer.state.log_history, terms, cfg.beta),
                 "eval_pass_rate": final.get("pass_rate"), "eval_reward": final.get("reward"),
+                "start_eval_pass_rate": start.get("pass_rate"), "start_eval_reward": start.get("reward"),
+                "beat_start": beat,
                 "eval_pass_rate_history": list(trainer.eval_history),
                 "rollout": roll.summary() if engine == "shared" else {"engine": engine}}
 

@@ -179,6 +179,8 @@ def test_trains_through_the_cli_and_writes_reward_statistics(noisy, tasks, tmp_p
     # held-out pass rate every eval step, through evaluate's engine
     assert [h["step"] for h in s["eval_pass_rate_history"]] == [1, 2, 3]
     assert 0 <= s["eval_pass_rate"] <= 1 and s["best_eval_pass_rate"] is not None
+    assert 0 <= s["start_eval_pass_rate"] <= 1 and s["beat_start"] == (s["eval_pass_rate"] > s["start_eval_pass_rate"])
+    assert "held-out pass rate before training" in res.stderr
     # the rollouts: 3 steps x 2 prompts x 4 completions, each group's prompt prefilled once
     ro = s["rollout"]
     assert ro["prompts"] == 6 and ro["completions"] == 24 and ro["prefilled_tokens"] < ro["prompt_tokens"]
@@ -208,6 +210,9 @@ def test_early_stopping_on_held_out_pass_rate_names_the_best_checkpoint(noisy, t
     assert s["global_step"] == 3 and s["best_checkpoint"].endswith("checkpoint-1")
     rates = [h["pass_rate"] for h in s["eval_pass_rate_history"]]
     assert len(rates) == 3 and len(set(rates)) == 1 and s["best_eval_pass_rate"] == rates[0] == s["eval_pass_rate"]
+    # the start is measured too: with learning rate 0 no checkpoint can beat it, and the summary says so
+    assert s["start_eval_pass_rate"] == rates[0] and s["beat_start"] is False
+    assert json.loads((tmp_path / "run" / "start_eval.json").read_text())["pass_rate"] == rates[0]
 
 
 def test_continues_an_sft_adapter(noisy, tasks, tmp_path):
@@ -352,3 +357,12 @@ def test_trls_own_generation_path_trains_too(noisy, tasks, tmp_path):
     s = json.loads((tmp_path / "run" / "training_summary.json").read_text())
     assert s["finished"] and s["global_step"] == 2 and s["rollout_engine"] == "trl" and s["rollout"] == {"engine": "trl"}
     assert s["probe"]["completions"] == 16 and s["rewards"]["task_reward"]["mean"] is not None
+
+
+def test_a_resumed_run_compares_with_the_start_it_measured_before(tmp_path):
+    from trajtune.scripts.train_grpo import START_EVAL, held_out_start
+
+    (tmp_path / START_EVAL).write_text(json.dumps({"pass_rate": 0.25, "reward": 0.4, "tasks": 20}))
+    # resuming: the figure measured when the run started, not the resumed policy's (no model needed)
+    got = held_out_start(tmp_path, tmp_path / "checkpoint-4", None, None, [], [], None)
+    assert got == {"pass_rate": 0.25, "reward": 0.4, "tasks": 20}
