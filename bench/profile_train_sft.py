@@ -16,6 +16,8 @@ positions), bf16 autocast. Each variant runs one warm-up step, then the best of 
   eager_bf16base  frozen base weights stored in bf16 (no per-forward weight casts under autocast), LoRA in fp32
   eager_bf16lin   only the frozen linear layers' weights stored in bf16 (what autocast casts them to anyway:
                   the same numbers), embeddings, norms and LoRA in fp32 (train-sft's `frozen_bf16: auto`)
+  sdpa_mb1_bf16lin / eager_mb1_bf16lin   one record per forward (no padding, so SDPA needs no mask and
+                  can take its causal kernel), frozen linears in bf16
   eager_pack2     2 records packed into one row (position ids restart, block-diagonal causal mask)
   fp32            no autocast, eager (the fp32 reference)
   eager_compile   eager, the decoder stack under torch.compile (inductor, dynamic shapes); its compile
@@ -45,6 +47,8 @@ VARIANTS = {
     "eager_mb4": dict(attn="eager", micro=4),
     "eager_bf16base": dict(attn="eager", micro=2, bf16_base=True),
     "eager_bf16lin": dict(attn="eager", micro=2, bf16_linear=True),
+    "sdpa_mb1_bf16lin": dict(attn="sdpa", micro=1, bf16_linear=True),
+    "eager_mb1_bf16lin": dict(attn="eager", micro=1, bf16_linear=True),
     "eager_pack2": dict(attn="eager", micro=2, pack=True),
     "fp32": dict(attn="eager", micro=2, autocast=False),
     "eager_compile": dict(attn="eager", micro=2, compile=True),
