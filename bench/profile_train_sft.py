@@ -15,7 +15,7 @@ positions), bf16 autocast. Each variant runs one warm-up step, then the best of 
   eager_mb1/mb4   the same with micro-batches of 1 / 4 records
   eager_bf16base  frozen base weights stored in bf16 (no per-forward weight casts under autocast), LoRA in fp32
   eager_bf16lin   only the frozen linear layers' weights stored in bf16 (what autocast casts them to anyway:
-                  the same numbers), embeddings, norms and LoRA in fp32 (train-sft's `frozen_bf16: auto`)
+                  the same numbers), embeddings, norms and LoRA in fp32 (what train-sft and train-dpo do now)
   sdpa_mb1_bf16lin / eager_mb1_bf16lin   one record per forward (no padding, so SDPA needs no mask and
                   can take its causal kernel), frozen linears in bf16
   eager_pack2     2 records packed into one row (position ids restart, block-diagonal causal mask)
