@@ -558,7 +558,8 @@ def store_frozen_bf16(model: Any, precision: Precision, method: str) -> int:
     """On a CPU under bf16 autocast, keep a LoRA run's frozen linear weights in bf16
     (:func:`frozen_linears_to_bf16`: the same numbers; on the default model a train-sft step 1.03x
     faster with two records per forward, 1.15x with one; train-dpo as fast in the demo, slower in a
-    4-step bench (README); the demo's train-sft / train-dpo peaks 0.1 / 0.5 GB lower). GPUs already load a LoRA base in bf16; full fine-tuning has no frozen weights."""
+    4-step bench (README); the demo's train-sft / train-dpo peaks 0.1 / 0.5 GB lower). GPUs already
+    load a LoRA base in bf16; full fine-tuning has no frozen weights."""
     if precision.device != "cpu" or not precision.bf16 or not method.startswith("lora"):
         return 0
     n = frozen_linears_to_bf16(model)
