@@ -15,8 +15,9 @@ What it does, top to bottom:
      the encoder; optional hard negatives mined with the base model
      (``sentence_transformers.util.mine_hard_negatives``, ``--mine-negatives N``);
   3) the loss: MultipleNegativesRankingLoss (default: in-batch negatives plus each record's hard
-     negative, a no-duplicates batch sampler so no text is its own negative), its cached (GradCache)
-     form for large batches, or TripletLoss;
+     negative, a no-duplicates batch sampler so no text is its own negative; with
+     ``--equivalents-from CATALOG`` no two same-sense tools either), its cached (GradCache) form for
+     large batches, or TripletLoss;
   4) validation: the held-out triplets as a retrieval task (their anchors against every document of
      the data), scored by sentence-transformers' InformationRetrievalEvaluator; the best checkpoint
      by ``eval_metric`` (MRR@10 by default) is restored and early stopping watches it;
@@ -57,6 +58,7 @@ class Config(training.TrainConfig):
     use_negatives: bool = field(True, help="train on each record's negative (off: anchor/positive pairs with in-batch negatives only)")
     mine_negatives: int = field(0, help="mine this many hard negatives per anchor with the base model (sentence_transformers.util.mine_hard_negatives) from all documents of the data; 0 = off")
     holdout: list[str] = field(default_factory=list, split=False, metavar="FILE", help="evaluation files (task records, retrieval queries or triplets) whose requests and relevant documents are kept out of training and validation")
+    equivalents_from: list[str] = field(default_factory=list, split=False, metavar="CATALOG", help="catalogs whose tools declare a sense (x-trajtune: the synthetic APIs of `generate tools`): two documents of one sense (the same function in another naming style) never share a batch, so neither is the other's false in-batch negative, and validation counts a relevant tool's twins as relevant too (mnrl / cached_mnrl)")
     eval_metric: Literal["mrr@10", "ndcg@10", "recall@1", "recall@10", "loss"] = field("mrr@10", help="validation metric for the best checkpoint and early stopping (retrieval of the held-out anchors, or the eval loss)")
 
     def check(self) -> None:
@@ -71,6 +73,9 @@ class Config(training.TrainConfig):
             raise ConfigError("mine_negatives must be >= 0 and mini_batch_size >= 1")
         if self.scale <= 0:
             raise ConfigError(f"scale must be > 0, got {self.scale}")
+        if self.equivalents_from and self.loss == "triplet":
+            raise ConfigError("equivalents_from keeps twins out of in-batch negatives; loss: triplet has none",
+                              hint="use loss: mnrl or cached_mnrl, or drop equivalents_from")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,9 +112,12 @@ def fit_length(records: list[dict], tokenizer: Any, max_length: int, truncation:
     return out, counts
 
 
-def ir_task(train: list[dict], ev: list[dict]) -> tuple[dict, dict, dict]:
+def ir_task(train: list[dict], ev: list[dict], senses: dict[str, str] | None = None) -> tuple[dict, dict, dict]:
     """The validation retrieval task: each held-out anchor against every document of the data
-    (positives and negatives of both sides); relevant = its positives."""
+    (positives and negatives of both sides); relevant = its positives, and with ``senses``
+    (``--equivalents-from``) their same-sense twins too: a twin ranked first is no miss, as
+    ``evaluate --corpus`` sets it aside, or the best checkpoint would be chosen for telling twins
+    apart, which the sampler no longer teaches."""
     corpus: dict[str, str] = {}
     ids: dict[str, str] = {}
 
@@ -128,6 +136,13 @@ def ir_task(train: list[dict], ev: list[dict]) -> tuple[dict, dict, dict]:
         q = qids.setdefault(r["anchor"], f"q{len(qids)}")
         queries[q] = r["anchor"]
         relevant.setdefault(q, set()).add(ids[r["positive"]])
+    if senses:
+        by_sense: dict[str, set[str]] = {}
+        for text, i in ids.items():
+            if text in senses:
+                by_sense.setdefault(senses[text], set()).add(i)
+        for q, rel in relevant.items():
+            rel |= {t for d in list(rel) if corpus[d] in senses for t in by_sense[senses[corpus[d]]]}
     return queries, corpus, relevant
 
 
@@ -209,6 +224,19 @@ def setup(ctx: training.RunContext) -> training.Setup:
                                         target_modules=cfg.lora_target_modules, fallback=cfg.lora_fallback)
     params = training.count_parameters(model)
 
+    sampler: Any = BatchSamplers.NO_DUPLICATES if cfg.loss != "triplet" else BatchSamplers.BATCH_SAMPLER
+    with_sense = 0
+    keys: dict[str, str] = {}
+    if cfg.equivalents_from:
+        keys = embeddings.sense_keys(cfg.equivalents_from)
+        with_sense = sum(1 for d in documents if d in keys)
+        if not with_sense:
+            raise ConfigError(f"equivalents_from: none of the {len(documents)} documents is a tool of "
+                              f"{', '.join(cfg.equivalents_from)} with a sense",
+                              hint="pass the catalog the triplets' tools come from (`generate tools --synthesize` writes senses)")
+        sampler = embeddings.SenseBatches(keys)
+        training.log(f"{with_sense} of {len(documents)} documents have a sense in {', '.join(cfg.equivalents_from)}: "
+                     "same-sense tools never share a batch")
     evaluator = None
     kw = training.trainer_arguments(
         run_dir=run_dir, precision=precision, has_eval=has_eval, seed=cfg.seed, batch_size=cfg.batch_size,
@@ -218,7 +246,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
         save_total_limit=cfg.save_total_limit, gradient_checkpointing=bool(cfg.gradient_checkpointing))
     metric_key = "eval_loss"
     if has_eval:
-        queries, corpus, relevant = ir_task(train, ev)
+        queries, corpus, relevant = ir_task(train, ev, keys)
         evaluator = InformationRetrievalEvaluator(
             queries=queries, corpus=corpus, relevant_docs=relevant, name="val", batch_size=cfg.batch_size,
             mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1, 10], precision_recall_at_k=[1, 10], map_at_k=[10],
@@ -227,7 +255,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
             metric_key = f"eval_val_{model.similarity_fn_name or 'cosine'}_{METRIC_KEYS[cfg.eval_metric]}"
             kw.update(metric_for_best_model=metric_key, greater_is_better=True)
     args = SentenceTransformerTrainingArguments(
-        **kw, batch_sampler=BatchSamplers.NO_DUPLICATES if cfg.loss != "triplet" else BatchSamplers.BATCH_SAMPLER,
+        **kw, batch_sampler=sampler,
         **({"deepspeed": cfg.deepspeed} if cfg.deepspeed else {}))
     early = training.early_stopping_callback(cfg.patience) if has_eval and cfg.patience > 0 else None
     eval_rows = [{"anchor": r["anchor"], "positive": r["positive"], "negative": r["negative"]} for r in ev]
@@ -243,7 +271,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
             "params": params,
             "data": {**data.counts, "held_out": held_train + held_eval, "train_triplets": len(train),
                      "train_rows": len(rows), "mined_negatives": mined, "eval_triplets": len(ev),
-                     "documents": len(documents), "train_fit": train_counts, "eval_fit": eval_counts}}
+                     "documents": len(documents), "documents_with_sense": with_sense, "train_fit": train_counts, "eval_fit": eval_counts}}
 
     def finish(trainer: Any, interrupted: Any) -> dict:
         out: dict = {"tokens_this_run": trainer.tokens_this_run}

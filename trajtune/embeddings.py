@@ -9,6 +9,10 @@ the manifest a trained model carries.
 * :class:`EmbedTrainer` is ``SentenceTransformerTrainer`` plus what the run skeleton relies on:
   it counts the non-padding tokens it trains on, resumes a LoRA run from the adapter weights of a
   checkpoint, and saves final/ merged (a plain sentence-transformers folder, no adapter);
+* :class:`SenseBatches` builds MNRL batches in which no two texts mean the same thing: beside the
+  no-duplicates rule, two tool documents the catalog declares one function (``x-trajtune`` sense:
+  the synthetic APIs' twins in another naming style) never share a batch, since each would be the
+  other's in-batch negative although no request can tell them apart;
 * ``final/trajtune_embed.json`` (:func:`write_manifest`) names the base model and the sha1 of every
   document text trained on, so ``evaluate`` can report documents never trained on apart.
 
@@ -110,6 +114,53 @@ def is_lora(model: Any) -> bool:
     from peft import PeftModel
 
     return isinstance(getattr(model[0], "model", None), PeftModel)
+
+
+def sense_keys(catalogs: list[str]) -> dict[str, str]:
+    """Document text -> its sense, for every tool of ``catalogs`` that declares one (``x-trajtune``
+    ``sense``): the texts :class:`SenseBatches` keeps apart. The text is the retriever's rendering
+    of the tool (``tool_document``), the one ``convert --to triplet`` writes."""
+    from trajtune.converters.tool_retrieval import load_tools, tool_document
+
+    keys: dict[str, str] = {}
+    for path in catalogs:
+        for tool in load_tools(path):
+            sense = (tool.get("x-trajtune") or {}).get("sense")
+            if isinstance(sense, str) and sense:
+                keys[tool_document(tool)] = f"sense\x00{sense}"
+    return keys
+
+
+class SenseBatches:
+    """A ``batch_sampler`` for ``SentenceTransformerTrainingArguments``: sentence-transformers'
+    no-duplicates sampler (no text twice in a batch, across columns), where every text in ``keys``
+    stands for its sense, so two same-sense documents (twins) never meet in one batch either.
+
+    With MultipleNegativesRankingLoss every other text of a batch is a negative; a twin there is a
+    false negative the loss pushes away from the request, though the twin is the same function. The
+    sampler defers such a row to a later batch, as no-duplicates does with a repeated text.
+    (Module-level and picklable: the Trainer saves its arguments with each checkpoint.)
+    """
+
+    def __init__(self, keys: dict[str, str]):
+        self.keys = keys
+
+    def __repr__(self) -> str:
+        return f"SenseBatches({len(set(self.keys.values()))} senses)"
+
+    def __call__(self, dataset: Any, **kw: Any) -> Any:
+        import numpy as np
+        from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+
+        sampler = NoDuplicatesBatchSampler(dataset, **kw)
+        ids: dict[str, int] = {}
+        ds = sampler.dataset  # label columns already removed
+        cols = [ds[c] for c in ds.column_names]
+        rows = [[ids.setdefault(self.keys.get(v, f"text\x00{v}"), len(ids)) for v in vals] for vals in zip(*cols)]
+        # the sampler's precomputed-hash path compares these ids instead of the texts themselves
+        sampler._row_hashes = np.asarray(rows, dtype=np.int64).reshape(len(rows), len(cols))
+        sampler.precompute_hashes = True
+        return sampler
 
 
 def make_trainer_class():

@@ -146,3 +146,32 @@ def test_bad_or_pending_data_is_refused_before_the_model_loads(trips, tmp_path):
     assert res.returncode == 1 and "not reviewed" in res.stderr
     res = run(pending, "--method", "qlora", "-o", tmp_path / "r3")
     assert res.returncode == 2 and "method is full or lora" in res.stderr
+
+
+def test_equivalents_from_keeps_same_sense_tools_out_of_one_batch(embedder, trips, tmp_path):
+    from trajtune.converters.tool_retrieval import load_tools
+
+    tools = load_tools(_catalog_file(tmp_path))
+    res = run(*_args(embedder, trips, tmp_path / "s", **{"max-steps": 2}), "--equivalents-from",
+              tmp_path / "tools.json", "--json")
+    assert res.returncode == 0, res.stderr
+    s = json.loads(res.stdout)
+    assert s["finished"] and s["batch"]["batch_sampler"] == "SenseBatches(12 senses)"
+    assert s["data"]["documents_with_sense"] == s["data"]["documents"] == len(tools)
+    assert "same-sense tools never share a batch" in res.stderr
+    # a catalog that declares no senses is a usage error, named before training
+    plain = tmp_path / "nosense.json"
+    plain.write_text(json.dumps([{k: v for k, v in t.items() if k != "x-trajtune"} for t in tools]))
+    bad = run(*_args(embedder, trips, tmp_path / "n", **{"max-steps": 2}), "--equivalents-from", plain)
+    assert bad.returncode == 2 and "none of the" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _catalog_file(tmp_path):
+    """embed_data's tools, the five objects of one verb sharing a sense (so some twins meet)."""
+    tools = embed_data.tools()
+    for t in tools:
+        verb = t["function"]["name"].split("_")[0]
+        t["x-trajtune"] = {"sense": f"{verb}:any", "family": verb}
+    path = tmp_path / "tools.json"
+    path.write_text(json.dumps(tools))
+    return path
