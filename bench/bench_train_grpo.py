@@ -19,7 +19,11 @@ beta 0 and the same reward (trajtune's scorer). Each runs in a fresh process, so
 
 Rollout time is measured the same way for both: wall time inside `GRPOTrainer._generate` (patched
 with a timer in each worker; it covers generation plus trl's decode of the completions), and
-generated tokens = the completion ids it returns (end-of-turn token included). Step time = seconds
+generated tokens = the completion ids it returns (end-of-turn token included). Both decode a
+batch until its longest completion ends, so generated tokens/s also depends on how long the samples
+happen to be; the rollout seconds of the two (same prompts, group, length cap) compare the work.
+Note trl's GRPOConfig turns gradient checkpointing on by default (train-grpo does not): the peer's
+lower peak memory, and part of its step time. Step time = seconds
 inside trainer.train() / optimizer steps (rollout + reward + loss + backward). Prints both runs,
 the rollout tokens/s ratio (target >= 3x), the step-time ratio and peak memory.
 """
@@ -120,6 +124,8 @@ def worker_ours(args) -> dict:
     s = train_grpo(cfg)
     out = result("trajtune train-grpo (shared-prefill slot engine)", acc, s["global_step"], s["train_time_s"])
     out["engine_prefilled_tokens"], out["engine_prompt_tokens"] = s["rollout"]["prefilled_tokens"], s["rollout"]["prompt_tokens"]
+    # inside the slot engine (the rest of rollout_s is trl's own handling): prefill, decode steps and their time
+    out.update({f"engine_{k}": s["rollout"][k] for k in ("seconds", "prefill_s", "decode_s", "decode_steps")})
     return out
 
 
@@ -191,6 +197,11 @@ def main() -> int:
     print(f"same prompt token ids in both: {'yes' if same else 'NO (the ratio compares different prompts)'}")
     print(f"rollout generated tokens/s: train-grpo {ours['rollout_tokens_per_s']} vs trl's generation "
           f"{peer['rollout_tokens_per_s']} -> {ours['rollout_tokens_per_s'] / peer['rollout_tokens_per_s']:.2f}x (target >= 3x)")
+    # tokens/s depends on what was sampled: a batch runs until its longest completion ends (128 tokens in
+    # most calls here), so shorter samples mean fewer tokens in the same time. Rollout seconds for the
+    # same prompts, group and length cap compare the work itself.
+    print(f"rollout seconds: train-grpo {ours['rollout_s']} vs trl {peer['rollout_s']} -> "
+          f"{peer['rollout_s'] / ours['rollout_s']:.2f}x faster (generated {ours['generated_tokens']} vs {peer['generated_tokens']} tokens)")
     print(f"step time s: train-grpo {ours['step_s']} vs plain GRPOTrainer {peer['step_s']} -> "
           f"{peer['step_s'] / ours['step_s']:.2f}x faster")
     print(f"peak RSS MB: train-grpo {ours['peak_rss_mb']} vs {peer['peak_rss_mb']}")

@@ -157,7 +157,8 @@ class SharedPrefillRollout:
     top_p: float
     rows: int = 64  # decode rows at most (a multiple of the group size is used)
     stats: dict = field(default_factory=lambda: {"calls": 0, "prompts": 0, "completions": 0, "generated_tokens": 0,
-                                                 "prompt_tokens": 0, "prefilled_tokens": 0, "seconds": 0.0})
+                                                 "prompt_tokens": 0, "prefilled_tokens": 0, "decode_steps": 0,
+                                                 "seconds": 0.0, "prefill_s": 0.0, "decode_s": 0.0})
     _ids: dict = field(default_factory=dict)
 
     def ids(self, text: str) -> list[int]:
@@ -190,6 +191,9 @@ class SharedPrefillRollout:
         st["generated_tokens"] += engine.stats.generated
         st["prompt_tokens"] += engine.stats.prompt_tokens
         st["prefilled_tokens"] += engine.stats.prefilled_tokens
+        st["decode_steps"] += engine.stats.steps
+        st["prefill_s"] += engine.stats.prefill_s
+        st["decode_s"] += engine.stats.decode_s
         st["seconds"] += time.perf_counter() - t0
         return results
 
@@ -209,7 +213,8 @@ class SharedPrefillRollout:
 
     def summary(self) -> dict:
         st = dict(self.stats)
-        st["seconds"] = round(st["seconds"], 3)
+        for k in ("seconds", "prefill_s", "decode_s"):
+            st[k] = round(st[k], 3)
         st["generated_tokens_per_s"] = round(st["generated_tokens"] / st["seconds"], 1) if st["seconds"] else None
         return st
 

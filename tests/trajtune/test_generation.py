@@ -116,3 +116,25 @@ def test_eager_attention_is_not_supported(tiny_model):
     eager = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="eager")
     ok, why = supported(eager)
     assert not ok and "eager" in why
+
+
+def test_sampling_draws_from_the_temperature_and_top_p_distribution():
+    """The sampler (train-grpo's rollouts) draws each token with its probability under
+    softmax(logits / T) after the nucleus filter, never a filtered-out one, and returns its log-prob."""
+    import torch
+
+    from trajtune.generation import Engine
+
+    logits = torch.log(torch.tensor([0.05, 0.0001, 0.5, 0.3, 0.1499]))
+    n = 40000
+    for top_p, want in ((1.0, torch.softmax(logits, -1)), (0.75, torch.tensor([0.0, 0.0, 0.5, 0.3, 0.0]) / 0.8)):
+        engine = Engine(None, [], 1, temperature=1.0, top_p=top_p, generator=torch.Generator().manual_seed(7))
+        toks, lps = engine._pick(logits.repeat(n, 1))
+        freq = torch.bincount(torch.tensor(toks), minlength=5).float() / n
+        torch.testing.assert_close(freq, want, atol=0.01, rtol=0)
+        assert all(want[t] > 0 for t in set(toks))
+        torch.testing.assert_close(torch.tensor(lps[:5]), torch.log_softmax(logits, -1)[torch.tensor(toks[:5])])
+    # the same generator seed draws the same tokens (a resumed run's rollouts are reproducible)
+    a = Engine(None, [], 1, temperature=0.7, generator=torch.Generator().manual_seed(1))._pick(logits.repeat(8, 1))
+    b = Engine(None, [], 1, temperature=0.7, generator=torch.Generator().manual_seed(1))._pick(logits.repeat(8, 1))
+    assert a == b
