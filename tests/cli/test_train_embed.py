@@ -93,10 +93,11 @@ def _losses(run_dir, step):
     return {h["step"]: h["loss"] for h in hist if "loss" in h}
 
 
-@pytest.mark.parametrize("method", ["full", "lora"])
-def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(embedder, trips, tmp_path, method):
+@pytest.mark.parametrize("method,twins", [("full", False), ("lora", False), ("full", True)])
+def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(embedder, trips, tmp_path, method, twins):
     ref, out = tmp_path / "ref", tmp_path / "run"
-    args = _args(embedder, trips, out, method=method)
+    extra = ["--equivalents-from", str(_catalog_file(tmp_path))] if twins else []  # the sense sampler's batches resume too
+    args = _args(embedder, trips, out, method=method) + extra
     proc = subprocess.Popen([sys.executable, "-m", "trajtune.cli.app", "train-embed", *args], env=_env(sleep=0.3),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_checkpoint(proc, out, 4)
@@ -108,7 +109,8 @@ def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(embedder, trips, tmp_
     s = json.loads((out / "training_summary.json").read_text())
     resumed_at = int(s["resumed_from"].rsplit("-", 1)[1])
     assert resumed_at >= 4 and s["finished"] and s["global_step"] == 8
-    r = run(*_args(embedder, trips, ref, method=method))
+    assert s["batch"]["batch_sampler"].startswith("SenseBatches") == twins
+    r = run(*_args(embedder, trips, ref, method=method), *extra)
     assert r.returncode == 0, r.stderr
     got, want = _losses(out, 8), _losses(ref, 8)
     assert sorted(got) == sorted(want) == list(range(1, 9))
