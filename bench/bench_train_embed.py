@@ -5,10 +5,13 @@ with default settings, same data, same run.
     python bench/bench_train_embed.py --steps 50 --batch-size 64 --threads 1
     python bench/bench_train_embed.py --tiny --steps 2 --batch-size 4   # smoke: a tiny local model
 
-Data: `trajtune generate trajectories` (offline, seeded) -> tool-retrieval triplets (the same
-function `convert --to triplet` runs) for training; `trajtune generate tasks` (held-out phrasings)
-as the retrieval queries, ranked against every tool of the catalog (``--catalog``, default
-data/tools). Both trainers get the same model, triplets, optimizer steps, batch (--batch-size
+Data: the README's tool-retrieval data: `trajtune generate tools --synthesize 1000` (offline, seeded;
+families held out for evaluation), `trajtune generate trajectories` over it -> tool-retrieval
+triplets (the same function `convert --to triplet` runs) for training; `trajtune generate tasks`
+(held-out families and phrasings) as the retrieval queries, ranked against every tool of the
+catalog. ``--catalog DIR_OR_FILE`` uses another catalog instead (e.g. data/tools: its 22 tools are
+too few for batches of 32+ without repeated texts, so train-embed's no-duplicates batches hold far
+fewer rows than the peer's and the two runs do not train on the same amount). Both trainers get the same model, triplets, optimizer steps, batch (--batch-size
 triplets a step), learning rate and MultipleNegativesRankingLoss; each runs in a fresh process, so
 peak RSS is its own:
 
@@ -18,7 +21,8 @@ peak RSS is its own:
               batches, bf16 autocast on CPUs with native bf16), no validation split, no checkpoints
 
 tokens/s = non-padding tokens encoded in training (anchor + positive + negative, counted from the
-attention masks of the batches each trainer built) / seconds inside trainer.train(). Quality, for
+attention masks of the batches each trainer built) / seconds inside trainer.train(). Quality (strict: a
+same-sense twin ranked first counts as a miss), for
 the base model and both tuned models, outside the timing: recall@1 and MRR@10 of the held-out
 requests against the catalog (trajtune.retrieval, the same code as `evaluate --corpus`).
 Prints both runs, the ratio (target >= 1x, memory no higher) and the quality.
@@ -35,7 +39,6 @@ import time
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "out" / "train_embed"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def peak_rss_mb() -> float:
@@ -122,10 +125,19 @@ def prepare(args) -> tuple[str, Path, Path]:
         model_path = resolve_embed_model(args.model)
     trajs, tasks, train = OUT / "trajectories.jsonl", OUT / "tasks.jsonl", OUT / "triplets.jsonl"
     gen = [sys.executable, "-m", "trajtune.cli.app", "generate"]
+    if args.catalog == "synthetic":
+        args.catalog = str(OUT / "tools.json")
+        Path(args.catalog).unlink(missing_ok=True)
+        res = subprocess.run([*gen, "tools", "--synthesize", "1000", "--seed", str(args.seed), "-o", args.catalog],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            sys.exit(f"generate tools failed:\n{res.stderr[-2000:]}")
+    gen_cat = ["--catalog", args.catalog]
     trajs.unlink(missing_ok=True)
     tasks.unlink(missing_ok=True)
-    for cmd in ([*gen, "trajectories", "--count", str(max(20, args.steps * args.batch_size)), "--seed", str(args.seed),
-                 "-o", str(trajs)], [*gen, "tasks", "--count", str(args.tasks_count), "--seed", str(args.seed + 1), "-o", str(tasks)]):
+    for cmd in ([*gen, "trajectories", *gen_cat, "--count", str(max(20, args.steps * args.batch_size)), "--seed", str(args.seed),
+                 "-o", str(trajs)], [*gen, "tasks", *gen_cat, "--count", str(args.tasks_count), "--seed", str(args.seed + 1),
+                                     "-o", str(tasks)]):
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             sys.exit(f"{' '.join(cmd)} failed:\n{res.stderr[-2000:]}")
@@ -144,11 +156,12 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20, help="optimizer steps per trainer (default 20)")
     ap.add_argument("--batch-size", type=int, default=32, help="triplets per step (default 32)")
     ap.add_argument("--lr", type=float, default=2e-5)
-    ap.add_argument("--tasks-count", type=int, default=60, help="held-out requests for the quality check")
+    ap.add_argument("--tasks-count", type=int, default=300, help="held-out tasks for the quality check (no-call tasks are skipped)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = torch's default)")
     ap.add_argument("--model", default="default", help="embedding model folder or 'default' (all-MiniLM-L6-v2)")
-    ap.add_argument("--catalog", default=str(ROOT / "data" / "tools"), help="tool catalog ranked for the quality check")
+    ap.add_argument("--catalog", default="synthetic",
+                    help="tool catalog to generate from and rank for the quality check (default: 1,000 synthetic tools)")
     ap.add_argument("--tiny", action="store_true", help="a tiny locally built model (smoke run)")
     ap.add_argument("--only", choices=["plain", "ours", "base"], help=argparse.SUPPRESS)
     ap.add_argument("--model-path", help=argparse.SUPPRESS)

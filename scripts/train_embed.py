@@ -237,6 +237,11 @@ def setup(ctx: training.RunContext) -> training.Setup:
         sampler = embeddings.SenseBatches(keys)
         training.log(f"{with_sense} of {len(documents)} documents have a sense in {', '.join(cfg.equivalents_from)}: "
                      "same-sense tools never share a batch")
+    if cfg.loss != "triplet" and len(documents) < 2 * cfg.batch_size:
+        training.warn(f"only {len(documents)} distinct documents for batches of {cfg.batch_size}: no text may appear twice "
+                      f"in a batch, so a batch holds at most ~{max(1, len(documents) // 2)} triplets and MNRL sees "
+                      "fewer in-batch negatives than batch_size suggests (see rows_per_batch in the summary); "
+                      "add documents or lower batch_size")
     evaluator = None
     kw = training.trainer_arguments(
         run_dir=run_dir, precision=precision, has_eval=has_eval, seed=cfg.seed, batch_size=cfg.batch_size,
@@ -275,6 +280,8 @@ def setup(ctx: training.RunContext) -> training.Setup:
 
     def finish(trainer: Any, interrupted: Any) -> dict:
         out: dict = {"tokens_this_run": trainer.tokens_this_run}
+        if trainer.batches_this_run:  # what the batches held, per forward (this run; a resumed run counts its part)
+            out["rows_per_batch"] = round(trainer.rows_this_run / trainer.batches_this_run, 1)
         if not interrupted:
             final = run_dir / "final"
             if training.is_main_process() and final.is_dir():

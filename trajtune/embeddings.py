@@ -170,14 +170,20 @@ def make_trainer_class():
         """SentenceTransformerTrainer + token counts, LoRA resume and a merged final/ (module doc)."""
 
         tokens_this_run = 0
+        rows_this_run = 0  # rows the training batches actually held (no-duplicates batches can hold fewer)
+        batches_this_run = 0
 
         def add_model_card_callback(self, default_args_dict) -> None:
             """No model-card callback: it renders widget examples with a progress bar on stderr."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if model.training:  # non-padding tokens; the state carries the total across resumes
-                n = int(sum(int(v.sum()) for k, v in inputs.items() if k.endswith("attention_mask")))
+                masks = [v for k, v in inputs.items() if k.endswith("attention_mask")]
+                n = int(sum(int(v.sum()) for v in masks))
                 self.tokens_this_run += n
+                if masks:
+                    self.rows_this_run += int(masks[0].shape[0])
+                    self.batches_this_run += 1
                 self.state.num_input_tokens_seen = int(self.state.num_input_tokens_seen or 0) + n
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 

@@ -64,6 +64,7 @@ def test_trains_a_sentence_transformers_model_then_rerun_is_a_no_op(embedder, tr
     assert s["best_eval_metric"]["name"] == "mrr@10" and 0 <= s["best_eval_metric"]["value"] <= 1
     assert set(s["eval_retrieval"]) >= {"recall@1", "recall@10", "mrr@10", "ndcg@10"}
     assert s["tokens_seen"] > 0 and "done: max_steps reached at step 4" in res.stderr
+    assert 1 < s["rows_per_batch"] <= 8 and "distinct documents" not in res.stderr
     assert "validation retrieval (best checkpoint)" in res.stderr and "Traceback" not in res.stderr
     final = out / "final"
     manifest = json.loads((final / "trajtune_embed.json").read_text())
@@ -166,6 +167,17 @@ def test_equivalents_from_keeps_same_sense_tools_out_of_one_batch(embedder, trip
     plain.write_text(json.dumps([{k: v for k, v in t.items() if k != "x-trajtune"} for t in tools]))
     bad = run(*_args(embedder, trips, tmp_path / "n", **{"max-steps": 2}), "--equivalents-from", plain)
     assert bad.returncode == 2 and "none of the" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_too_few_documents_for_the_batch_is_said_and_measured(embedder, trips, tmp_path):
+    # no text may appear twice in an MNRL batch: with ~20 tools a batch of 64 cannot fill up; the user is told
+    # before training and the summary says how many rows the batches really held
+    res = run(*_args(embedder, trips, tmp_path / "r", **{"max-steps": 2, "batch-size": 64}), "--json")
+    assert res.returncode == 0, res.stderr
+    s = json.loads(res.stdout)
+    docs = s["data"]["documents"]
+    assert docs < 128 and f"only {docs} distinct documents for batches of 64" in res.stderr
+    assert s["rows_per_batch"] <= docs // 2 + 1 < 64
 
 
 def _catalog_file(tmp_path):
