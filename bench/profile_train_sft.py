@@ -18,6 +18,8 @@ positions), bf16 autocast. Each variant runs one warm-up step, then the best of 
                   the same numbers), embeddings, norms and LoRA in fp32 (what train-sft and train-dpo do now)
   sdpa_mb1_bf16lin / eager_mb1_bf16lin   one record per forward (no padding, so SDPA needs no mask and
                   can take its causal kernel), frozen linears in bf16
+  eager_mb1_bf16lin_drop / _fastdrop   LoRA dropout 0.05 (train-sft's default; the others run without):
+                  peft's nn.Dropout / trajtune's FastDropout (the same dropout, a cheaper mask)
   eager_pack2     2 records packed into one row (position ids restart, block-diagonal causal mask)
   fp32            no autocast, eager (the fp32 reference)
   eager_compile   eager, the decoder stack under torch.compile (inductor, dynamic shapes); its compile
@@ -49,6 +51,8 @@ VARIANTS = {
     "eager_bf16lin": dict(attn="eager", micro=2, bf16_linear=True),
     "sdpa_mb1_bf16lin": dict(attn="sdpa", micro=1, bf16_linear=True),
     "eager_mb1_bf16lin": dict(attn="eager", micro=1, bf16_linear=True),
+    "eager_mb1_bf16lin_drop": dict(attn="eager", micro=1, bf16_linear=True, dropout=0.05, torch_dropout=True),
+    "eager_mb1_bf16lin_fastdrop": dict(attn="eager", micro=1, bf16_linear=True, dropout=0.05),
     "eager_pack2": dict(attn="eager", micro=2, pack=True),
     "fp32": dict(attn="eager", micro=2, autocast=False),
     "eager_compile": dict(attn="eager", micro=2, compile=True),
@@ -83,6 +87,7 @@ def main() -> int:
     from trajtune.models import resolve_model
     from trajtune.scripts.train_sft import encode_records
     from trajtune.trainers import PadCollator, label_loss
+    from trajtune.dropout import FastDropout
     from trajtune.training import attach_lora, frozen_linears_to_bf16
 
     path = resolve_model(args.model)
@@ -98,7 +103,12 @@ def main() -> int:
 
     def load(v: dict):
         m = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=v["attn"])
-        m, _ = attach_lora(m, r=16, alpha=32, dropout=0.0, target_modules="all-linear", fallback="none")
+        m, _ = attach_lora(m, r=16, alpha=32, dropout=v.get("dropout", 0.0), target_modules="all-linear", fallback="none")
+        if v.get("torch_dropout"):  # peft's own nn.Dropout instead of trajtune's FastDropout
+            for mod in m.modules():
+                for name, d in list(getattr(mod, "lora_dropout", {}).items()):
+                    if isinstance(d, FastDropout):
+                        mod.lora_dropout[name] = torch.nn.Dropout(d.p)
         if v.get("bf16_base"):
             for p in m.parameters():
                 if not p.requires_grad:

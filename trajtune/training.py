@@ -518,7 +518,7 @@ def attach_lora(model: Any, *, r: int, alpha: int, dropout: float, target_module
         tm = tm[0]
     lcfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=tm, task_type=task_type, bias="none")
     try:
-        return get_peft_model(model, lcfg), "lora"
+        wrapped = get_peft_model(model, lcfg)
     except (ValueError, TypeError, RuntimeError) as exc:
         reason = str(exc).splitlines()[0][:300]
         if fallback == "full":
@@ -527,6 +527,10 @@ def attach_lora(model: Any, *, r: int, alpha: int, dropout: float, target_module
             return model, "full"
         raise ConfigError(f"LoRA could not attach to this model: {reason}",
                           hint="set lora_target_modules to module names the model has, or lora_fallback: full") from None
+    from trajtune.dropout import speed_up_lora_dropout
+
+    speed_up_lora_dropout(wrapped)  # the same dropout, its mask drawn ~5x faster on a CPU (trajtune/dropout.py)
+    return wrapped, "lora"
 
 
 def frozen_linears_to_bf16(model: Any) -> int:
