@@ -11,9 +11,9 @@ triplets (the same function `convert --to triplet` runs) for training; `trajtune
 (held-out families and phrasings) as the retrieval queries, ranked against every tool of the
 catalog. ``--catalog DIR_OR_FILE`` uses another catalog instead (e.g. data/tools: its 22 tools are
 too few for batches of 32+ without repeated texts, so train-embed's no-duplicates batches hold far
-fewer rows than the peer's and the two runs do not train on the same amount). Both trainers get the same model, triplets, optimizer steps, batch (--batch-size
-triplets a step), learning rate and MultipleNegativesRankingLoss; each runs in a fresh process, so
-peak RSS is its own:
+fewer rows than the peer's and the two runs do not train on the same amount). Both trainers get
+the same model, triplets, optimizer steps, batch (--batch-size triplets a step), learning rate and
+MultipleNegativesRankingLoss; each runs in a fresh process, so peak RSS is its own:
 
   plain       SentenceTransformerTrainer(SentenceTransformerTrainingArguments(use_cpu=True, report_to
               none, no checkpoints) + defaults: the default batch sampler, fp32), MNRL
@@ -21,11 +21,11 @@ peak RSS is its own:
               batches, bf16 autocast on CPUs with native bf16), no validation split, no checkpoints
 
 tokens/s = non-padding tokens encoded in training (anchor + positive + negative, counted from the
-attention masks of the batches each trainer built) / seconds inside trainer.train(). Quality (strict: a
-same-sense twin ranked first counts as a miss), for
+attention masks of the batches each trainer built) / seconds inside trainer.train(). Quality, for
 the base model and both tuned models, outside the timing: recall@1 and MRR@10 of the held-out
-requests against the catalog (trajtune.retrieval, the same code as `evaluate --corpus`).
-Prints both runs, the ratio (target >= 1x, memory no higher) and the quality.
+requests against the catalog (trajtune.retrieval, the same code as `evaluate --corpus`), strict:
+a same-sense twin ranked first counts as a miss. Prints both runs, the ratio (target >= 1x, memory
+no higher) and the quality.
 """
 from __future__ import annotations
 

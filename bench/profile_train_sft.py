@@ -84,10 +84,10 @@ def main() -> int:
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from trajtune.dropout import FastDropout
     from trajtune.models import resolve_model
     from trajtune.scripts.train_sft import encode_records
     from trajtune.trainers import PadCollator, label_loss
-    from trajtune.dropout import FastDropout
     from trajtune.training import attach_lora, frozen_linears_to_bf16
 
     path = resolve_model(args.model)
