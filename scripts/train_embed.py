@@ -59,6 +59,7 @@ class Config(training.TrainConfig):
     mine_negatives: int = field(0, help="mine this many hard negatives per anchor with the base model (sentence_transformers.util.mine_hard_negatives) from all documents of the data; 0 = off")
     holdout: list[str] = field(default_factory=list, split=False, metavar="FILE", help="evaluation files (task records, retrieval queries or triplets) whose requests and relevant documents are kept out of training and validation")
     equivalents_from: list[str] = field(default_factory=list, split=False, metavar="CATALOG", help="catalogs whose tools declare a sense (x-trajtune: the synthetic APIs of `generate tools`): two documents of one sense (the same function in another naming style) never share a batch, so neither is the other's false in-batch negative, and validation counts a relevant tool's twins as relevant too (mnrl / cached_mnrl)")
+    eval_split_by: Literal["anchor", "document"] = field("anchor", help="the automatic validation split (without eval_data): anchor holds out ~eval_fraction of the requests; document holds out whole tools: every triplet whose positive is one of them (with equivalents_from, a sense with all its spellings), and training drops those triplets' requests, so validation asks for tools never trained on as positives, as the README's evaluation does")
     eval_metric: Literal["mrr@10", "ndcg@10", "recall@1", "recall@10", "loss"] = field("mrr@10", help="validation metric for the best checkpoint and early stopping (retrieval of the held-out anchors, or the eval loss)")
 
     def check(self) -> None:
@@ -94,6 +95,34 @@ def keep_out(records: list[dict], held_queries: set[str], held_docs: set[str]) -
     kept = [r for r in records if _norm(r["anchor"]) not in held_queries
             and text_digest(r["positive"]) not in held_docs and text_digest(r["negative"]) not in held_docs]
     return kept, len(records) - len(kept)
+
+
+def split_by_document(records: list[dict], fraction: float, seed: int, senses: dict[str, str]) -> tuple[list[dict], list[dict], int]:
+    """(train, validation, dropped): hold out whole positive documents (grouped by sense where
+    ``senses`` knows one) until ~``fraction`` of the records are held; training keeps no record
+    whose anchor is a validation request. Copies made by mixing weights share their positive, so
+    they land on one side."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(senses.get(r["positive"], "doc:" + r["positive"]), []).append(i)
+    order = sorted(groups, key=lambda k: training._hash01(k, seed))
+    target = max(1, round(fraction * len(records)))
+    held: set[int] = set()
+    for key in order:
+        if len(held) >= target or len(held) + len(groups[key]) >= len(records):
+            break
+        held.update(groups[key])
+    ev, seen = [], set()
+    for i in sorted(held):
+        r = records[i]
+        k = (r["anchor"], r["positive"], r["negative"])
+        if k not in seen:
+            seen.add(k)
+            ev.append(r)
+    asks = {_norm(r["anchor"]) for r in ev}
+    rest = [r for i, r in enumerate(records) if i not in held]
+    train = [r for r in rest if _norm(r["anchor"]) not in asks]
+    return train, ev, len(rest) - len(train)
 
 
 def fit_length(records: list[dict], tokenizer: Any, max_length: int, truncation: str) -> tuple[list[dict], dict]:
@@ -192,6 +221,16 @@ def setup(ctx: training.RunContext) -> training.Setup:
         held_d |= d
     train, held_train = keep_out(data.train, held_q, held_d)
     ev, held_eval = keep_out(data.eval, held_q, held_d)
+    keys = embeddings.sense_keys(cfg.equivalents_from) if cfg.equivalents_from else {}
+    split_info: dict = {}
+    if cfg.eval_split_by == "document" and data.counts.get("eval_split") != "auto":
+        training.warn(f"eval_split_by: document applies to the automatic split only (this run's: {data.counts.get('eval_split')})")
+    elif cfg.eval_split_by == "document":
+        train, ev, dropped = split_by_document(train + ev, cfg.eval_fraction, cfg.seed, keys)
+        split_info = {"eval_split_by": "document", "eval_documents": len({keys.get(r["positive"], r["positive"]) for r in ev}),
+                      "train_dropped_validation_requests": dropped}
+        training.log(f"validation: {len(ev)} triplets of {split_info['eval_documents']} held-out tools; "
+                     f"{dropped} training triplets with a validation request dropped")
 
     set_seed(cfg.seed)
     model = embeddings.load(cfg.model, device=precision.device, trust_remote_code=cfg.trust_remote_code,
@@ -226,9 +265,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
 
     sampler: Any = BatchSamplers.NO_DUPLICATES if cfg.loss != "triplet" else BatchSamplers.BATCH_SAMPLER
     with_sense = 0
-    keys: dict[str, str] = {}
     if cfg.equivalents_from:
-        keys = embeddings.sense_keys(cfg.equivalents_from)
         with_sense = sum(1 for d in documents if d in keys)
         if not with_sense:
             raise ConfigError(f"equivalents_from: none of the {len(documents)} documents is a tool of "
@@ -274,7 +311,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
             "batch": {"records_per_step": cfg.batch_size * cfg.gradient_accumulation_steps * args.world_size,
                       "batch_sampler": str(args.batch_sampler)},
             "params": params,
-            "data": {**data.counts, "held_out": held_train + held_eval, "train_triplets": len(train),
+            "data": {**data.counts, **split_info, "held_out": held_train + held_eval, "train_triplets": len(train),
                      "train_rows": len(rows), "mined_negatives": mined, "eval_triplets": len(ev),
                      "documents": len(documents), "documents_with_sense": with_sense, "train_fit": train_counts, "eval_fit": eval_counts}}
 

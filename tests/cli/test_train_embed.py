@@ -189,3 +189,29 @@ def _catalog_file(tmp_path):
     path = tmp_path / "tools.json"
     path.write_text(json.dumps(tools))
     return path
+
+
+def test_validation_split_by_document_holds_out_whole_tools(embedder, trips, tmp_path):
+    # --eval-split-by document: validation asks for tools whose triplets never trained as positives
+    # (with senses, all spellings of one sense together), and no validation request is trained on
+    cat = _catalog_file(tmp_path)
+    out = tmp_path / "doc"
+    res = run(*_args(embedder, trips, out, **{"max-steps": 2}), "--eval-split-by", "document",
+              "--equivalents-from", cat, "--json")
+    assert res.returncode == 0, res.stderr
+    s = json.loads(res.stdout)
+    d = s["data"]
+    assert d["eval_split_by"] == "document" and d["eval_triplets"] > 0 and d["eval_documents"] >= 1
+    assert "held-out tools" in res.stderr and s["best_eval_metric"]["value"] is not None
+
+    from trajtune.scripts.train_embed import split_by_document
+    from trajtune.embeddings import sense_keys
+
+    records = embed_data.triplets(120)
+    keys = sense_keys([str(cat)])
+    train, ev, dropped = split_by_document(records, 0.1, 42, keys)
+    held = {keys[r["positive"]] for r in ev}
+    assert ev and not any(keys[r["positive"]] in held for r in train)
+    asks = {r["anchor"] for r in ev}
+    assert not any(r["anchor"] in asks for r in train) and len(train) + len(ev) + dropped == 120
+    assert split_by_document(records, 0.1, 42, keys) == (train, ev, dropped)  # deterministic per seed
