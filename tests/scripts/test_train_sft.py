@@ -361,3 +361,32 @@ def test_a_bf16_lora_run_stores_its_frozen_linears_in_bf16_and_validates(tiny_mo
     assert summary["finished"] and summary["frozen_bf16_params"] > 0
     assert summary["eval_loss"] is not None and summary["eval_loss"] > 0
     assert fp32["frozen_bf16_params"] == 0
+
+
+def test_a_resumed_run_draws_the_same_lora_dropout_masks(tiny_model, data60, tmp_path):
+    """LoRA dropout (FastDropout on a CPU) draws from torch's generator, whose state the checkpoint
+    carries: resuming from checkpoint-2 gives steps 3-4 the losses of the uninterrupted run. A high
+    dropout and learning rate make the masks visible in the loss (with LoRA's B still near zero,
+    they would not be), which the no-dropout control checks."""
+    import shutil
+
+    def losses(run, step):
+        hist = json.loads((run / f"checkpoint-{step}" / "trainer_state.json").read_text())["log_history"]
+        return [h["loss"] for h in hist if "loss" in h]
+
+    kw = dict(max_steps=4, save_steps=2, save_total_limit=5, precision="fp32", lora_dropout=0.5, learning_rate=0.05,
+              auto_split=False)
+    run = tmp_path / "run"
+    first = train_sft(_cfg(tiny_model, data60, run, **kw))
+    assert first["finished"] and first["global_step"] == 4
+    want = losses(run, 4)
+    for p in (run / "final", run / "checkpoint-4"):
+        shutil.rmtree(p)
+    (run / "training_summary.json").unlink()
+    again = train_sft(_cfg(tiny_model, data60, run, **kw))
+    assert again["resumed_from"].endswith("checkpoint-2") and again["global_step"] == 4
+    got = losses(run, 4)
+    assert got == pytest.approx(want, rel=1e-6)
+    control = train_sft(_cfg(tiny_model, data60, tmp_path / "nodrop", **{**kw, "lora_dropout": 0.0}))
+    assert control["finished"]
+    assert abs(losses(tmp_path / "nodrop", 4)[2] - want[2]) > 1e-3 * abs(want[2])
