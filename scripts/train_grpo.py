@@ -176,6 +176,7 @@ def held_out_start(run_dir: Path, resume_from: Any, model: Any, tokenizer: Any, 
 
 def setup(ctx: training.RunContext) -> training.Setup:
     """Render the task prompts, load the policy, probe the rewards and build the GRPOTrainer."""
+    import torch
     from datasets import Dataset
     from transformers import set_seed
     from trl import GRPOConfig
@@ -240,6 +241,9 @@ def setup(ctx: training.RunContext) -> training.Setup:
         **kw, num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature, top_p=cfg.top_p, beta=cfg.beta, loss_type=cfg.loss_type,
         scale_rewards=cfg.scale_rewards, reward_weights=weights, log_completions=False,
+        # rollouts run in eval mode; an --adapter saved with lora_dropout > 0 would otherwise make the
+        # loss's log-probs those of a dropped-out policy (trl's own switch: every nn.Dropout's p -> 0)
+        disable_dropout=True,
         use_vllm=engine == "vllm", **({"vllm_mode": "colocate"} if engine == "vllm" else {}),
         **({"deepspeed": cfg.deepspeed} if cfg.deepspeed else {}),
     )
@@ -263,6 +267,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
             "num_generations": cfg.num_generations, "max_completion_length": cfg.max_completion_length,
             "temperature": cfg.temperature, "top_p": cfg.top_p, "reward_terms": dict(zip(terms, weights)),
             "rollout_engine": engine, "rollout_engine_why": why, "probe": probed,
+            "dropout_in_training": max((float(m.p) for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)), default=0.0),
             "params": training.count_parameters(trainer.model),
             "data": {**data.counts, "train_tasks": len(train_rows), "eval_tasks": len(eval_rows),
                      "train_rendered": train_counts, "eval_rendered": eval_counts}}

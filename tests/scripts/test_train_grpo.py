@@ -225,11 +225,14 @@ def test_continues_an_sft_adapter(noisy, tasks, tmp_path):
     helpers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(helpers)
     sft = helpers.make_adapter(noisy, tmp_path / "sft", seed=3)
+    conf = json.loads((sft / "adapter_config.json").read_text())  # as train-sft saves it by default
+    (sft / "adapter_config.json").write_text(json.dumps({**conf, "lora_dropout": 0.05}))
     out = tmp_path / "run"
     res = cli("train-grpo", *_args(noisy, tasks["train"], out, adapter=sft, **{"max-steps": 2, "lr": 1e-2}), "--set", "beta=0.04")
     assert res.exit_code == 0, res.output
     s = json.loads((out / "training_summary.json").read_text())
     assert s["method"] == "lora (continuing the SFT adapter)" and s["adapter"] == str(sft) and s["kl_mean"] is not None
+    assert s["dropout_in_training"] == 0.0  # the adapter's dropout is off: the loss sees the policy the rollouts sampled
     before, after = load_file(sft / "adapter_model.safetensors"), load_file(out / "final" / "adapter_model.safetensors")
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained the SFT adapter itself
