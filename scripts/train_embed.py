@@ -105,13 +105,7 @@ def split_by_document(records: list[dict], fraction: float, seed: int, senses: d
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(records):
         groups.setdefault(senses.get(r["positive"], "doc:" + r["positive"]), []).append(i)
-    order = sorted(groups, key=lambda k: training._hash01(k, seed))
-    target = max(1, round(fraction * len(records)))
-    held: set[int] = set()
-    for key in order:
-        if len(held) >= target or len(held) + len(groups[key]) >= len(records):
-            break
-        held.update(groups[key])
+    held = training.hold_out_groups(groups, len(records), fraction, seed)
     ev, seen = [], set()
     for i in sorted(held):
         r = records[i]

@@ -219,6 +219,19 @@ def _hash01(key: str, seed: int) -> float:
     return int.from_bytes(h[:8], "big") / 2**64
 
 
+def hold_out_groups(groups: dict[str, list[int]], n: int, fraction: float, seed: int) -> set[int]:
+    """Indices of whole groups, in a seeded order, until ~``fraction`` of the ``n`` records are
+    held (never all of them): the one rule behind every automatic validation split."""
+    order = sorted(groups, key=lambda k: _hash01(k, seed))
+    target = max(1, round(fraction * n))
+    held: set[int] = set()
+    for key in order:
+        if len(held) >= target or len(held) + len(groups[key]) >= n:
+            break
+        held.update(groups[key])
+    return held
+
+
 def split_by_prompt(records: Sequence[dict], fraction: float, seed: int = 42) -> tuple[list[dict], list[dict]]:
     """Hold out ~``fraction`` of records for validation, grouping by normalized prompt so the
     same prompt never lands on both sides. Deterministic for a given seed."""
@@ -227,13 +240,7 @@ def split_by_prompt(records: Sequence[dict], fraction: float, seed: int = 42) ->
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(records):
         groups.setdefault(normalize_text(prompt_text(r)), []).append(i)
-    order = sorted(groups, key=lambda k: _hash01(k, seed))
-    target = max(1, round(fraction * len(records)))
-    held: set[int] = set()
-    for key in order:
-        if len(held) >= target or len(held) + len(groups[key]) >= len(records):
-            break
-        held.update(groups[key])
+    held = hold_out_groups(groups, len(records), fraction, seed)
     train = [r for i, r in enumerate(records) if i not in held]
     ev = [r for i, r in enumerate(records) if i in held]
     return train, ev
