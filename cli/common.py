@@ -31,8 +31,9 @@ def run_app(app: Any, prog_name: str = "trajtune") -> None:
     import os
     import signal
 
+    previous = None
     try:
-        signal.signal(signal.SIGTERM, _terminate)  # training stages install their own handler
+        previous = signal.signal(signal.SIGTERM, _terminate)  # training stages install their own handler
     except ValueError:  # not the main thread (embedded use)
         pass
     try:
@@ -58,3 +59,6 @@ def run_app(app: Any, prog_name: str = "trajtune") -> None:
                           "trajtune: please report it (TRAJTUNE_DEBUG=1 shows the traceback)", markup=True,
                           soft_wrap=True, highlight=False)
         raise SystemExit(1)
+    finally:
+        if previous is not None:  # embedded use (tests, notebooks): leave the caller's handler as it was
+            signal.signal(signal.SIGTERM, previous)

@@ -436,8 +436,21 @@ def _run_workers(path: str, workers: int, kind: str | None, cfg: Any, against) -
 
     ranges = _split(path, workers, _line_limit(cfg))
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ctx.Pool(len(ranges)) as pool:
+    with ctx.Pool(len(ranges), initializer=_plain_worker_signals) as pool:
         return pool.map(_scan_range, [(path, a, b, kind, cfg, against) for a, b in ranges])
+
+
+def _plain_worker_signals() -> None:
+    """A pool worker dies quietly on SIGTERM and leaves Ctrl-C to the parent.
+
+    Forked workers inherit the parent's handlers: the command line's SIGTERM handler raises
+    KeyboardInterrupt, so the pool's own terminate() (SIGTERM to its idle workers, on every exit)
+    printed "Interrupted" and a traceback per worker, and a worker interrupted while releasing the
+    task queue's lock left it held, so another worker waited on it forever and validate hung."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _merge(name: str, kind: str | None, parts: list[dict], cfg: Any) -> FileResult:

@@ -233,3 +233,39 @@ def test_byte_ranges_never_end_in_blank_lines_so_every_split_numbers_lines_alike
     monkeypatch.setattr(v, "MIN_SPLIT_BYTES", 0)
     for workers in range(2, 9):
         assert v.validate_file(str(p), Config(workers=workers)).problems == one.problems, workers
+
+
+def _worker_signals(args):
+    import signal
+
+    return {"term": signal.getsignal(signal.SIGTERM), "int": signal.getsignal(signal.SIGINT)}
+
+
+def test_pool_workers_die_quietly_on_sigterm_even_under_the_cli_handler(tmp_path, monkeypatch):
+    # the command line's SIGTERM handler raises KeyboardInterrupt; forked workers inherited it, so
+    # the pool's terminate() made them print "Interrupted" and a traceback, and could leave the task
+    # queue's lock held: validate --workers then hung at exit. Workers must reset both signals.
+    import signal
+
+    from trajtune.cli.common import _terminate
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        p = tmp_path / "x.jsonl"
+        p.write_bytes(b"".join(b'{"id":"%d",' % i + _MSGS + b"\n" for i in range(40)))
+        monkeypatch.setattr(v, "_scan_range", _worker_signals)
+        got = v._run_workers(str(p), 3, None, Config(), None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert len(got) >= 2
+    assert all(g["term"] == signal.SIG_DFL and g["int"] == signal.SIG_IGN for g in got)
+
+
+def test_the_cli_leaves_the_callers_sigterm_handler_as_it_was():
+    import signal
+
+    from tests.helpers.cli import run as cli
+
+    before = signal.getsignal(signal.SIGTERM)
+    res = cli("validate", "--help")
+    assert res.exit_code == 0 and signal.getsignal(signal.SIGTERM) is before
