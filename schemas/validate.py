@@ -444,8 +444,8 @@ def _plain_worker_signals() -> None:
     """A pool worker dies quietly on SIGTERM and leaves Ctrl-C to the parent.
 
     Forked workers inherit the parent's handlers: the command line's SIGTERM handler raises
-    KeyboardInterrupt, so the pool's own terminate() (SIGTERM to its idle workers, on every exit)
-    printed "Interrupted" and a traceback per worker, and a worker interrupted while releasing the
+    KeyboardInterrupt, so the pool's own terminate() (SIGTERM to the workers still alive, on every
+    exit) could print "Interrupted" and a traceback, and a worker interrupted while releasing the
     task queue's lock left it held, so another worker waited on it forever and validate hung."""
     import signal
 
