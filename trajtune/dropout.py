@@ -3,7 +3,8 @@
 peft applies ``lora_dropout`` to the input of every LoRA layer, separately for each (q, k, v, o,
 gate, up, down: 7 masks a decoder layer). On a CPU, ``torch.nn.functional.dropout`` draws one
 Bernoulli variate per element from the generator (mt19937), ~5 ns each: for the default model
-(30 layers, ~575-token records) that is ~0.46 s of every record's forward, a fifth to a quarter of
+(30 layers, ~575-token records; 1.75 ms per 574 x 576 input and 4.7 ms per 574 x 1536, measured)
+that is ~0.46 s of every record's forward, a fifth to a quarter of
 train-sft's whole step at ``lora_dropout: 0.05`` (a py-spy profile of `bench/bench_train_sft.py`'s
 train-sft run, 2026-12-06: 23.6% of its samples under ``dropout``), more than all the base GEMMs
 of the forward.
@@ -16,8 +17,8 @@ probability ``p' = round(p * 32768) / 32768`` (|p' - p| <= 1.6e-5) and kept valu
 2026-12-06: 1.0-1.1 ms against torch's 3.1 ms (the same hour; 1.75 ms for torch in a quieter
 one). It uses torch's own CPU generator, so a run is reproducible from its seed and a resumed run
 (the Trainer restores the generator's state from the checkpoint) draws the same masks as an
-uninterrupted one. Off the CPU (CUDA has a fast
-Philox dropout) and in eval mode it is ``torch.nn.functional.dropout``'s exact behaviour.
+uninterrupted one. Off the CPU (CUDA has a fast Philox dropout) and in eval mode it is
+``torch.nn.functional.dropout``'s exact behaviour.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 
-def keep_mask(shape: torch.Size | tuple, p: float, generator: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
+def keep_mask(shape: torch.Size | tuple, p: float) -> tuple[torch.Tensor, float]:
     """(bool mask of kept elements, scale for kept values) for dropout probability ``p`` on a CPU."""
     n = 1
     for d in shape:
@@ -37,7 +38,7 @@ def keep_mask(shape: torch.Size | tuple, p: float, generator: torch.Generator | 
         return torch.ones(shape, dtype=torch.bool), 1.0
     if thr >= 32768:
         return torch.zeros(shape, dtype=torch.bool), 0.0
-    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(generator=generator)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_()
     lanes = words.view(torch.int16).bitwise_and_(0x7FFF)  # four lanes a draw, each uniform over [0, 32767]
     return (lanes >= thr)[:n].view(shape), 32768.0 / (32768 - thr)
 
