@@ -46,6 +46,26 @@ def test_forward_and_backward_use_one_mask_and_keep_the_mean():
     assert abs(many.mean().item() - 1.0) < 0.01
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_the_bitwise_mask_gives_exactly_x_times_keep_times_scale_in_every_float_dtype(dtype):
+    """The mask is applied as an AND of the value's bits (all ones keeps, zero drops): kept values
+    are x * scale rounded once, dropped ones +0.0, for contiguous and strided inputs and gradients."""
+    torch.manual_seed(2)
+    base = torch.randn(96, 70).to(dtype)
+    for x in (base, base.t(), base[:, ::3]):  # contiguous, transposed, strided
+        x = x.clone().requires_grad_() if x.is_contiguous() else x.detach().requires_grad_()
+        state = torch.get_rng_state()
+        out = FastDropout(0.25).train()(x)
+        torch.set_rng_state(state)
+        keep, scale = keep_mask(x.shape, 0.25)
+        assert out.dtype == dtype and out.shape == x.shape
+        assert torch.equal(out, torch.where(keep, x.detach() * scale, torch.zeros((), dtype=dtype)))
+        assert not torch.signbit(out[~keep]).any()
+        g = torch.randn(x.shape).to(dtype)
+        out.backward(g)
+        assert torch.equal(x.grad, torch.where(keep, g * scale, torch.zeros((), dtype=dtype)))
+
+
 def test_reproducible_per_seed_and_exact_under_gradient_checkpointing():
     drop = FastDropout(0.2).train()
     x = torch.randn(64, 48)
