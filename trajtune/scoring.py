@@ -26,7 +26,8 @@ Rules (documented in the README):
 Failure reasons, the first that applies: ``truncated`` (a ``<tool_call>`` left open, or the
 generation hit the token limit before producing what was expected), ``unparsable_json`` (a
 call block that is not JSON or not ``{"name": ..., "arguments": ...}``), then per expected call
-in order ``no_call`` (an expected call was not made), ``hallucinated_tool`` (the name is not
+in order ``no_call`` (no call at all where one was expected), ``missing_call`` (some calls made,
+but not every expected one), ``hallucinated_tool`` (the name is not
 among the task's tools), ``wrong_tool``, ``missing_argument``, ``extra_argument``,
 ``wrong_argument``; then ``extra_calls``; ``unexpected_call`` for no-call and answer tasks;
 ``wrong_answer``.
@@ -78,7 +79,7 @@ from typing import Any
 from trajtune.chat import parse_tool_calls
 
 REASONS = (
-    "no_call", "wrong_tool", "hallucinated_tool", "missing_argument", "extra_argument", "wrong_argument",
+    "no_call", "missing_call", "wrong_tool", "hallucinated_tool", "missing_argument", "extra_argument", "wrong_argument",
     "unparsable_json", "truncated", "extra_calls", "unexpected_call", "wrong_answer",
 )
 
@@ -343,8 +344,9 @@ def score(task: dict, text: str, truncated: bool = False, match: str = "auto") -
         if m is None:
             if truncated:
                 return fail("truncated", "generation hit the token limit before every expected call was made")
-            return fail("no_call", f"expected call {i + 1} ({w.get('name')}) was not made" if calls
-                        else f"no tool call; expected {w.get('name')}")
+            if calls:
+                return fail("missing_call", f"expected call {i + 1} ({w.get('name')}) was not made")
+            return fail("no_call", f"no tool call; expected {w.get('name')}")
         if not m.ok:
             return fail(m.reason, m.detail)
     if len(calls) > len(want):
@@ -606,8 +608,9 @@ def _score_bfcl(task: dict, text: str, truncated: bool) -> Score:
     if len(calls) < len(want):
         if cut:
             return fail("truncated", "the reply was cut off before every expected call was made")
-        return fail("no_call", f"{len(calls)} call(s), expected {len(want)}" if calls
-                    else f"no tool call; expected {want[0].get('name')}")
+        if calls:
+            return fail("missing_call", f"{len(calls)} call(s), expected {len(want)}")
+        return fail("no_call", f"no tool call; expected {want[0].get('name')}")
     if len(calls) > len(want):
         return fail("extra_calls", f"{len(calls)} calls, expected {len(want)}")
     if order == "any" and len(want) > 1:  # parallel_function_checker_no_order: greedy, first fit

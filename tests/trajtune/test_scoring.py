@@ -95,7 +95,9 @@ def test_order_strict_vs_any():
 
 def test_fewer_calls_than_expected_names_the_missing_call():
     s = score(task([Q, E]), call("database_query", table="orders"))
-    assert s.reason == "no_call" and "send_email" in s.detail and not s.tool_name_correct
+    assert s.reason == "missing_call" and "send_email" in s.detail and not s.tool_name_correct
+    # no call at all is another failure: the model chose not to call
+    assert score(task([Q, E]), "I cannot help.").reason == "no_call"
 
 
 def test_no_call_task_passes_only_without_a_call():
