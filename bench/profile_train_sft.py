@@ -177,6 +177,9 @@ def profile(model, v, one_step) -> None:
             g = "LoRA GEMMs (rank-16 shapes)" if any(16 in s for s in shapes) else "base GEMMs (frozen weights, LM head)"
         elif op in ("bmm", "baddbmm") or op.startswith("_scaled_dot_product"):
             g = "attention (matmuls / SDPA kernel)"
+        elif op in ("random_", "bitwise_and", "bitwise_and_", "bitwise_right_shift_", "bitwise_not_", "sub_", "bernoulli_",
+                    "native_dropout", "native_dropout_backward", "dropout"):
+            g = "LoRA dropout (mask drawn and applied)"
         elif "softmax" in op:
             g = "softmax, log-softmax (attention, loss)"
         elif op in ("copy_", "_to_copy", "to", "clone", "contiguous"):
