@@ -56,6 +56,8 @@ class Config(training.TrainConfig):
     loss_type: str = field("dapo", choices=("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
                            help="trl's GRPO loss aggregation")
     scale_rewards: Literal["group", "batch", "none"] = field("group", help="advantage scaling: by the group's reward std, the batch's, or none")
+    partial_credit: bool = field(True, help="task_reward is the scorer's reward (partial credit up to 0.9 for a failed "
+                                            "call: valid JSON, right names, right arguments); false: 1 for a pass, 0 otherwise")
     format_weight: float = field(0.0, help="weight of format_reward (1 when every <tool_call> parses and the turn ends, else 0); 0 = off")
     length_weight: float = field(0.0, help="weight of length_penalty (-tokens / max_completion_length); 0 = off")
     match: Literal["auto", "trajtune", "bfcl"] = field("auto", help="scoring rules, as evaluate's --match (auto: per task, bfcl where its metadata.scoring says so)")
@@ -213,7 +215,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
     stop_ids = stop_token_ids(tokenizer, model)
     replies = grpo.Replies(tokenizer, stop_ids, cfg.max_completion_length)
     funcs, weights = grpo.reward_functions(replies, match=cfg.match, format_weight=cfg.format_weight,
-                                           length_weight=cfg.length_weight)
+                                           length_weight=cfg.length_weight, partial_credit=cfg.partial_credit)
     engine, why = choose_rollout(cfg, model, precision)
     roll = grpo.SharedPrefillRollout(tokenizer, stop_ids, cfg.max_completion_length, cfg.temperature, cfg.top_p)
     # 3) probe: refuse a run in which no group's rewards differ (fresh runs only; a resumed run passed it)

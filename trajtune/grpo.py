@@ -88,8 +88,10 @@ class Replies:
 
 
 def reward_functions(replies: Replies, *, match: str = "auto", format_weight: float = 0.0,
-                     length_weight: float = 0.0) -> tuple[list[Callable], list[float]]:
-    """trl reward functions (named by their term) and their weights; a term with weight 0 is left out."""
+                     length_weight: float = 0.0, partial_credit: bool = True) -> tuple[list[Callable], list[float]]:
+    """trl reward functions (named by their term) and their weights; a term with weight 0 is left out.
+    ``partial_credit=False`` makes task_reward binary (1 for a pass, 0 otherwise): a wrong call then
+    earns what no call earns, so a group is not pushed towards calling by calls that fail anyway."""
     from trajtune.chat import parse_tool_calls
     from trajtune.scoring import score
 
@@ -97,7 +99,8 @@ def reward_functions(replies: Replies, *, match: str = "auto", format_weight: fl
         out = []
         for ids, t in zip(completion_ids, task):
             text, _, truncated = replies.cut(ids)
-            out.append(float(score(json.loads(t), text, truncated, match=match).reward))
+            sc = score(json.loads(t), text, truncated, match=match)
+            out.append(float(sc.reward) if partial_credit else float(sc.passed))
         return out
 
     def format_reward(prompts, completions, completion_ids, **kwargs) -> list[float]:

@@ -150,6 +150,9 @@ def test_prompts_are_rendered_as_evaluate_renders_them_and_rewards_are_the_score
     assert got["task_reward"][0] == 1.0 and 0 < got["task_reward"][1] < 0.9 and got["task_reward"][2] < got["task_reward"][1]
     assert got["format_reward"] == [1.0, 1.0, 0.0]
     assert got["length_penalty"] == [-len(i) / 64 for i in ids]  # the end-of-turn token counts, as in evaluate
+    # partial_credit false: pass or nothing, so a wrong call earns what no call earns
+    (binary,), _ = reward_functions(replies, partial_credit=False)
+    assert binary(prompts=None, completions=None, completion_ids=ids, task=[rows[0]["task"]] * 3) == [1.0, 0.0, 0.0]
 
 
 # --- the command ----------------------------------------------------------------------------
