@@ -16,10 +16,11 @@ probability ``p' = round(p * 32768) / 32768`` (|p' - p| <= 1.6e-5) and kept valu
 ``1 / (1 - p')``, which keeps the expectation exact. The mask is made and applied with integer
 ops only: ``(lane - thr) >> 15`` is -1 for a dropped lane, its complement is all ones for a kept
 one, and the value's bits are ANDed with it (comparisons producing bools and ``torch.where`` on
-them cost more on this CPU): forward and backward of a 574 x 576 input 0.61 ms against 0.85 ms,
-574 x 1536 1.80-1.88 ms against 2.19-2.22 ms (best of 400 alternating calls, 2026-12-06), about
-0.4 s of a ~15-s train-sft step at ``lora_dropout: 0.05``; most of what is left is the generator
-itself (0.27 ms of the 574 x 576 case). It uses torch's own CPU generator, so a run is reproducible from its seed and
+them cost more on this CPU). Forward and backward, `python bench/bench_dropout.py` (2026-12-06,
+alone): 574 x 576 0.72 ms against 0.98 ms for the bool-mask version and 1.87 ms for torch's
+dropout; 574 x 1536 1.90 against 2.40 and 5.25 ms; about 0.5 s of a ~15-s train-sft step at
+``lora_dropout: 0.05``. Most of what is left is the generator itself (~0.27 ms of the 576 case).
+It uses torch's own CPU generator, so a run is reproducible from its seed and
 a resumed run (the Trainer restores the generator's state from the checkpoint) draws the same
 masks as an uninterrupted one. Off the CPU (CUDA has a fast Philox dropout) and in eval mode it is
 ``torch.nn.functional.dropout``'s exact behaviour.
@@ -36,7 +37,7 @@ def keep_bits(shape: torch.Size | tuple, p: float) -> tuple[torch.Tensor, float]
     """(int8 mask: -1, all bits set, for a kept element, 0 for a dropped one; scale for kept values)
     for dropout probability ``p`` on a CPU. A lane is dropped when it is below ``thr``:
     ``(lane - thr) >> 15`` is -1 exactly then, and its complement is the keep mask, in four cheap
-    integer passes (a ``lane >= thr`` comparison producing bools costs as much as all four)."""
+    integer passes (a ``lane >= thr`` comparison producing bools cost more than all four here)."""
     n = 1
     for d in shape:
         n *= int(d)
@@ -64,7 +65,7 @@ _SAME_WIDTH_INT = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torc
 def _apply(t: torch.Tensor, bits: torch.Tensor, scale: float) -> torch.Tensor:
     """t * keep * scale as a bitwise AND of t's bits with the mask widened to t's width (all ones
     keeps the value, zero gives +0.0), then one in-place scale. ``torch.where`` on a bool mask was
-    ~3x slower here, and multiplying by a bool mask promotes it to float first."""
+    several times slower here, and multiplying by a bool mask promotes it to float first."""
     it = _SAME_WIDTH_INT.get(t.dtype)
     if it is None:
         return torch.where(bits.ne(0), t, t.new_zeros(())) * scale
