@@ -170,8 +170,9 @@ def held_out_start(run_dir: Path, resume_from: Any, model: Any, tokenizer: Any, 
 
         return json.loads(path.read_text("utf-8"))
     got = grpo.held_out(model, tokenizer, tasks, stop_ids, cfg.max_completion_length, cfg.match)
+    kinds = ", ".join(f"{k} {v['pass_rate']:.0%} of {v['tasks']}" for k, v in got.get("by_kind", {}).items())
     training.log(f"held-out pass rate before training: {got['pass_rate']:.1%} (mean reward {got['reward']:.3f}, "
-                 f"{got['tasks']} tasks): the checkpoints must beat it")
+                 f"{got['tasks']} tasks: {kinds}): the checkpoints must beat it")
     write_json(path, got)
     return got
 
@@ -285,9 +286,15 @@ def setup(ctx: training.RunContext) -> training.Setup:
                               f"against {start['pass_rate']:.1%} before training ({len(eval_tasks)} tasks); final/ holds this "
                               "run's best checkpoint, which is " + ("no better than" if final["pass_rate"] == start["pass_rate"]
                                                                      else "worse than") + " the model it started from")
+            for kind in grpo.collapsed_kinds(start, final):
+                training.warn(f"the held-out '{kind}' tasks went from {start['by_kind'][kind]['pass_rate']:.0%} to 0%: the "
+                              "policy may have learned one kind of reply for everything (check the mix of the RL tasks "
+                              "against the tasks you will evaluate on)")
         return {**grpo.summarize(trainer.state.log_history, terms, cfg.beta),
                 "eval_pass_rate": final.get("pass_rate"), "eval_reward": final.get("reward"),
                 "start_eval_pass_rate": start.get("pass_rate"), "start_eval_reward": start.get("reward"),
+                "eval_by_kind": final.get("by_kind"), "start_eval_by_kind": start.get("by_kind"),
+                "collapsed_kinds": grpo.collapsed_kinds(start, final) if final and start else None,
                 "beat_start": beat,
                 "eval_pass_rate_history": list(trainer.eval_history),
                 "rollout": roll.summary() if engine == "shared" else {"engine": engine}}

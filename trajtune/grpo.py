@@ -15,7 +15,8 @@ rate and the GRPOTrainer subclass that reports it. The stage itself is ``scripts
   returning the drawn tokens' log-probs. trl's own path (``model.generate``) runs the prompt once
   per completion, padded.
 * **Held-out pass rate**: greedy, through evaluate's engine and scorer, every ``eval_steps``;
-  ``eval_pass_rate`` is the metric for early stopping and the best checkpoint.
+  ``eval_pass_rate`` is the metric for early stopping and the best checkpoint; the pass rate of
+  each kind of task (``eval_calls_pass_rate``, ``eval_no_call_pass_rate``) is logged beside it.
 
 Heavy imports (torch, trl) happen inside functions.
 """
@@ -247,8 +248,22 @@ def held_out(model: Any, tokenizer: Any, tasks: Sequence[dict], stop_ids: list[i
         text, _, truncated = cut_reply(tokenizer, r.ids, stop_ids, [], max_new_tokens)
         scores.append(score(t, text, truncated, match=match))
     n = max(len(scores), 1)
+    by_kind: dict[str, dict] = {}
+    for s in scores:  # calls / no_call / answer: a policy that drifts to one kind of reply shows here first
+        k = by_kind.setdefault(s.kind, {"tasks": 0, "passed": 0})
+        k["tasks"] += 1
+        k["passed"] += int(s.passed)
     return {"pass_rate": round(sum(s.passed for s in scores) / n, 6),
-            "reward": round(sum(s.reward for s in scores) / n, 6), "tasks": len(scores)}
+            "reward": round(sum(s.reward for s in scores) / n, 6), "tasks": len(scores),
+            "by_kind": {k: {"tasks": v["tasks"], "pass_rate": round(v["passed"] / v["tasks"], 6)} for k, v in sorted(by_kind.items())}}
+
+
+def collapsed_kinds(start: dict, final: dict) -> list[str]:
+    """Kinds of held-out task (calls, no_call, answer) the starting model passed sometimes and the
+    final one never: the signature of a policy that learned one kind of reply for everything (the
+    overall pass rate can still rise when the held-out mix rewards that reply)."""
+    s, f = start.get("by_kind") or {}, final.get("by_kind") or {}
+    return [k for k, v in s.items() if v["pass_rate"] > 0 and k in f and f[k]["pass_rate"] == 0]
 
 
 def make_trainer_class():
@@ -267,8 +282,10 @@ def make_trainer_class():
             t0 = time.perf_counter()
             r = self.held_out_fn(self.model, self.held_out_tasks)
             metrics = {f"{metric_key_prefix}_pass_rate": r["pass_rate"], f"{metric_key_prefix}_reward": r["reward"],
+                       **{f"{metric_key_prefix}_{k}_pass_rate": v["pass_rate"] for k, v in r.get("by_kind", {}).items()},
                        f"{metric_key_prefix}_runtime": round(time.perf_counter() - t0, 3)}
-            self.eval_history.append({"step": self.state.global_step, "pass_rate": r["pass_rate"], "reward": r["reward"]})
+            self.eval_history.append({"step": self.state.global_step, "pass_rate": r["pass_rate"], "reward": r["reward"],
+                                      "by_kind": r.get("by_kind", {})})
             was_training = self.model.training
             self.model.eval()  # GRPOTrainer.log merges its "eval" metrics (none) in eval mode
             try:

@@ -184,12 +184,19 @@ def test_trains_through_the_cli_and_writes_reward_statistics(noisy, tasks, tmp_p
     assert 0 <= s["eval_pass_rate"] <= 1 and s["best_eval_pass_rate"] is not None
     assert 0 <= s["start_eval_pass_rate"] <= 1 and s["beat_start"] == (s["eval_pass_rate"] > s["start_eval_pass_rate"])
     assert "held-out pass rate before training" in res.stderr
+    # ... and per kind of task, so a policy drifting to one kind of reply shows even when the total rises
+    for by in (s["start_eval_by_kind"], s["eval_by_kind"], *(h["by_kind"] for h in s["eval_pass_rate_history"])):
+        assert set(by) <= {"calls", "no_call", "answer"} and sum(v["tasks"] for v in by.values()) == s["data"]["eval_tasks"]
+    n = s["data"]["eval_tasks"]
+    assert s["eval_pass_rate"] == pytest.approx(sum(v["tasks"] * v["pass_rate"] for v in s["eval_by_kind"].values()) / n, abs=1e-5)
+    assert isinstance(s["collapsed_kinds"], list)
     # the rollouts: 3 steps x 2 prompts x 4 completions, each group's prompt prefilled once
     ro = s["rollout"]
     assert ro["prompts"] == 6 and ro["completions"] == 24 and ro["prefilled_tokens"] < ro["prompt_tokens"]
     assert ro["generated_tokens"] > 0
     tb = b"".join(p.read_bytes() for p in (out / "tensorboard").glob("events.out.tfevents.*"))
-    for tag in (b"rewards/task_reward/mean", b"rewards/format_reward/std", b"frac_reward_zero_std", b"kl", b"eval/pass_rate"):
+    kind_tags = [f"eval/{k}_pass_rate".encode() for k in s["eval_by_kind"]]
+    for tag in (b"rewards/task_reward/mean", b"rewards/format_reward/std", b"frac_reward_zero_std", b"kl", b"eval/pass_rate", *kind_tags):
         assert tag in tb, tag
     assert (out / "final" / "adapter_model.safetensors").is_file()
     # the same command again does not train again
@@ -372,3 +379,16 @@ def test_a_resumed_run_compares_with_the_start_it_measured_before(tmp_path):
     # resuming: the figure measured when the run started, not the resumed policy's (no model needed)
     got = held_out_start(tmp_path, tmp_path / "checkpoint-4", None, None, [], [], None)
     assert got == {"pass_rate": 0.25, "reward": 0.4, "tasks": 20}
+
+
+def test_a_kind_of_task_falling_to_zero_is_named_even_when_the_total_rises():
+    """The demo-rl run with a pass-or-nothing reward: held-out total 30% -> 35% because that split
+    was 37% no-call tasks, while the policy had stopped calling altogether."""
+    from trajtune.grpo import collapsed_kinds
+
+    start = {"pass_rate": 0.3, "by_kind": {"calls": {"tasks": 13, "pass_rate": 0.23}, "no_call": {"tasks": 7, "pass_rate": 0.43}}}
+    final = {"pass_rate": 0.35, "by_kind": {"calls": {"tasks": 13, "pass_rate": 0.0}, "no_call": {"tasks": 7, "pass_rate": 1.0}}}
+    assert collapsed_kinds(start, final) == ["calls"]
+    assert collapsed_kinds(start, start) == [] and collapsed_kinds({}, final) == []
+    never = {"by_kind": {"calls": {"tasks": 13, "pass_rate": 0.0}}}  # never passed: nothing collapsed
+    assert collapsed_kinds(never, never) == []
