@@ -278,15 +278,16 @@ def setup(ctx: training.RunContext) -> training.Setup:
     def finish(trainer: Any, interrupted: Any) -> dict:
         # the restored best model on the held-out tasks (not through evaluate(): early stopping must not count it)
         final = held_out(trainer.model, eval_tasks) if has_eval and not interrupted else {}
-        beat = None
+        beat, collapsed = None, None
         if final and start:
+            collapsed = grpo.collapsed_kinds(start, final)
             beat = final["pass_rate"] > start["pass_rate"]
             if not beat:
                 training.warn(f"the held-out pass rate never beat the starting model's: final {final['pass_rate']:.1%} "
                               f"against {start['pass_rate']:.1%} before training ({len(eval_tasks)} tasks); final/ holds this "
                               "run's best checkpoint, which is " + ("no better than" if final["pass_rate"] == start["pass_rate"]
                                                                      else "worse than") + " the model it started from")
-            for kind in grpo.collapsed_kinds(start, final):
+            for kind in collapsed:
                 training.warn(f"the held-out '{kind}' tasks went from {start['by_kind'][kind]['pass_rate']:.0%} to 0%: the "
                               "policy may have learned one kind of reply for everything (check the mix of the RL tasks "
                               "against the tasks you will evaluate on)")
@@ -294,7 +295,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
                 "eval_pass_rate": final.get("pass_rate"), "eval_reward": final.get("reward"),
                 "start_eval_pass_rate": start.get("pass_rate"), "start_eval_reward": start.get("reward"),
                 "eval_by_kind": final.get("by_kind"), "start_eval_by_kind": start.get("by_kind"),
-                "collapsed_kinds": grpo.collapsed_kinds(start, final) if final and start else None,
+                "collapsed_kinds": collapsed,
                 "beat_start": beat,
                 "eval_pass_rate_history": list(trainer.eval_history),
                 "rollout": roll.summary() if engine == "shared" else {"engine": engine}}
