@@ -2,6 +2,7 @@
 
     python bench/profile_train_sft.py                    # every variant, then the profile of the default one
     python bench/profile_train_sft.py --variants sdpa,eager --profile eager
+    python bench/profile_train_sft.py --ab eager_mb1_bf16lin_fastdrop_head,blocks_mb1_bf16lin_fastdrop_head --pairs 6
 
 Data: the demo's mix (`trajtune generate trajectories` over the shipped catalog + 1,000 synthetic
 tools, the demo's shapes and shares, seed 0) into bench/out/profile_train_sft/; one optimizer step
@@ -20,6 +21,10 @@ positions), bf16 autocast. Each variant runs one warm-up step, then the best of 
                   can take its causal kernel), frozen linears in bf16
   eager_mb1_bf16lin_drop / _fastdrop   LoRA dropout 0.05 (train-sft's default; the others run without):
                   peft's nn.Dropout / trajtune's FastDropout (the same dropout, a cheaper mask)
+  eager_mb1_bf16lin_fastdrop_head   the same with the output head (tied to the embeddings) given its own
+                  bf16 copy, the cast autocast makes of it on every forward (train-sft does this now)
+  blocks_mb1_bf16lin_fastdrop_head  the same with trajtune's causal-blocks attention (trajtune/attention.py:
+                  eager's numbers, queries in row blocks that score only the keys they may see)
   eager_pack2     2 records packed into one row (position ids restart, block-diagonal causal mask)
   fp32            no autocast, eager (the fp32 reference)
   eager_compile   eager, the decoder stack under torch.compile (inductor, dynamic shapes); its compile
@@ -53,6 +58,8 @@ VARIANTS = {
     "eager_mb1_bf16lin": dict(attn="eager", micro=1, bf16_linear=True),
     "eager_mb1_bf16lin_drop": dict(attn="eager", micro=1, bf16_linear=True, dropout=0.05, torch_dropout=True),
     "eager_mb1_bf16lin_fastdrop": dict(attn="eager", micro=1, bf16_linear=True, dropout=0.05),
+    "eager_mb1_bf16lin_fastdrop_head": dict(attn="eager", micro=1, bf16_linear=True, dropout=0.05, head=True),
+    "blocks_mb1_bf16lin_fastdrop_head": dict(attn="trajtune_blocks", micro=1, bf16_linear=True, dropout=0.05, head=True),
     "eager_pack2": dict(attn="eager", micro=2, pack=True),
     "fp32": dict(attn="eager", micro=2, autocast=False),
     "eager_compile": dict(attn="eager", micro=2, compile=True),
@@ -78,6 +85,10 @@ def main() -> int:
     ap.add_argument("--profile", default="eager", help="variant to profile (empty: none)")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--model", default="default")
+    ap.add_argument("--detail", type=int, default=0, help="also list the N costliest ops by input shapes, with call counts")
+    ap.add_argument("--ab", default="", help="A,B: load both variants, then time --pairs steps of each in turn (A B A B ...) "
+                    "and print each pair's ratio and the median: the machine's drift hits both alike")
+    ap.add_argument("--pairs", type=int, default=6)
     args = ap.parse_args()
 
     import torch
@@ -88,7 +99,10 @@ def main() -> int:
     from trajtune.models import resolve_model
     from trajtune.scripts.train_sft import encode_records
     from trajtune.trainers import PadCollator, label_loss
-    from trajtune.training import attach_lora, frozen_linears_to_bf16
+    from trajtune.attention import register
+    from trajtune.training import attach_lora, frozen_linears_to_bf16, head_to_bf16
+
+    register()
 
     path = resolve_model(args.model)
     tok = AutoTokenizer.from_pretrained(path)
@@ -115,6 +129,8 @@ def main() -> int:
                     p.data = p.data.to(torch.bfloat16)
         if v.get("bf16_linear"):
             frozen_linears_to_bf16(m)
+        if v.get("head"):
+            head_to_bf16(m)
         m = m.train()
         if v.get("compile"):
             inner = m.base_model.model  # PeftModel -> LoraModel -> the CausalLM: compile its decoder stack
@@ -138,6 +154,24 @@ def main() -> int:
                 loss = packed_loss(model, feats) if v.get("pack") else label_loss(model, collate(feats), True)[0]
                 loss.backward()
 
+    if args.ab:
+        a, b = args.ab.split(",")
+        models = {n: load(VARIANTS[n]) for n in (a, b)}
+        for n in (a, b):
+            one_step(models[n], VARIANTS[n])  # warm-up
+        ratios, steps = [], {a: [], b: []}
+        for i in range(args.pairs):
+            for n in ((a, b) if i % 2 == 0 else (b, a)):
+                t = time.perf_counter()
+                one_step(models[n], VARIANTS[n])
+                steps[n].append(time.perf_counter() - t)
+            ratios.append(steps[a][-1] / steps[b][-1])
+            print(f"  pair {i + 1}: {a} {steps[a][-1]:6.2f} s, {b} {steps[b][-1]:6.2f} s: {ratios[-1]:5.3f}x", flush=True)
+        med = sorted(ratios)[len(ratios) // 2] if len(ratios) % 2 else sum(sorted(ratios)[len(ratios) // 2 - 1: len(ratios) // 2 + 1]) / 2
+        print(f"  {b} is {med:.3f}x as fast as {a} (median of {len(ratios)} pairs; mean steps {sum(steps[a]) / len(steps[a]):.2f} s "
+              f"vs {sum(steps[b]) / len(steps[b]):.2f} s)")
+        print("JSON " + json.dumps({"tokens": tokens, "ab": [a, b], "steps": steps, "ratios": ratios, "median": med}))
+        return 0
     names = [n for n in args.variants.split(",") if n]
     results = {}
     for name in names:
@@ -154,7 +188,7 @@ def main() -> int:
         results[name] = min(times)
         print(f"  {name:<15} {min(times):6.2f} s a step  {tokens / min(times):7.1f} tok/s  (steps: {[round(x, 2) for x in times]})", flush=True)
         if name == args.profile:
-            profile(model, v, one_step)
+            profile(model, v, one_step, args.detail)
         del model
     if "sdpa" in results:
         for name, secs in results.items():
@@ -163,12 +197,13 @@ def main() -> int:
     return 0
 
 
-def profile(model, v, one_step) -> None:
+def profile(model, v, one_step, detail: int = 0) -> None:
     from torch.profiler import ProfilerActivity, profile as prof_ctx
 
     with prof_ctx(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         one_step(model, v)
     groups: dict[str, float] = {}
+    rows = []
     for e in prof.key_averages(group_by_input_shape=True):
         if e.self_cpu_time_total <= 0 or not e.key.startswith("aten::"):
             continue
@@ -190,10 +225,15 @@ def profile(model, v, one_step) -> None:
         else:
             g = "other (allocation, views, indexing)"
         groups[g] = groups.get(g, 0.0) + e.self_cpu_time_total
+        rows.append((e.self_cpu_time_total, e.count, op, shapes, e.input_dtypes if hasattr(e, "input_dtypes") else None))
     total = sum(groups.values())
     print(f"  profile of one step ({total / 1e6:.1f} s under the profiler), self CPU time:")
     for g, t in sorted(groups.items(), key=lambda kv: -kv[1]):
         print(f"    {g:<40} {t / 1e6:6.2f} s  {100 * t / total:5.1f}%")
+    if detail:
+        print(f"  the {detail} costliest ops by input shapes (self CPU time, calls):")
+        for t, n, op, shapes, _ in sorted(rows, key=lambda r: -r[0])[:detail]:
+            print(f"    {t / 1e6:6.3f} s {100 * t / total:5.1f}% {n:6d}x  {op:<24} {shapes}")
 
 
 if __name__ == "__main__":

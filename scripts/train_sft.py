@@ -104,13 +104,14 @@ def activation_bytes(model: Any, tokens: int) -> int:
     (measured: SmolLM2-135M, 8 x ~1,200 tokens -> ~16 GB resident). Eager attention also keeps
     each layer's (heads x tokens x tokens) scores and probabilities for the backward, ~10 bytes an
     entry (fp32 scores and softmax, its bf16 copy): at 500 tokens that nearly doubles the figure,
-    and a micro-batch sized without it ran train-sft's bench at 13.7 GB instead of ~8."""
+    and a micro-batch sized without it ran train-sft's bench at 13.7 GB instead of ~8. trajtune's
+    causal blocks keep about two thirds of that; the estimate keeps the whole (a safe margin)."""
     cfg = getattr(model, "config", None)
     layers = getattr(cfg, "num_hidden_layers", 24) or 24
     hidden = getattr(cfg, "hidden_size", 1024) or 1024
     inter = getattr(cfg, "intermediate_size", 4 * hidden) or 4 * hidden
     total = tokens * layers * (12 * hidden + 4 * inter) * 4
-    if getattr(cfg, "_attn_implementation", None) == "eager":
+    if getattr(cfg, "_attn_implementation", None) in ("eager", "trajtune_blocks"):
         heads = getattr(cfg, "num_attention_heads", 16) or 16
         total += layers * heads * tokens * tokens * 10
     return int(total)
@@ -144,7 +145,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
 
     set_seed(cfg.seed)
     model, method = load_model(cfg, model_path, precision)
-    frozen_bf16 = training.store_frozen_bf16(model, precision, method)
+    frozen_bf16 = training.store_frozen_bf16(model, precision, method, head=True)
     params = training.count_parameters(model)
     longest_record = max(len(e["input_ids"]) for e in train_ex)
     free = training.free_memory_bytes(precision.device)

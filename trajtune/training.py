@@ -565,15 +565,37 @@ def frozen_linears_to_bf16(model: Any) -> int:
     return changed
 
 
-def store_frozen_bf16(model: Any, precision: Precision, method: str) -> int:
+def head_to_bf16(model: Any) -> int:
+    """Give a frozen output head tied to the input embeddings its own bf16 weight; returns how many
+    parameters it holds (0 when the head is trained, untied, or not fp32).
+
+    train-sft projects to the vocabulary under bf16 autocast, which casts the tied fp32 matrix
+    (49,152 x 576 in the default model) to bf16 on every forward, because a frozen weight's cast
+    is not cached: the stored copy is exactly that cast (a test compares loss and gradients bit
+    for bit), made once. The embeddings keep their fp32 weight (the residual stream starts from
+    it). Not for heads that project in fp32 on purpose (train-dpo's completion-only head)."""
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    w = getattr(head, "weight", None)
+    if (not isinstance(head, torch.nn.Linear) or not isinstance(w, torch.nn.Parameter) or w.requires_grad
+            or w.dtype != torch.float32 or emb is None or w is not getattr(emb, "weight", None)):
+        return 0
+    head.weight = torch.nn.Parameter(w.detach().to(torch.bfloat16), requires_grad=False)
+    return head.weight.numel()
+
+
+def store_frozen_bf16(model: Any, precision: Precision, method: str, head: bool = False) -> int:
     """On a CPU under bf16 autocast, keep a LoRA run's frozen linear weights in bf16
     (:func:`frozen_linears_to_bf16`: the same numbers; on the default model a train-sft step 1.03x
     faster with two records per forward, 1.15x with one; train-dpo as fast in the demo, slower in a
     4-step bench (README); the demo's train-sft / train-dpo peaks 0.1 / 0.5 GB lower). GPUs already
-    load a LoRA base in bf16; full fine-tuning has no frozen weights."""
+    load a LoRA base in bf16; full fine-tuning has no frozen weights. ``head``: also the output head
+    tied to the embeddings (:func:`head_to_bf16`; train-sft, whose head runs under autocast)."""
     if precision.device != "cpu" or not precision.bf16 or not method.startswith("lora"):
         return 0
-    n = frozen_linears_to_bf16(model)
+    n = frozen_linears_to_bf16(model) + (head_to_bf16(model) if head else 0)
     if n:
         log(f"frozen linear weights stored in bf16 ({n / 1e6:.1f}M parameters): the copies bf16 autocast "
             "would otherwise make on every forward pass")
@@ -711,7 +733,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = F("auto", help="where to train")
     gradient_checkpointing: Union[bool, Literal["auto"]] = F("auto", help="recompute activations to save memory (slower); auto: on only when the largest batch's activations would not fit in half the free memory")
     logits_at_labels_only: bool = F(True, help="run the vocabulary projection only where there is a label")
-    attn_implementation: Literal["auto", "eager", "sdpa"] = F("auto", help="attention kernel for training: auto = eager on a CPU (1.10x faster than SDPA's CPU kernels on a train-sft step, more memory: README design notes), the model's default (SDPA) on CUDA")
+    attn_implementation: Literal["auto", "trajtune_blocks", "eager", "sdpa"] = F("auto", help="attention kernel for training: auto = trajtune_blocks on a CPU (eager attention's numbers computed in causal row blocks, a third less sequence-squared work: README design notes; eager was 1.10x faster than SDPA's CPU kernels), the model's default (SDPA) on CUDA")
     # scale-out (GPU clusters; launch with torchrun or accelerate launch)
     deepspeed: Optional[str] = F(None, help="DeepSpeed JSON config (e.g. configs/deepspeed/zero3.json); FSDP comes from the accelerate config")
 
@@ -913,7 +935,16 @@ def load_causal_lm(cfg: TrainConfig, model_path: str, precision: Precision) -> A
     if (attn := attention_for(getattr(cfg, "attn_implementation", "auto"), precision.device)) is not None:
         kw["attn_implementation"] = attn
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_path, **kw)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(model_path, **kw)
+        except ValueError as exc:
+            from trajtune.attention import NAME
+
+            if kw.get("attn_implementation") != NAME or getattr(cfg, "attn_implementation", "auto") != "auto":
+                raise
+            log(f"this model does not take custom attention ({str(exc).splitlines()[0][:160]}); eager attention instead")
+            kw["attn_implementation"] = "eager"
+            model = AutoModelForCausalLM.from_pretrained(model_path, **kw)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load model {cfg.model}: {str(exc).splitlines()[0][:300]}",
                           hint="pass --model with a local model folder, a .gguf file, or 'default'") from None
@@ -928,14 +959,18 @@ def load_causal_lm(cfg: TrainConfig, model_path: str, precision: Precision) -> A
 def attention_for(setting: str, device: str) -> str | None:
     """The attention kernel a training stage loads the model with (None: the model's default).
 
-    On a CPU, ``auto`` is eager attention: SDPA's CPU kernel (flash attention for CPU with a padding
-    mask) spent 37% of a train-sft step of the default model in its forward and backward, where
-    eager's two batched matmuls and a softmax cost 16% (1-thread development profiles); the whole
-    step runs 1.10x faster with 2 threads (bench/profile_train_sft.py), at the cost of keeping each
-    layer's attention probabilities (train-sft's micro-batch sizing counts them). On CUDA the
-    model's default (SDPA / flash) is kept."""
+    On a CPU, ``auto`` is ``trajtune_blocks`` (:mod:`trajtune.attention`): eager attention's numbers
+    (bf16 scores, fp32 softmax) computed in causal row blocks, so the upper triangle of the scores
+    is neither computed, masked, normalised nor kept; README design notes give the measured step.
+    Eager itself had replaced SDPA's CPU kernel (flash attention for CPU with a padding mask), which
+    spent 37% of a train-sft step where eager's matmuls and softmax cost 16%. On CUDA the model's
+    default (SDPA / flash) is kept."""
     if setting == "auto":
-        return "eager" if device == "cpu" else None
+        setting = "trajtune_blocks" if device == "cpu" else None
+    if setting == "trajtune_blocks":
+        from trajtune.attention import register
+
+        register()
     return setting
 
 

@@ -194,9 +194,13 @@ def test_micro_batches_give_the_same_step_as_one_batch(tiny_model, tmp_path):
         _cfg(tiny_model, data, tmp_path / "bad", micro_batch_size=3)
 
 
-def test_eager_attention_on_cpu_gives_the_same_step_as_sdpa(tiny_model, tmp_path):
-    """attn_implementation auto trains with eager attention on a CPU (faster there); it must be the
-    same function as SDPA: the same loss and gradient on padded micro-batches of unequal records."""
+def test_cpu_attention_gives_the_same_step_as_sdpa(tiny_model, tmp_path, monkeypatch):
+    """attn_implementation auto trains with trajtune's causal blocks on a CPU (faster there), eager
+    is the other CPU choice; both must be the same function as SDPA: the same loss and gradient on
+    padded micro-batches of unequal records (blocks of 16 rows, so the records span several)."""
+    import trajtune.attention
+
+    monkeypatch.setattr(trajtune.attention, "BLOCK_ROWS", 16)
     records = [sft_records.trajectory(i) for i in range(4)]
     for i, rec in enumerate(records):
         rec["messages"][-1]["content"] = " ".join(["The rows are listed above."] * (1 + 5 * i))
@@ -204,10 +208,11 @@ def test_eager_attention_on_cpu_gives_the_same_step_as_sdpa(tiny_model, tmp_path
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     runs = {attn: train_sft(_cfg(tiny_model, data, tmp_path / attn, max_steps=1, micro_batch_size=2, min_records=4,
                                  precision="fp32", lora_dropout=0.0, attn_implementation=attn))
-            for attn in ("auto", "sdpa")}
-    assert runs["auto"]["attention"] == "eager" and runs["sdpa"]["attention"] == "sdpa"
-    assert runs["auto"]["train_loss"] == pytest.approx(runs["sdpa"]["train_loss"], rel=1e-5)
-    assert runs["auto"]["grad_norm"] == pytest.approx(runs["sdpa"]["grad_norm"], rel=1e-4)
+            for attn in ("auto", "eager", "sdpa")}
+    assert runs["auto"]["attention"] == "trajtune_blocks" and runs["sdpa"]["attention"] == "sdpa"
+    for attn in ("auto", "eager"):
+        assert runs[attn]["train_loss"] == pytest.approx(runs["sdpa"]["train_loss"], rel=1e-5)
+        assert runs[attn]["grad_norm"] == pytest.approx(runs["sdpa"]["grad_norm"], rel=1e-4)
 
 
 def test_auto_micro_batch_is_the_largest_divisor_that_fits_a_quarter_of_free_memory():
@@ -329,7 +334,7 @@ def test_frozen_linears_in_bf16_give_bit_identical_loss_and_gradients_under_auto
     ex, _ = encode_records(tok, [sft_records.trajectory(i) for i in range(3)], 2048, "drop")
     batch = PadCollator(tok.pad_token_id)(ex)
     results = []
-    for store in (False, True):
+    for store in (False, True, "head"):
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation="eager")
         model, _ = training.attach_lora(model, r=4, alpha=8, dropout=0.0, target_modules="all-linear", fallback="none")
@@ -337,14 +342,20 @@ def test_frozen_linears_in_bf16_give_bit_identical_loss_and_gradients_under_auto
             if "lora_B" in n:
                 p.data.normal_(0, 0.02)
         changed = training.frozen_linears_to_bf16(model) if store else 0
+        head = training.head_to_bf16(model) if store == "head" else 0
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss, _ = label_loss(model, batch, True)
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-        results.append((loss.detach(), grads, changed, model))
-    (l0, g0, _, _), (l1, g1, changed, model) = results
-    assert torch.equal(l0, l1)
-    assert g0.keys() == g1.keys() and all(torch.equal(g0[k], g1[k]) for k in g0)
+        results.append((loss.detach(), grads, changed, model, head))
+    (l0, g0, *_), (l1, g1, changed, model, _), (l2, g2, _, model_h, head) = results
+    assert torch.equal(l0, l1) and torch.equal(l0, l2)
+    assert g0.keys() == g1.keys() == g2.keys() and all(torch.equal(g0[k], g1[k]) and torch.equal(g0[k], g2[k]) for k in g0)
+    # train-sft's head (tied to the embeddings, run under autocast) gets its own bf16 copy; the embeddings keep fp32
+    hb = model_h.get_base_model()
+    assert head == hb.lm_head.weight.numel() and hb.lm_head.weight.dtype == torch.bfloat16
+    assert hb.model.embed_tokens.weight.dtype == torch.float32 and not hb.lm_head.weight.requires_grad
+    assert training.head_to_bf16(model_h) == 0  # once only
     base = model.get_base_model()
     assert changed > 0 and base.model.layers[0].mlp.up_proj.base_layer.weight.dtype == torch.bfloat16
     # embeddings (and the head tied to them), norms and LoRA's own weights keep fp32
