@@ -565,6 +565,26 @@ def frozen_linears_to_bf16(model: Any) -> int:
     return changed
 
 
+def keep_lora_inputs_bf16(model: Any) -> int:
+    """Stop peft from casting a LoRA layer's bf16 input up to its fp32 A matrix; returns how many
+    layers changed. Under bf16 autocast that cast is undone at once (the A matmul runs in bf16), so
+    the inputs that already arrive in bf16 (attention output into o_proj, SiLU x up into down_proj)
+    went bf16 -> fp32 -> bf16 on every forward, and their gradients back the same way. Without it
+    the dropout runs on the bf16 values: the same numbers (the product is formed in fp32 and rounded
+    to bf16 once either way; a test compares loss and gradients bit for bit with dropout on).
+    fp32 inputs are untouched (peft never cast those). peft's own switch
+    (``cast_input_dtype_enabled``, what ``peft.helpers.disable_input_dtype_casting`` sets).
+    Only valid while every forward runs under bf16 autocast, as :func:`frozen_linears_to_bf16`."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    n = 0
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer) and getattr(module, "cast_input_dtype_enabled", False):
+            module.cast_input_dtype_enabled = False
+            n += 1
+    return n
+
+
 def head_to_bf16(model: Any) -> int:
     """Give a frozen output head tied to the input embeddings its own bf16 weight; returns how many
     parameters it holds (0 when the head is trained, untied, or not fp32).
@@ -596,6 +616,7 @@ def store_frozen_bf16(model: Any, precision: Precision, method: str, head: bool 
     if precision.device != "cpu" or not precision.bf16 or not method.startswith("lora"):
         return 0
     n = frozen_linears_to_bf16(model) + (head_to_bf16(model) if head else 0)
+    keep_lora_inputs_bf16(model)
     if n:
         log(f"frozen linear weights stored in bf16 ({n / 1e6:.1f}M parameters): the copies bf16 autocast "
             "would otherwise make on every forward pass")

@@ -326,6 +326,35 @@ def test_two_cpu_processes_over_gloo_produce_one_adapter(tiny_model, data60, tmp
     assert model.peft_config["default"].r == 16
 
 
+def test_bf16_lora_inputs_without_peft_casts_give_bit_identical_loss_and_gradients(tok, tiny_model):
+    """peft casts a LoRA layer's bf16 input (o_proj, down_proj) to fp32 for its dropout and A
+    matrix, which autocast casts straight back; skipping both casts must change nothing, with
+    dropout on (the same masks, drawn in the same order): loss and gradients bit for bit."""
+    from transformers import AutoModelForCausalLM
+
+    ex, _ = encode_records(tok, [sft_records.trajectory(i) for i in range(3)], 2048, "drop")
+    batch = PadCollator(tok.pad_token_id)(ex)
+    results = []
+    for keep in (False, True):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation="eager")
+        model, _ = training.attach_lora(model, r=4, alpha=8, dropout=0.2, target_modules="all-linear", fallback="none")
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.data.normal_(0, 0.02)
+        training.frozen_linears_to_bf16(model)
+        changed = training.keep_lora_inputs_bf16(model) if keep else 0
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = label_loss(model.train(), batch, True)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}, changed))
+    (l0, g0, _), (l1, g1, changed) = results
+    assert changed == 7 * 2  # every LoRA layer of the tiny model's two decoder layers
+    assert torch.equal(l0, l1)
+    assert all(torch.equal(g0[k], g1[k]) for k in g0)
+
+
 def test_frozen_linears_in_bf16_give_bit_identical_loss_and_gradients_under_autocast(tok, tiny_model):
     """Under bf16 autocast a frozen fp32 linear weight is cast to bf16 on every forward; storing that
     cast once must change nothing: the same loss and the same LoRA gradients, bit for bit."""
