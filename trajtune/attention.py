@@ -12,8 +12,9 @@ normalised and kept for the backward pass, and only the diagonal part of each bl
 The numbers are eager's: the same bf16 scores (the scale is folded into the queries when it is a
 power of two, which is exact, else applied to the scores as eager does), the same fp32 softmax
 with keys masked to fp32's lowest value, the same bf16 probabilities times the values. The
-forward output and the query gradient are bit-identical to eager under bf16 autocast (a test);
-the key and value gradients are summed over blocks, so they round differently at bf16 precision.
+backward assembles the probabilities and score gradients of the blocks into full matrices for
+the key and value gradients, so those come from eager's own matmuls: under bf16 autocast the
+output and all gradients are eager's bit for bit (tests), and a trained adapter is the same bytes.
 
 Registered with transformers as ``trajtune_blocks`` (:func:`register`); it falls back to plain
 unblocked attention whenever the blocks would not be exact: a mask that lets a query see a later
@@ -58,27 +59,64 @@ def _hides_later_keys(mask: torch.Tensor) -> bool:
     return ok
 
 
-class _MaskedSoftmax(torch.autograd.Function):
-    """Scores -> fp32 softmax over the unmasked keys -> probabilities in ``out_dtype``, as eager
-    computes them under autocast (scores + an additive fp32 mask of 0 / fp32's lowest value,
-    softmax in fp32, cast for the value matmul). ``hide`` masks the columns from ``first`` on. The
-    backward is softmax's own fp32 backward, cast back to the scores' dtype."""
+class _CausalBlocks(torch.autograd.Function):
+    """The attention core over causal row blocks, forward and backward, in eager's own operations.
+
+    Inputs as eager's matmuls see them under autocast: q [B*H, T, D] (scaled when the scale is a
+    power of two), k and v [B*H, S, D], all in the compute dtype. Per block of query rows
+    ``[i0, i1)`` (keys ``[0, off + i1)``): scores, the masked fp32 softmax, its cast and the value
+    matmul. The backward runs per block where eager's result does not depend on the key count
+    (the probability gradient, softmax's backward, the query gradient), and assembles the
+    probabilities and the score gradient into full [T, S] matrices (zeros where masked) for the
+    key and value gradients, so those come from the very matmuls eager's backward runs: every
+    gradient is eager's bit for bit (tests), at the cost of two T x S writes."""
 
     @staticmethod
-    def forward(ctx: Any, s: torch.Tensor, hide: torch.Tensor | None, first: int, out_dtype: torch.dtype):
-        ctx.in_dtype = s.dtype
-        s = s.float()
-        if hide is not None:
-            s[..., first:].masked_fill_(hide, torch.finfo(torch.float32).min)
-        p = torch._softmax(s, -1, False)
-        ctx.save_for_backward(p)
-        return p.to(out_dtype)
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float | None,
+                blocks: list, hide: torch.Tensor | None, off: int):
+        fmin = torch.finfo(torch.float32).min
+        outs, p32s, ps = [], [], []
+        for i0, i1 in blocks:
+            keys = off + i1
+            sc = torch.bmm(q[:, i0:i1], k[:, :keys].transpose(1, 2))
+            if scaling is not None:
+                sc = sc * scaling
+            s32 = sc.float()
+            if hide is None:  # plain causal: only the block's diagonal square holds later keys
+                s32[..., off + i0:].masked_fill_(_later(i1 - i0, i1 - i0, s32.device), fmin)
+            else:  # hide: [B, 1, T, S], True where masked; the scores viewed as [B, H, rows, keys]
+                s32.view(hide.shape[0], -1, i1 - i0, keys).masked_fill_(hide[:, :, i0:i1, :keys], fmin)
+            p32 = torch._softmax(s32, -1, False)
+            p = p32.to(q.dtype)
+            outs.append(torch.bmm(p, v[:, :keys]))
+            p32s.append(p32)
+            ps.append(p)
+        ctx.save_for_backward(q, k, v, *p32s, *ps)
+        ctx.blocks, ctx.scaling, ctx.off = blocks, scaling, off
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
     @staticmethod
-    def backward(ctx: Any, dp: torch.Tensor):
-        (p,) = ctx.saved_tensors
-        ds = torch._softmax_backward_data(dp.float(), p, -1, torch.float32)
-        return ds.to(ctx.in_dtype), None, None, None
+    def backward(ctx: Any, do: torch.Tensor):
+        q, k, v, *saved = ctx.saved_tensors
+        n = len(ctx.blocks)
+        p32s, ps = saved[:n], saved[n:]
+        bh, t, s_len = q.shape[0], q.shape[1], k.shape[1]
+        do = do.contiguous()
+        p_full = q.new_zeros(bh, t, s_len)
+        ds_full = q.new_zeros(bh, t, s_len)
+        dq = torch.empty_like(q)
+        for (i0, i1), p32, p in zip(ctx.blocks, p32s, ps):
+            keys = ctx.off + i1
+            p_full[:, i0:i1, :keys] = p
+            dp = torch.bmm(do[:, i0:i1], v[:, :keys].transpose(1, 2))
+            ds = torch._softmax_backward_data(dp.float(), p32, -1, torch.float32).to(q.dtype)
+            if ctx.scaling is not None:
+                ds = ds * ctx.scaling
+            ds_full[:, i0:i1, :keys] = ds
+            dq[:, i0:i1] = torch.bmm(ds, k[:, :keys])
+        dv = torch.bmm(p_full.transpose(1, 2), do)
+        dk = torch.bmm(q.transpose(1, 2), ds_full).transpose(1, 2)
+        return dq, dk, dv, None, None, None, None
 
 
 def _repeat_kv(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -106,29 +144,20 @@ def causal_blocks_attention(module: Any, query: torch.Tensor, key: torch.Tensor,
     autocast = query.device.type == "cpu" and torch.is_autocast_enabled("cpu")
     dt = torch.get_autocast_dtype("cpu") if autocast else query.dtype
     n_rep = query.shape[1] // key.shape[1]
-    off = s_len - t
-    # key/value gradients of the blocks add up in fp32 (one rounding to bf16 at the end, not one a block)
-    k = _repeat_kv(key.float() if autocast else key, n_rep)
-    v = _repeat_kv(value.float() if autocast else value, n_rep)
+    b, h, _, d = query.shape
     exact_scale = 0 < scaling and math.frexp(scaling)[0] == 0.5  # a power of two: folding it into q is exact
+    nb = max(1, round(t / BLOCK_ROWS))
+    edges = [round(t * i / nb) for i in range(nb + 1)]
+    blocks = [(i0, i1) for i0, i1 in zip(edges, edges[1:]) if i1 > i0]
+    hide = None if attention_mask is None else ~attention_mask.expand(b, 1, t, s_len)
     with torch.autocast("cpu", enabled=False):
-        q = (query * scaling if exact_scale else query).to(dt)
-        nb = max(1, round(t / BLOCK_ROWS))
-        edges = [round(t * i / nb) for i in range(nb + 1)]
-        outs = []
-        for i0, i1 in zip(edges, edges[1:]):
-            keys = off + i1
-            sc = torch.matmul(q[:, :, i0:i1], k[:, :, :keys].to(dt).transpose(2, 3))
-            if not exact_scale:
-                sc = sc * scaling
-            if attention_mask is None:  # only the block's diagonal square can hold later keys
-                hide, first = _later(i1 - i0, i1 - i0, sc.device), off + i0
-            else:
-                hide, first = ~attention_mask[:, :, i0:i1, :keys], 0
-            p = _MaskedSoftmax.apply(sc, hide, first, dt)
-            outs.append(torch.matmul(p, v[:, :, :keys].to(dt)))
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
-    return out.transpose(1, 2).contiguous(), None
+        # as eager's matmuls under autocast: repeat the key/value heads, then cast (autograd keeps
+        # the casts' and the repeat's backward as eager's)
+        q = (query * scaling if exact_scale else query).to(dt).reshape(b * h, t, d)
+        k = _repeat_kv(key, n_rep).to(dt).reshape(b * h, s_len, d)
+        v = _repeat_kv(value, n_rep).to(dt).reshape(b * h, s_len, d)
+        out = _CausalBlocks.apply(q, k, v, None if exact_scale else float(scaling), blocks, hide, s_len - t)
+    return out.reshape(b, h, t, d).transpose(1, 2).contiguous(), None
 
 
 def register() -> str:
