@@ -225,14 +225,14 @@ def profile(model, v, one_step, detail: int = 0) -> None:
         else:
             g = "other (allocation, views, indexing)"
         groups[g] = groups.get(g, 0.0) + e.self_cpu_time_total
-        rows.append((e.self_cpu_time_total, e.count, op, shapes, e.input_dtypes if hasattr(e, "input_dtypes") else None))
+        rows.append((e.self_cpu_time_total, e.count, op, shapes))
     total = sum(groups.values())
     print(f"  profile of one step ({total / 1e6:.1f} s under the profiler), self CPU time:")
     for g, t in sorted(groups.items(), key=lambda kv: -kv[1]):
         print(f"    {g:<40} {t / 1e6:6.2f} s  {100 * t / total:5.1f}%")
     if detail:
         print(f"  the {detail} costliest ops by input shapes (self CPU time, calls):")
-        for t, n, op, shapes, _ in sorted(rows, key=lambda r: -r[0])[:detail]:
+        for t, n, op, shapes in sorted(rows, key=lambda r: -r[0])[:detail]:
             print(f"    {t / 1e6:6.3f} s {100 * t / total:5.1f}% {n:6d}x  {op:<24} {shapes}")
 
 
