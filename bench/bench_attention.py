@@ -10,6 +10,11 @@ head size 64, one record (plain causal: transformers passes eager a [T, T] addit
 trajtune's attention no mask). The two run in turn, call by call; the figure is the mean of the
 middle half of the calls. Each length first checks that the outputs are equal bit for bit.
 Measure alone: other processes on the 2 cores distort every figure.
+
+At glibc's default malloc settings each call's fresh T x T buffers are mapped and faulted in
+anew, which a long training step's allocator state avoids; for that steady state run it with
+GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296
+(README benchmark table: both figures).
 """
 from __future__ import annotations
 

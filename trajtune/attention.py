@@ -16,9 +16,10 @@ backward assembles the probabilities and score gradients of the blocks into full
 the key and value gradients, so those come from eager's own matmuls: under bf16 autocast the
 output and all gradients are eager's bit for bit (tests), and a trained adapter is the same bytes.
 
-Measured (README design notes): the attention core alone runs 1.1-1.6x eager's at 538 tokens and
-2x at 1,024 (bench/bench_attention.py), the demo's train-sft peak memory fell from 6.0 to 4.9 GB,
-but a whole train-sft step did not measure faster (an alternating A/B: 0.996x).
+Measured (README): the attention core alone runs 1.06x eager's at 538 tokens and 1.66x at 1,024
+once malloc keeps its buffers (1.1-1.6x / 2x at glibc's defaults, where eager's fresh T x T
+buffers fault in pages; bench/bench_attention.py), the demo's train-sft peak memory fell from 6.0
+to 4.9 GB, and a whole train-sft step did not measure faster (an alternating A/B: 0.996x).
 
 Registered with transformers as ``trajtune_blocks`` (:func:`register`), with SDPA's mask format
 (boolean keep-masks, None when plainly causal); it hands the call to transformers' SDPA attention
