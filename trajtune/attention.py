@@ -90,7 +90,7 @@ class _CausalBlocks(torch.autograd.Function):
             s32 = sc.float()
             if hide is None:  # plain causal: only the block's diagonal square holds later keys
                 s32[..., off + i0:].masked_fill_(_later(i1 - i0, i1 - i0, s32.device), fmin)
-            else:  # hide: [B, 1, T, S], True where masked; the scores viewed as [B, H, rows, keys]
+            else:  # hide: [B, 1|H, T, S], True where masked; the scores viewed as [B, H, rows, keys]
                 s32.view(hide.shape[0], -1, i1 - i0, keys).masked_fill_(hide[:, :, i0:i1, :keys], fmin)
             p32 = torch._softmax(s32, -1, False)
             p = p32.to(q.dtype)
@@ -155,7 +155,7 @@ def causal_blocks_attention(module: Any, query: torch.Tensor, key: torch.Tensor,
     nb = max(1, round(t / BLOCK_ROWS))
     edges = [round(t * i / nb) for i in range(nb + 1)]
     blocks = [(i0, i1) for i0, i1 in zip(edges, edges[1:]) if i1 > i0]
-    hide = None if attention_mask is None else ~attention_mask.expand(b, 1, t, s_len)
+    hide = None if attention_mask is None else ~attention_mask.expand(b, attention_mask.shape[1], t, s_len)
     with torch.autocast("cpu", enabled=False):
         # as eager's matmuls under autocast: repeat the key/value heads, then cast (autograd keeps
         # the casts' and the repeat's backward as eager's)

@@ -62,6 +62,9 @@ def test_padding_masks_and_cached_prefixes_are_honoured(monkeypatch):
     keep = _keep(t, t, 2) & pad[:, None, None, :]
     ref, ours = _compare(t, t, keep, True, batch=2, monkeypatch=monkeypatch)
     assert all(torch.equal(a, b) for a, b in zip(ref, ours))
+    # the same mask given per head ([B, H, T, S])
+    ref, ours = _compare(t, t, keep.expand(2, 9, t, t), True, batch=2, monkeypatch=monkeypatch)
+    assert all(torch.equal(a, b) for a, b in zip(ref, ours))
     # queries that are the last 60 of 200 positions (train-dpo's suffix pass over a shared prompt's cache)
     ref, ours = _compare(60, 200, _keep(60, 200), True, monkeypatch=monkeypatch)
     assert all(torch.equal(a, b) for a, b in zip(ref, ours))
