@@ -30,6 +30,8 @@ TASK_TEMPLATE_SHARE ?= 0.3
 # train-sft (LoRA), then train-dpo on top of the SFT adapter
 SFT_CONFIG ?= configs/train_sft/smollm2-135m.yaml
 SFT_STEPS ?= 45
+# extra train-sft settings, e.g. SFT_SET="learning_rate=5e-4 lora_r=32" (each becomes --set KEY=VALUE)
+SFT_SET ?=
 DPO_CONFIG ?= configs/train_dpo/smollm2-135m.yaml
 DPO_STEPS ?= 5
 

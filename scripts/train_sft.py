@@ -34,6 +34,7 @@ NAME = "train-sft"
 class Config(training.TrainConfig):
     """train-sft's options: the shared TrainConfig plus what only SFT has."""
 
+    truncation: Literal["drop", "truncate", "turns"] = field("drop", help="records longer than max_length: drop them, cut the end, or keep their first turns (turns: drop whole turns from the end so the record ends with a complete assistant turn; dropped when even its first assistant turn does not fit)")
     micro_batch_size: Union[int, Literal["auto"]] = field("auto", help="records per forward pass; batch_size is split into micro-batches (same effective batch, less memory). auto: the largest divisor of batch_size whose longest micro-batch needs at most a quarter of the free memory for activations")
     group_by_length: bool = field(True, help="batch records of similar length (less padding)")
 
@@ -50,25 +51,54 @@ class Config(training.TrainConfig):
 
 def encode_records(tokenizer: Any, records: list[dict], max_length: int, truncation: str) -> tuple[list[dict], dict]:
     """Render + tokenize each record with the shared renderer. Returns examples
-    ``{"input_ids", "labels"}`` (labels -100 outside trainable assistant turns) and counts."""
+    ``{"input_ids", "labels"}`` (labels -100 outside trainable assistant turns) and counts.
+
+    A record longer than ``max_length`` is dropped (``drop``), cut at max_length (``truncate``: a
+    turn may end mid-way), or shortened by whole turns (``turns``): the longest prefix of its
+    messages that ends with a trainable assistant turn and fits, so the model still learns the
+    first calls of a long trajectory and where its turn ends (the demo's long records are parallel
+    calls followed by their results: dropping them took a third of the parallel-call records)."""
     from trajtune.chat import tokenize_for_training
 
     out: list[dict] = []
     counts = {"kept": 0, "dropped_too_long": 0, "truncated": 0, "dropped_no_trainable": 0}
+    if truncation == "turns":
+        counts["shortened_to_turns"] = 0
     for rec in records:
         ids, labels = tokenize_for_training(tokenizer, rec["messages"], rec.get("tools"))
         if len(ids) > max_length:
-            if truncation == "drop":
+            if truncation == "turns":
+                ids, labels = _first_turns_that_fit(tokenizer, rec, max_length)
+                if ids is None:
+                    counts["dropped_too_long"] += 1
+                    continue
+                counts["shortened_to_turns"] += 1
+            elif truncation == "drop":
                 counts["dropped_too_long"] += 1
                 continue
-            ids, labels = ids[:max_length], labels[:max_length]
-            counts["truncated"] += 1
+            else:
+                ids, labels = ids[:max_length], labels[:max_length]
+                counts["truncated"] += 1
         if not any(lab != -100 for lab in labels[1:]):
             counts["dropped_no_trainable"] += 1
             continue
         out.append({"input_ids": ids, "labels": labels})
         counts["kept"] += 1
     return out, counts
+
+
+def _first_turns_that_fit(tokenizer: Any, rec: dict, max_length: int) -> tuple[Any, Any]:
+    """(ids, labels) of the longest message prefix ending with a trainable assistant turn that
+    fits in ``max_length`` tokens; (None, None) when none does."""
+    from trajtune.chat import tokenize_for_training
+
+    msgs = rec["messages"]
+    ends = [i for i, m in enumerate(msgs) if m.get("role") == "assistant" and m.get("train") is not False]
+    for end in reversed(ends[:-1] if ends and ends[-1] == len(msgs) - 1 else ends):
+        ids, labels = tokenize_for_training(tokenizer, msgs[: end + 1], rec.get("tools"))
+        if len(ids) <= max_length:
+            return ids, labels
+    return None, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +168,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
     if not train_ex:
         raise RunError("no training record is left after tokenization "
                        f"({train_counts['dropped_too_long']} too long, {train_counts['dropped_no_trainable']} with no trainable token)",
-                       hint="raise max_length or use truncation: truncate")
+                       hint="raise max_length or use truncation: turns (or truncate)")
     training.save_config(cfg, run_dir)
     training.log(f"run folder {run_dir}; {len(train_ex)} train / {len(eval_ex)} eval records; {precision.reason}"
                  + (f"; resuming from {ctx.resume_from}" if ctx.resume_from else ""))

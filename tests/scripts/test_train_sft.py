@@ -96,6 +96,25 @@ def test_truncation_is_counted_and_records_without_trainable_tokens_are_dropped(
     assert counts == {"kept": 0, "dropped_too_long": 0, "truncated": 1, "dropped_no_trainable": 1}
 
 
+def test_turns_truncation_keeps_the_first_complete_assistant_turns_that_fit(tok):
+    rec = sft_records.trajectory(3)
+    rec["messages"][3]["content"] = "row " * 300  # a long tool result, then the closing reply
+    full_ids, full_labels = encode_records(tok, [rec], 100000, "drop")[0][0].values()
+    first = dict(rec, messages=rec["messages"][:3])  # system, user, the assistant's call
+    first_ids, first_labels = encode_records(tok, [first], 100000, "drop")[0][0].values()
+    assert len(first_ids) < len(full_ids)
+    ex, counts = encode_records(tok, [rec], len(full_ids) - 1, "turns")
+    # the record ends after the call turn (its end-of-turn token trained), not in the tool result
+    assert counts == {"kept": 1, "dropped_too_long": 0, "truncated": 0, "dropped_no_trainable": 0, "shortened_to_turns": 1}
+    assert ex[0]["input_ids"] == first_ids and ex[0]["labels"] == first_labels
+    assert tok.decode([i for i, lab in zip(first_ids, first_labels) if lab != -100]).endswith("</tool_call><|im_end|>\n")
+    # a record that fits is kept whole; one whose first assistant turn does not fit is dropped
+    ex, counts = encode_records(tok, [rec, rec], len(full_ids), "turns")
+    assert counts["shortened_to_turns"] == 0 and ex[0]["input_ids"] == full_ids
+    _, counts = encode_records(tok, [rec], len(first_ids) - 1, "turns")
+    assert counts == {"kept": 0, "dropped_too_long": 1, "truncated": 0, "dropped_no_trainable": 0, "shortened_to_turns": 0}
+
+
 def test_logits_only_at_label_positions_give_the_same_loss_and_gradients(tok, tiny_model):
     from transformers import AutoModelForCausalLM
 
