@@ -66,6 +66,10 @@ class Config(training.TrainConfig):
                      "model.generate; vllm: trl's vLLM colocate (CUDA + vllm); auto: vllm where available, else shared "
                      "where the model supports it, else trl")
     probe_tasks: int = field(4, help="tasks sampled before training to check the rewards vary within a group (0 = no probe)")
+    keep_start: bool = field(True, help="the starting model counts as a checkpoint: when no checkpoint beats its held-out "
+                                        "pass rate, final/ holds the starting weights (the --adapter as given, or a LoRA "
+                                        "that changes nothing) instead of the best of a run that made it worse; "
+                                        "false: final/ holds the best checkpoint regardless (LoRA only)")
 
     def check(self) -> None:
         super().check()
@@ -275,23 +279,40 @@ def setup(ctx: training.RunContext) -> training.Setup:
             "data": {**data.counts, "train_tasks": len(train_rows), "eval_tasks": len(eval_rows),
                      "train_rendered": train_counts, "eval_rendered": eval_counts}}
 
-    def finish(trainer: Any, interrupted: Any) -> dict:
+    judged: dict = {}  # the best checkpoint against the start, decided before final/ is written
+
+    def before_final(trainer: Any) -> None:
         # the restored best model on the held-out tasks (not through evaluate(): early stopping must not count it)
-        final = held_out(trainer.model, eval_tasks) if has_eval and not interrupted else {}
-        beat, collapsed = None, None
-        if final and start:
-            collapsed = grpo.collapsed_kinds(start, final)
-            beat = final["pass_rate"] > start["pass_rate"]
-            if not beat:
-                training.warn(f"the held-out pass rate never beat the starting model's: final {final['pass_rate']:.1%} "
-                              f"against {start['pass_rate']:.1%} before training ({len(eval_tasks)} tasks); final/ holds this "
-                              "run's best checkpoint, which is " + ("no better than" if final["pass_rate"] == start["pass_rate"]
-                                                                     else "worse than") + " the model it started from")
-            for kind in collapsed:
-                training.warn(f"the held-out '{kind}' tasks went from {start['by_kind'][kind]['pass_rate']:.0%} to 0%: the "
-                              "policy may have learned one kind of reply for everything (check the mix of the RL tasks "
-                              "against the tasks you will evaluate on)")
+        best = held_out(trainer.model, eval_tasks) if has_eval else {}
+        judged.update(best=best, kept_start=False)
+        if not (best and start):
+            return
+        judged["collapsed"] = grpo.collapsed_kinds(start, best)
+        judged["beat"] = best["pass_rate"] > start["pass_rate"]
+        if judged["beat"]:
+            return
+        worse = "no better than" if best["pass_rate"] == start["pass_rate"] else "worse than"
+        what = (f"the held-out pass rate never beat the starting model's: the best checkpoint {best['pass_rate']:.1%} "
+                f"against {start['pass_rate']:.1%} before training ({len(eval_tasks)} tasks)")
+        why_not = grpo.restore_start(trainer.model, cfg.adapter) if cfg.keep_start else "keep_start is off"
+        if why_not is None:
+            judged["kept_start"] = True
+            training.warn(f"{what}; final/ holds the starting weights ({'the --adapter as given' if cfg.adapter else 'a LoRA that changes nothing'}), "
+                          "not this run's best checkpoint, which is " + worse + " them (--set keep_start=false to keep the checkpoint)")
+        else:
+            training.warn(f"{what}; final/ holds this run's best checkpoint, which is {worse} the model it started from ({why_not})")
+
+    def finish(trainer: Any, interrupted: Any) -> dict:
+        best = judged.get("best", {}) if not interrupted else {}
+        final = start if judged.get("kept_start") else best
+        beat, collapsed = judged.get("beat"), judged.get("collapsed")
+        for kind in (collapsed or []) if not judged.get("kept_start") else []:
+            training.warn(f"the held-out '{kind}' tasks went from {start['by_kind'][kind]['pass_rate']:.0%} to 0%: the "
+                          "policy may have learned one kind of reply for everything (check the mix of the RL tasks "
+                          "against the tasks you will evaluate on)")
         return {**grpo.summarize(trainer.state.log_history, terms, cfg.beta),
+                "final_is_start": bool(judged.get("kept_start")),
+                "best_checkpoint_eval_pass_rate": best.get("pass_rate"),
                 "eval_pass_rate": final.get("pass_rate"), "eval_reward": final.get("reward"),
                 "start_eval_pass_rate": start.get("pass_rate"), "start_eval_reward": start.get("reward"),
                 "eval_by_kind": final.get("by_kind"), "start_eval_by_kind": start.get("by_kind"),
@@ -301,7 +322,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
                 "rollout": roll.summary() if engine == "shared" else {"engine": engine}}
 
     return training.Setup(trainer=trainer, tokenizer=tokenizer, has_eval=has_eval, early=early, info=info, finish=finish,
-                          best_metric="eval_pass_rate")
+                          before_final=before_final, best_metric="eval_pass_rate")
 
 
 STAGE = training.stage(

@@ -266,6 +266,28 @@ def collapsed_kinds(start: dict, final: dict) -> list[str]:
     return [k for k, v in s.items() if v["pass_rate"] > 0 and k in f and f[k]["pass_rate"] == 0]
 
 
+def restore_start(model: Any, adapter: str | None) -> str | None:
+    """Put the starting weights back into a LoRA policy: the ``adapter`` it continued (as saved), or,
+    for a new LoRA, every ``lora_B`` to zero (a LoRA's initial state: it changes nothing). Returns
+    None when done, else why it could not (full fine-tuning keeps no copy of the start)."""
+    import torch
+    from peft import PeftModel
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+    if not isinstance(model, PeftModel):
+        return "full fine-tuning keeps no copy of the starting weights"
+    if adapter:
+        got = set_peft_model_state_dict(model, load_peft_weights(adapter, device="cpu"), adapter_name="default")
+        if getattr(got, "unexpected_keys", None):
+            return f"the --adapter's weights did not fit the policy ({len(got.unexpected_keys)} unexpected keys)"
+        return None
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_B.default." in name or name.endswith(".lora_B.default"):
+                p.zero_()
+    return None
+
+
 def make_trainer_class():
     """GRPOTrainer whose ``evaluate`` is the held-out pass rate (trl's own eval would sample groups
     and report a loss, which says little about whether the agent calls the right tool)."""

@@ -817,6 +817,7 @@ class Setup:
     early: Any
     info: dict  # summary fields known before training (method, batch, data counts, params, ...)
     finish: Any = None  # function(trainer, interrupted) -> dict of summary fields after training
+    before_final: Any = None  # function(trainer) called before final/ is written (may change the weights it saves)
     best_metric: str = "eval_loss"  # the metric of the best checkpoint and early stopping (summary: best_<it>)
 
 
@@ -876,6 +877,8 @@ def run_training(stage: str, cfg: TrainConfig, kind: str, setup: Any) -> dict:
         raise RunError("training diverged (loss is NaN)", hint="lower learning_rate (or beta for train-dpo)")
     # 5) final/: adapter or model + tokenizer, swapped in whole
     final_dir = None
+    if not interrupted and built.before_final is not None:
+        built.before_final(trainer)
     if not interrupted:
         final_dir = run_dir / "final"
         tmp = run_dir / "final.tmp"

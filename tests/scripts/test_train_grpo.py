@@ -223,6 +223,42 @@ def test_early_stopping_on_held_out_pass_rate_names_the_best_checkpoint(noisy, t
     # the start is measured too: with learning rate 0 no checkpoint can beat it, and the summary says so
     assert s["start_eval_pass_rate"] == rates[0] and s["beat_start"] is False
     assert json.loads((tmp_path / "run" / "start_eval.json").read_text())["pass_rate"] == rates[0]
+    assert s["final_is_start"] is True and s["best_checkpoint_eval_pass_rate"] == rates[0]
+
+
+@pytest.mark.parametrize("keep_start", [True, False])
+def test_a_run_that_never_beats_its_start_keeps_the_start_in_final(noisy, tasks, tmp_path, keep_start):
+    import importlib.util
+
+    import torch
+    from safetensors.torch import load_file
+
+    spec = importlib.util.spec_from_file_location("_merge_helpers", Path(__file__).parent / "test_merge_lora.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    sft = helpers.make_adapter(noisy, tmp_path / "sft", seed=3)
+    out = tmp_path / "run"
+    # held-out tasks nobody passes (an exact long sentence): no checkpoint can beat the start, while
+    # the training tasks' rewards vary, so the weights do move
+    never = write_tasks(tmp_path / "never.jsonl", 4, prefix="n", answer="a sentence no tiny model says", match="exact")
+    res = cli("train-grpo", *_args(noisy, tasks["train"], out, adapter=sft, **{"max-steps": 2, "lr": 1e-2, "eval-data": never,
+                                                                               "eval-steps": 1, "patience": 0}),
+              "--set", f"keep_start={str(keep_start).lower()}")
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "training_summary.json").read_text())
+    assert s["beat_start"] is False and s["final_is_start"] is keep_start
+    start = load_file(sft / "adapter_model.safetensors")
+    trained = load_file(out / "checkpoint-2" / "adapter_model.safetensors")
+    final = load_file(out / "final" / "adapter_model.safetensors")
+    assert start.keys() == final.keys() == trained.keys()
+    assert any(not torch.equal(start[k], trained[k]) for k in start)  # training did move the weights
+    if keep_start:  # final/ is the adapter the run started from, tensor for tensor, and the summary says so
+        assert all(torch.equal(start[k], final[k]) for k in start)
+        assert s["eval_pass_rate"] == s["start_eval_pass_rate"]
+        assert "final/ holds the starting weights" in res.output
+    else:
+        assert any(not torch.equal(start[k], final[k]) for k in start)
+        assert s["eval_pass_rate"] == s["best_checkpoint_eval_pass_rate"] <= s["start_eval_pass_rate"]
 
 
 def test_continues_an_sft_adapter(noisy, tasks, tmp_path):
@@ -392,3 +428,20 @@ def test_a_kind_of_task_falling_to_zero_is_named_even_when_the_total_rises():
     assert collapsed_kinds(start, start) == [] and collapsed_kinds({}, final) == []
     never = {"by_kind": {"calls": {"tasks": 13, "pass_rate": 0.0}}}  # never passed: nothing collapsed
     assert collapsed_kinds(never, never) == []
+
+
+def test_a_new_lora_that_never_beats_the_base_ends_as_a_lora_that_changes_nothing(noisy, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    train = write_tasks(tmp_path / "train.jsonl", 16, prefix="a")
+    never = write_tasks(tmp_path / "never.jsonl", 4, prefix="n", answer="a sentence no tiny model says", match="exact")
+    out = tmp_path / "run"
+    res = cli("train-grpo", *_args(noisy, train, out, **{"max-steps": 2, "lr": 1e-2, "eval-data": never, "eval-steps": 1, "patience": 0}))
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "training_summary.json").read_text())
+    assert s["beat_start"] is False and s["final_is_start"] is True
+    trained, final = (load_file(out / d / "adapter_model.safetensors") for d in ("checkpoint-2", "final"))
+    b = [k for k in final if "lora_B" in k]
+    assert b and any(trained[k].abs().sum() > 0 for k in b)  # training moved the B matrices ...
+    assert all(final[k].abs().sum() == 0 for k in b)  # ... final/'s are zero: the base model's function
