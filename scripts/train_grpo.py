@@ -294,7 +294,10 @@ def setup(ctx: training.RunContext) -> training.Setup:
         worse = "no better than" if best["pass_rate"] == start["pass_rate"] else "worse than"
         what = (f"the held-out pass rate never beat the starting model's: the best checkpoint {best['pass_rate']:.1%} "
                 f"against {start['pass_rate']:.1%} before training ({len(eval_tasks)} tasks)")
-        why_not = grpo.restore_start(trainer.model, cfg.adapter) if cfg.keep_start else "keep_start is off"
+        try:
+            why_not = grpo.restore_start(trainer.model, cfg.adapter) if cfg.keep_start else "keep_start is off"
+        except Exception as exc:  # e.g. sharded parameters: keep the checkpoint rather than lose the run
+            why_not = f"the starting weights could not be put back: {type(exc).__name__}: {str(exc)[:200]}"
         if why_not is None:
             judged["kept_start"] = True
             training.warn(f"{what}; final/ holds the starting weights ({'the --adapter as given' if cfg.adapter else 'a LoRA that changes nothing'}), "
