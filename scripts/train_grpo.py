@@ -306,15 +306,15 @@ def setup(ctx: training.RunContext) -> training.Setup:
             training.warn(f"{what}; final/ holds this run's best checkpoint, which is {worse} the model it started from ({why_not})")
 
     def finish(trainer: Any, interrupted: Any) -> dict:
-        best = judged.get("best", {}) if not interrupted else {}
-        final = start if judged.get("kept_start") else best
+        best, kept_start = judged.get("best", {}), judged.get("kept_start", False)  # empty when interrupted
+        final = start if kept_start else best
         beat, collapsed = judged.get("beat"), judged.get("collapsed")
-        for kind in (collapsed or []) if not judged.get("kept_start") else []:
+        for kind in [] if kept_start else collapsed or []:  # final/ is not the collapsed checkpoint when it is the start
             training.warn(f"the held-out '{kind}' tasks went from {start['by_kind'][kind]['pass_rate']:.0%} to 0%: the "
                           "policy may have learned one kind of reply for everything (check the mix of the RL tasks "
                           "against the tasks you will evaluate on)")
         return {**grpo.summarize(trainer.state.log_history, terms, cfg.beta),
-                "final_is_start": bool(judged.get("kept_start")),
+                "final_is_start": kept_start,
                 "best_checkpoint_eval_pass_rate": best.get("pass_rate"),
                 "eval_pass_rate": final.get("pass_rate"), "eval_reward": final.get("reward"),
                 "start_eval_pass_rate": start.get("pass_rate"), "start_eval_reward": start.get("reward"),

@@ -57,7 +57,7 @@ def encode_records(tokenizer: Any, records: list[dict], max_length: int, truncat
     turn may end mid-way), or shortened by whole turns (``turns``): the longest prefix of its
     messages that ends with a trainable assistant turn and fits, so the model still learns the
     first calls of a long trajectory and where its turn ends (the demo's long records are parallel
-    calls followed by their results: dropping them took a third of the parallel-call records)."""
+    calls followed by their results: dropping them took 39 of 105 parallel_multi records)."""
     from trajtune.chat import tokenize_for_training
 
     out: list[dict] = []
@@ -93,8 +93,8 @@ def _first_turns_that_fit(tokenizer: Any, rec: dict, max_length: int) -> tuple[A
     from trajtune.chat import tokenize_for_training
 
     msgs = rec["messages"]
-    ends = [i for i, m in enumerate(msgs) if m.get("role") == "assistant" and m.get("train") is not False]
-    for end in reversed(ends[:-1] if ends and ends[-1] == len(msgs) - 1 else ends):
+    ends = [i for i, m in enumerate(msgs[:-1]) if m.get("role") == "assistant" and m.get("train") is not False]
+    for end in reversed(ends):  # the whole record (last message) is what did not fit
         ids, labels = tokenize_for_training(tokenizer, msgs[: end + 1], rec.get("tools"))
         if len(ids) <= max_length:
             return ids, labels
