@@ -120,9 +120,11 @@ def worker_ours(args) -> dict:
         "num_generations": args.group, "max_completion_length": args.max_new, "learning_rate": args.lr, "beta": 0.0,
         "temperature": 1.0, "top_p": 1.0, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "precision": "fp32",
         "save_steps": args.steps, "logging_steps": 1, "seed": args.seed, "max_length": 1 << 20, "min_records": 1,
-        "rollout": "shared", "probe_tasks": 0, "auto_split": False})
+        "rollout": "shared", "probe_tasks": 0, "auto_split": False, "share_prompt": not args.no_share_prompt})
     s = train_grpo(cfg)
-    out = result("trajtune train-grpo (shared-prefill slot engine)", acc, s["global_step"], s["train_time_s"])
+    name = "trajtune train-grpo (shared-prefill slot engine" + (", trl's loss head: share_prompt off)" if args.no_share_prompt else ")")
+    out = result(name, acc, s["global_step"], s["train_time_s"])
+    out["loss_forward"] = s["loss_forward"]
     out["engine_prefilled_tokens"], out["engine_prompt_tokens"] = s["rollout"]["prefilled_tokens"], s["rollout"]["prompt_tokens"]
     # inside the slot engine (the rest of rollout_s is trl's own handling): prefill, decode steps and their time
     out.update({f"engine_{k}": s["rollout"][k] for k in ("seconds", "prefill_s", "decode_s", "decode_steps")})
@@ -154,7 +156,11 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = torch's default)")
     ap.add_argument("--model", default="default", help="model folder, .gguf or 'default' (SmolLM2-135M-Instruct)")
+    ap.add_argument("--lever", action="store_true",
+                    help="also run train-grpo with share_prompt off (trl's LM head over every position of full rows), "
+                         "to measure that lever in the same run")
     ap.add_argument("--only", choices=["trl", "ours"], help=argparse.SUPPRESS)
+    ap.add_argument("--no-share-prompt", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model-path", help=argparse.SUPPRESS)
     ap.add_argument("--train", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -178,8 +184,8 @@ def main() -> int:
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     results = []
-    for which in ("trl", "ours"):
-        cmd = [sys.executable, __file__, "--only", which, "--model-path", model_path, "--train", str(train_p),
+    for which in ("trl", "ours", "ours-noshare")[: 3 if args.lever else 2]:
+        cmd = [sys.executable, __file__, "--only", which.split("-")[0], *(["--no-share-prompt"] if which == "ours-noshare" else []), "--model-path", model_path, "--train", str(train_p),
                "--steps", str(args.steps), "--prompts-per-step", str(args.prompts_per_step), "--group", str(args.group),
                "--max-new", str(args.max_new), "--lr", str(args.lr), "--seed", str(args.seed), "--threads", str(args.threads)]
         print(f"running {which} ...", file=sys.stderr, flush=True)
@@ -188,7 +194,7 @@ def main() -> int:
         if res.returncode != 0 or line is None:
             sys.exit(f"{which} failed:\n{res.stderr[-3000:]}")
         results.append(json.loads(line[7:]))
-    peer, ours = results
+    peer, ours = results[:2]
     print(f"model {args.model}; {args.steps} steps x {args.prompts_per_step} prompts x {args.group} completions "
           f"(max {args.max_new} new tokens, temperature 1.0); threads {args.threads or 'default'}")
     for r in results:
@@ -204,6 +210,15 @@ def main() -> int:
           f"{peer['rollout_s'] / ours['rollout_s']:.2f}x faster (generated {ours['generated_tokens']} vs {peer['generated_tokens']} tokens)")
     print(f"step time s: train-grpo {ours['step_s']} vs plain GRPOTrainer {peer['step_s']} -> "
           f"{peer['step_s'] / ours['step_s']:.2f}x faster")
+    # the rest of a step: rewards, the loss's forward and backward over the completions, the optimizer
+    rest = {r["name"]: round(r["step_s"] - r["rollout_s"] / max(r["steps"], 1), 2) for r in results}
+    print("step time outside rollouts, s (rewards, loss forward + backward, optimizer): "
+          + "; ".join(f"{k} {v}" for k, v in rest.items()))
+    if args.lever:
+        off = results[2]
+        print(f"lever share_prompt (same run): step {off['step_s']} -> {ours['step_s']} s ({off['step_s'] / ours['step_s']:.2f}x), "
+              f"outside rollouts {rest[off['name']]} -> {rest[ours['name']]} s "
+              f"({rest[off['name']] / max(rest[ours['name']], 1e-9):.2f}x); peak RSS {off['peak_rss_mb']} -> {ours['peak_rss_mb']} MB")
     print(f"peak RSS MB: train-grpo {ours['peak_rss_mb']} vs {peer['peak_rss_mb']}")
     return 0
 

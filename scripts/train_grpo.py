@@ -65,6 +65,9 @@ class Config(training.TrainConfig):
         "auto", help="shared: the slot engine, each group's prompt prefilled once (trl's rollout_func); trl: trl's "
                      "model.generate; vllm: trl's vLLM colocate (CUDA + vllm); auto: vllm where available, else shared "
                      "where the model supports it, else trl")
+    share_prompt: bool = field(True, help="in the loss's forward, run each distinct prompt of a batch once for its group's "
+                                          "completions (KV cache repeated) and project only completion positions through the "
+                                          "LM head; false: trl's head over every position of every row")
     probe_tasks: int = field(4, help="tasks sampled before training to check the rewards vary within a group (0 = no probe)")
     keep_start: bool = field(True, help="the starting model counts as a checkpoint: when no checkpoint beats its held-out "
                                         "pass rate, final/ holds the starting weights (the --adapter as given, or a LoRA "
@@ -269,11 +272,22 @@ def setup(ctx: training.RunContext) -> training.Setup:
             rollout_func=roll if engine == "shared" else None, held_out_tasks=eval_tasks, held_out_fn=held_out)
     except ValueError as exc:
         raise ConfigError(f"trl refused this setup: {str(exc).splitlines()[0][:300]}") from None
+    head = "trl's fused head over every position"
+    if cfg.share_prompt and not cfg.deepspeed and engine != "vllm":
+        from peft import PeftModel
+
+        from trajtune.trainers import add_grouped_prompt_head
+
+        for m in (trainer.model, trainer.ref_model):
+            if m is not None and add_grouped_prompt_head(
+                    m.get_base_model() if isinstance(m, PeftModel) else m, temperature=cfg.temperature,
+                    cast_lm_head_to_fp32=args.cast_lm_head_to_fp32, outputs=("log_probs", "entropy")):
+                head = "shared prompts, completion positions only"
     terms = [f.__name__ for f in funcs]
     info = {"adapter": cfg.adapter, "method": method, "beta": cfg.beta, "loss_type": cfg.loss_type,
             "num_generations": cfg.num_generations, "max_completion_length": cfg.max_completion_length,
             "temperature": cfg.temperature, "top_p": cfg.top_p, "reward_terms": dict(zip(terms, weights)),
-            "rollout_engine": engine, "rollout_engine_why": why, "probe": probed,
+            "rollout_engine": engine, "rollout_engine_why": why, "loss_forward": head, "probe": probed,
             "dropout_in_training": max((float(m.p) for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)), default=0.0),
             "params": training.count_parameters(trainer.model),
             "data": {**data.counts, "train_tasks": len(train_rows), "eval_tasks": len(eval_rows),

@@ -317,3 +317,115 @@ class PretokenizedDPOTrainer(DPOTrainer):
         if self._signature_columns is None:
             self._signature_columns = ["chosen_ids", "chosen_mask", "rejected_ids", "rejected_mask",
                                        "ref_chosen_logps", "ref_rejected_logps"]
+
+
+# ============================================================================ GRPO
+
+def grouped_prompt_hidden(backbone, kwargs: dict, labels, min_shared: int = 8):
+    """Last hidden states of a GRPO batch, running each distinct prompt through the backbone once.
+
+    trl's GRPO loss scores rows of ``[left-padded prompt | right-padded completion]``; the
+    ``num_generations`` completions of a group share one prompt, which is most of each row (tool
+    schemas). Rows with the same prompt tokens run the prompt once with a KV cache, repeated for
+    the group, and only their completions on top; gradients flow back through the cache, so it is
+    the same function as the plain forward (positions count from each prompt's first real token,
+    which rotary embeddings make the same function as counting from the padding). Only the
+    positions the loss reads (the last prompt token and the completion) are filled; the rest are
+    zeros. Returns None when the batch is not in that shape (or extra model inputs are given), and
+    the caller runs the plain forward.
+    """
+    ids, att = kwargs.get("input_ids"), kwargs.get("attention_mask")
+    harmless = {"input_ids", "attention_mask", "use_cache", "return_dict"}  # PEFT passes its optional inputs as None
+    extra = [k for k, v in kwargs.items() if k not in harmless and v is not None and v is not False]
+    if ids is None or att is None or labels is None or extra or ids.dim() != 2:
+        return None
+    scored = (labels != -100).any(dim=0).nonzero()
+    if not scored.numel() or int(scored[0]) < 1:
+        return None
+    width, start = ids.size(1), int(scored[0])  # start: the first completion column
+    a = att.bool()
+    if not bool(a[:, start - 1].all()):
+        return None  # a row without a prompt token
+    if not (bool((a[:, 1:start] >= a[:, :start - 1]).all()) and bool((a[:, start:-1] >= a[:, start + 1:]).all())):
+        return None  # not left-padded prompts followed by right-padded completions
+    prompt_len, completion_len = a[:, :start].sum(1).tolist(), a[:, start:].sum(1).tolist()
+    groups: dict = {}
+    for r in range(ids.size(0)):
+        groups.setdefault(tuple(ids[r, start - prompt_len[r]:start].tolist()), []).append(r)
+    rows: list = [None] * ids.size(0)
+    for prompt, members in groups.items():
+        n, lp = len(members), len(prompt)
+        lc = max(1, max(completion_len[r] for r in members))
+        sub_ids, sub_att = ids[members, start - lp:start + lc], att[members, start - lp:start + lc]
+        if n == 1 or lp < min_shared:  # nothing to share: the group's rows as they are
+            out = backbone(input_ids=sub_ids, attention_mask=sub_att, use_cache=False).last_hidden_state[:, lp - 1:]
+        else:
+            pre = backbone(input_ids=sub_ids[:1, :lp], attention_mask=sub_att[:1, :lp], use_cache=True)
+            cache = pre.past_key_values
+            if cache is None:  # the model refused a cache (gradient checkpointing): the plain forward
+                return None
+            cache.batch_repeat_interleave(n)
+            positions = torch.arange(lp, lp + lc, device=ids.device)[None, :].expand(n, -1)
+            suf = backbone(input_ids=sub_ids[:, lp:], attention_mask=sub_att, past_key_values=cache,
+                           position_ids=positions, use_cache=True).last_hidden_state
+            out = torch.cat([pre.last_hidden_state[:, -1:].expand(n, -1, -1), suf], dim=1)
+        for i, r in enumerate(members):
+            rows[r] = out[i]  # columns start - 1 .. start + lc - 1 of the batch
+    return torch.stack([F.pad(h, (0, 0, start - 1, width - (start - 1) - h.size(0))) for h in rows])
+
+
+def add_grouped_prompt_head(model, *, temperature: float = 1.0, cast_lm_head_to_fp32: bool = False,
+                            outputs: tuple = ("log_probs", "entropy"), share_prompt: bool = True) -> bool:
+    """Replace the fused LM head trl's GRPOTrainer patches in, for a CPU: completion positions only,
+    and (``share_prompt``) each distinct prompt through the backbone once (:func:`grouped_prompt_hidden`).
+
+    trl 1.16 projects only the scored positions where Triton runs (CUDA); elsewhere it scores every
+    position of every row, prompt included, through the 49,152-wide head. This head runs trl's own
+    kernel (``trl.kernels.ChunkedLogProbFunction``: temperature, entropy and its gradient as trl
+    computes them) on the scored positions, as trl's Triton path does. Left alone (returns False)
+    for models whose logits trl scales or soft-caps; calls with inputs this head does not handle
+    (positional arguments, pre-shifted labels, router logits, sharded head weights) go to trl's
+    forward. Applying it twice is a no-op.
+    """
+    from contextlib import nullcontext
+
+    from trl.kernels import ChunkedLogProbFunction
+    from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE
+
+    if getattr(model, "_trajtune_head", False):
+        return True
+    text = model.config.get_text_config()
+    scaled = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+    if any(getattr(text, k, None) is not None for k in scaled):
+        return False
+    model._trajtune_head = True
+    fused_forward = model.forward  # trl's patched forward
+
+    def _forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
+        weight, bias = self.get_output_embeddings().weight, self.get_output_embeddings().bias
+        if (not fused_lm_head or args or shift_labels is not None or kwargs.get("output_router_logits")
+                or type(weight) is not torch.nn.Parameter or hasattr(weight, "ds_id")):
+            return fused_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
+                                 num_items_in_batch=num_items_in_batch, **kwargs)
+        kwargs["use_cache"] = False
+        hidden = grouped_prompt_hidden(self.base_model, kwargs, labels) if share_prompt else None
+        if hidden is None:
+            hidden = self.base_model(**kwargs).last_hidden_state
+        hidden = hidden[:, :-1]
+        labels = labels[:, 1:].to(hidden.device)
+        mask = labels != -100
+        h, ctx = hidden[mask], nullcontext()
+        if cast_lm_head_to_fp32:
+            h, ctx = h.float(), torch.autocast(h.device.type, enabled=False)
+        with ctx:
+            per_token = ChunkedLogProbFunction.apply(h, weight, bias, labels[mask], temperature,
+                                                     _CHUNKED_LOGPROB_CHUNK_SIZE, None, 1.0, outputs)
+        # masked_scatter keeps an all-masked batch connected to the graph (a differentiable zero)
+        log_probs, entropy, log_sum_sq, mean_logits, is_top1 = (
+            None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x) for x in per_token)
+        loss = -log_probs.sum() / (mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
+        return FusedCausalLMOutput(loss=loss, log_probs=log_probs, entropy=entropy, log_sum_sq_probs=log_sum_sq,
+                                   mean_logits=mean_logits, is_top1=is_top1, label_mask=mask)
+
+    model.forward = types.MethodType(_forward, model)
+    return True

@@ -104,6 +104,78 @@ def test_sampled_groups_share_one_prefill_and_carry_the_log_probs_trl_computes(n
         torch.testing.assert_close(torch.tensor(r.logprobs), want, atol=2e-4, rtol=1e-4)
 
 
+def _grpo_batch(vocab: int = 200):
+    """A batch as trl's GRPO loss builds it: left-padded prompts, right-padded completions, rows shuffled:
+    three completions of a 20-token prompt, two of a 14-token one, one of a 9-token one."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(3, vocab, (n,), generator=g) for n in (20, 14, 9)]
+    rows = [(0, 5), (1, 7), (0, 2), (2, 6), (1, 3), (0, 7)]  # (prompt, completion length), shuffled
+    width_p, width_c = 20, 7
+    ids = torch.zeros((len(rows), width_p + width_c), dtype=torch.long)
+    att = torch.zeros_like(ids)
+    for i, (k, lc) in enumerate(rows):
+        p = prompts[k]
+        ids[i, width_p - len(p):width_p], att[i, width_p - len(p):width_p] = p, 1
+        ids[i, width_p:width_p + lc] = torch.randint(3, vocab, (lc,), generator=g)
+        att[i, width_p:width_p + lc] = 1
+    labels = ids.masked_fill(att == 0, -100)
+    labels[:, :width_p] = -100  # trl: labels[:, :-logits_to_keep] = -100
+    return ids, att, labels
+
+
+def test_grouped_prompt_head_gives_trls_log_probs_entropy_and_gradients(tiny_model):
+    """train-grpo's head on a CPU: each distinct prompt of the batch runs once (its KV cache repeated
+    for the group's completions) and only completion positions reach the vocabulary: the same
+    log-probs, entropies and gradients (entropy's included) as trl's own fused head over full rows."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from trajtune import trainers
+    from trajtune.trainers import add_grouped_prompt_head, grouped_prompt_hidden
+
+    ids, att, labels = _grpo_batch()
+    calls = []
+    real = trainers.grouped_prompt_hidden
+    trainers.grouped_prompt_hidden = lambda *a, **k: calls.append(real(*a, **k)) or calls[-1]
+    results = {}
+    try:
+        for variant in ("trl", "ours_plain", "ours_shared"):
+            torch.manual_seed(1)
+            model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+            for p in model.parameters():
+                p.requires_grad_(False)
+            model, _ = training.attach_lora(model, r=4, alpha=8, dropout=0.0, target_modules=["all-linear"], fallback="none")
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    torch.nn.init.normal_(p, std=0.1)
+            add_fused_lm_head(model.get_base_model(), temperature=0.7, outputs=("log_probs", "entropy"))
+            if variant != "trl":
+                assert add_grouped_prompt_head(model.get_base_model(), temperature=0.7, share_prompt=variant == "ours_shared")
+            out = model(input_ids=ids, attention_mask=att, labels=labels, fused_lm_head=True)
+            (out.log_probs.sum() + 0.1 * out.entropy.sum()).backward()
+            grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+            results[variant] = (out.log_probs.detach(), out.entropy.detach(), grads, out.label_mask)
+    finally:
+        trainers.grouped_prompt_hidden = real
+    assert len(calls) == 1 and calls[0] is not None  # the grouped path ran, once (ours_shared)
+    lp, ent, g, mask = results["trl"]
+    assert int(mask.sum()) == int((labels[:, 1:] != -100).sum()) == 30
+    for variant in ("ours_plain", "ours_shared"):
+        lp2, ent2, g2, mask2 = results[variant]
+        assert torch.equal(mask2, mask)
+        torch.testing.assert_close(lp2, lp, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(ent2, ent, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(g2, g, atol=1e-4, rtol=1e-3)
+    # batches not in the GRPO shape fall back to the plain forward
+    backbone = model.get_base_model().model
+    assert grouped_prompt_hidden(backbone, {"input_ids": ids, "attention_mask": att}, torch.full_like(ids, -100)) is None
+    assert grouped_prompt_hidden(backbone, {"input_ids": ids, "attention_mask": att.flip(1)}, labels) is None
+    assert grouped_prompt_hidden(backbone, {"input_ids": ids, "attention_mask": att, "inputs_embeds": torch.zeros(1)}, labels) is None
+
+
 def test_greedy_engine_is_unchanged_by_the_sampling_fields(noisy):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
