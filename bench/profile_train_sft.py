@@ -202,6 +202,11 @@ def profile(model, v, one_step, detail: int = 0) -> None:
 
     with prof_ctx(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         one_step(model, v)
+    report(prof, detail)
+
+
+def report(prof, detail: int = 0, what: str = "one step") -> dict:
+    """Print (and return) a profile's self CPU time by group: the README's profile tables."""
     groups: dict[str, float] = {}
     rows = []
     for e in prof.key_averages(group_by_input_shape=True):
@@ -215,7 +220,7 @@ def profile(model, v, one_step, detail: int = 0) -> None:
         elif op in ("random_", "bitwise_and", "bitwise_and_", "bitwise_right_shift_", "bitwise_not_", "sub_", "bernoulli_",
                     "native_dropout", "native_dropout_backward", "dropout"):
             g = "LoRA dropout (mask drawn and applied)"
-        elif "softmax" in op:
+        elif "softmax" in op or op == "logsumexp":
             g = "softmax, log-softmax (attention, loss)"
         elif op in ("copy_", "_to_copy", "to", "clone", "contiguous"):
             g = "dtype casts and copies"
@@ -227,13 +232,14 @@ def profile(model, v, one_step, detail: int = 0) -> None:
         groups[g] = groups.get(g, 0.0) + e.self_cpu_time_total
         rows.append((e.self_cpu_time_total, e.count, op, shapes))
     total = sum(groups.values())
-    print(f"  profile of one step ({total / 1e6:.1f} s under the profiler), self CPU time:")
+    print(f"  profile of {what} ({total / 1e6:.1f} s under the profiler), self CPU time:")
     for g, t in sorted(groups.items(), key=lambda kv: -kv[1]):
         print(f"    {g:<40} {t / 1e6:6.2f} s  {100 * t / total:5.1f}%")
     if detail:
         print(f"  the {detail} costliest ops by input shapes (self CPU time, calls):")
         for t, n, op, shapes in sorted(rows, key=lambda r: -r[0])[:detail]:
             print(f"    {t / 1e6:6.3f} s {100 * t / total:5.1f}% {n:6d}x  {op:<24} {shapes}")
+    return {g: round(100 * t / total, 1) for g, t in groups.items()}
 
 
 if __name__ == "__main__":

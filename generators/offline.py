@@ -63,11 +63,14 @@ class GenerateConfig(SourceOptions):
     count: int = field(200, flags=("-n",), help="target number of records in the output file (re-runs append what is missing)")
     seed: int = field(0, help="random seed; the same seed gives the same records")
     category: list[str] = field(default_factory=list, flags=("-c",), metavar="CATEGORY",
-                                help=f"only these categories ({', '.join(CATEGORIES)}); empty = all")
-    distractors_min: int = field(1, help="fewest extra (irrelevant) tools offered per record")
-    distractors_max: int = field(2, help="most extra (irrelevant) tools offered per record")
+                                help=f"only these template categories ({', '.join(CATEGORIES)}); empty = all. Applies to "
+                                     "records from hand-written templates; records the phrasing grammar makes follow --shapes")
+    distractors_min: int = field(1, help="fewest extra (irrelevant) tools offered per template record (grammar records: "
+                                         "their shape decides, e.g. choose offers look-alikes up to --max-tools)")
+    distractors_max: int = field(2, help="most extra (irrelevant) tools offered per template record")
     max_tools: int = field(4, help="cap on tools offered per record (keeps rendered prompts ~250-450 tokens)")
-    no_call_share: float = field(0.12, help="share of records whose right answer is a plain reply (no tool call)")
+    no_call_share: float = field(0.12, help="share of template records whose right answer is a plain reply (no tool call); "
+                                          "grammar records get theirs from the irrelevance and missing_info shares of --shapes")
     system_prompt: str = field(DEFAULT_SYSTEM, help="system message of every record")
     max_attempts: int = field(30, help="give up after count x this many candidates (pools exhausted)")
     shapes: dict | list[str] = field(default_factory=lambda: dict(DEFAULT_SHARES), metavar="SHAPE=SHARE,...",
@@ -160,7 +163,8 @@ class TasksConfig(GenerateConfig):
     heldout_template_share: float = field(0.2, flags=("--held-out-template-share",),
                                           help="share of eval tasks from held-out templates (reported separately)")
     later_step_share: float = field(0.3, help="share of tasks asking for a later step, earlier steps given")
-    no_call_share: float = field(0.15, help="share of tasks whose right answer is no call")
+    no_call_share: float = field(0.15, help="share of template tasks whose right answer is no call (grammar tasks: the "
+                                          "irrelevance and missing_info shares of --shapes)")
 
     def check(self) -> None:
         super().check()

@@ -357,7 +357,9 @@ STAGES = [
           example="trajtune generate tools --synthesize 1000 --seed 0 -o data/synth_tools.json"),
     Stage(name="generate trajectories", config=TrajectoriesConfig, run=run, render=render,
           help="Multi-step agent trajectories (sft records: thought -> tool call -> observation ... -> answer) "
-               "from the training phrasings of the task templates; observations come from the tool simulators. "
+               "from the training phrasings of the task templates and, for tools without templates (any --catalog: "
+               "our YAML, OpenAI tools JSON, an MCP tools/list result, OpenAPI 3), from the phrasing grammar in the "
+               "task shapes of --shapes; observations come from the tool simulators. "
                "--backend openai: a teacher model behind any OpenAI-compatible endpoint solves the tasks instead "
                "(the API key comes from the variable named by --api-key-env; invalid trajectories go to "
                "OUT.rejects.jsonl). The resolved config is saved as OUT.config.yaml.",
@@ -372,8 +374,10 @@ STAGES = [
     Stage(name="generate tasks", config=TasksConfig, run=run, render=render,
           help="Evaluation tasks (task records): the expected next tool call(s), with acceptable values per "
                "argument, from phrasings and templates held out of training (--split eval), plus requests whose "
-               "right answer is no call. metadata.split_reason says which: held_out_phrasing, held_out_template, "
-               "no_call. The resolved config is saved as OUT.config.yaml.",
+               "right answer is no call. metadata.split_reason says what was held out: held_out_tool (a synthetic "
+               "tool family never trained on; its irrelevance and missing-info tasks need no call), held_out_phrasing, "
+               "held_out_template, no_call (a template chat request), or train_phrasing (--split train). "
+               "The resolved config is saved as OUT.config.yaml.",
           example="trajtune generate tasks --count 80 --seed 1 -o data/eval_tasks.jsonl"),
 ]
 

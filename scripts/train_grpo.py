@@ -48,6 +48,9 @@ class Config(training.TrainConfig):
     patience: int = redefault("patience", 3)
     attn_implementation: Literal["auto", "eager", "sdpa"] = redefault("attn_implementation", "sdpa")  # the shared-prefill rollout engine needs SDPA
     adapter: Optional[str] = field(None, help="an SFT/DPO LoRA adapter folder to keep training; its base is --model")
+    group_min_reward: Optional[float] = field(None, help="group records (a prompt with scored responses) become tasks whose "
+                                                         "expected reply is the best response's first turn; skip a group "
+                                                         "whose best reward is below this (none: any group whose rewards differ)")
     num_generations: int = field(4, help="completions sampled per prompt (a group); must divide batch_size")
     max_completion_length: int = field(128, help="new tokens per completion; a reply cut here is scored as truncated")
     temperature: float = field(1.0, help="sampling temperature of the rollouts")
@@ -121,13 +124,17 @@ def choose_rollout(cfg: Config, model: Any, precision: "training.Precision") -> 
 
 def probe(cfg: Config, engine: str, model: Any, tokenizer: Any, rows: list[dict], funcs: list, weights: list, roll: Any,
           stop_ids: list[int]) -> dict:
-    """Sample num_generations completions for the first probe_tasks tasks; RunError when every
-    group's rewards are all equal (no learning signal)."""
+    """Sample num_generations completions for probe_tasks tasks drawn from the training tasks (seeded);
+    RunError when every group's task rewards are all equal: the model passes or fails every sample, so
+    GRPO could learn nothing about the tasks (a shaping term that varies, e.g. the length penalty, would
+    still give it a gradient, towards shorter or well-formed replies only)."""
+    import random
+
     import torch
 
-    from trajtune.grpo import generation_model, total_rewards
+    from trajtune.grpo import generation_model, term_rewards
 
-    sample = rows[: cfg.probe_tasks]
+    sample = random.Random(cfg.seed).sample(rows, min(cfg.probe_tasks, len(rows)))
     ids = [roll.ids(r["prompt"]) for r in sample]
     G = cfg.num_generations
     if engine == "shared":
@@ -145,17 +152,28 @@ def probe(cfg: Config, engine: str, model: Any, tokenizer: Any, rows: list[dict]
                 completions.extend(seq[len(p):].tolist() for seq in out)
         gen.train(was_training)
     tasks = [r["task"] for r in sample for _ in range(G)]
-    totals = total_rewards(funcs, weights, completions, tasks)
-    groups = [totals[k: k + G] for k in range(0, len(totals), G)]
-    varied = sum(1 for g in groups if max(g) - min(g) > 1e-9)
-    mean = sum(totals) / max(len(totals), 1)
-    result = {"tasks": len(groups), "completions": len(totals), "groups_with_variance": varied, "mean_reward": round(mean, 6)}
-    if varied == 0:
+    terms = term_rewards(funcs, completions, tasks)
+    return probe_verdict(terms, {f.__name__: w for f, w in zip(funcs, weights)}, G)
+
+
+def probe_verdict(terms: dict[str, list[float]], weights: dict[str, float], group: int) -> dict:
+    """The probe's counts from each term's rewards (groups of ``group`` completions in a row); RunError
+    when no group's task rewards differ, whether or not the weighted total does."""
+    def varied(values: list[float]) -> int:
+        return sum(1 for k in range(0, len(values), group) if max(values[k: k + group]) - min(values[k: k + group]) > 1e-9)
+
+    task = terms["task_reward"]
+    totals = [sum(weights[name] * terms[name][k] for name in terms) for k in range(len(task))]
+    mean = sum(task) / max(len(task), 1)
+    result = {"tasks": len(task) // group, "completions": len(task), "groups_with_variance": varied(task),
+              "groups_with_total_variance": varied(totals), "mean_reward": round(mean, 6)}
+    if result["groups_with_variance"] == 0:
         raise RunError(
-            f"no reward variance on a first probe: {len(groups)} tasks x {G} sampled completions, every group's rewards "
-            f"are all equal (mean reward {mean:.3f}); GRPO would get no learning signal",
+            f"no reward variance on a first probe: {result['tasks']} tasks x {group} sampled completions, every group's "
+            f"task rewards are all equal (mean task reward {mean:.3f}); GRPO would learn nothing about the tasks"
+            + (" (the weighted shaping terms vary, but they only reward the form of a reply)" if result["groups_with_total_variance"] else ""),
             hint="the model passes or fails every sample: start from an SFT adapter (--adapter), use tasks nearer its "
-                 "level, raise temperature, weight a shaping term (--set format_weight=0.2), or --set probe_tasks=0 to skip")
+                 "level, raise temperature or probe_tasks, or --set probe_tasks=0 to train anyway")
     return result
 
 
@@ -201,14 +219,26 @@ def setup(ctx: training.RunContext) -> training.Setup:
     check_sources(cfg, model_path)
     tok_path = cfg.adapter if cfg.adapter and (Path(cfg.adapter) / "tokenizer_config.json").is_file() else model_path
     tokenizer = training.load_tokenizer(tok_path, cfg.trust_remote_code)
-    # 1) prompts, rendered as evaluate renders them
+    # 1) group records become tasks (the best response's first turn is the expected reply); prompts
+    #    rendered as evaluate renders them
+    train_tasks, from_groups = grpo.tasks_from_records(data.train, cfg.group_min_reward)
+    eval_tasks_in, eval_groups = grpo.tasks_from_records(data.eval, cfg.group_min_reward)
+    for k in ("group_records", "group_tasks"):
+        from_groups[k] += eval_groups[k]
+    for why, n in eval_groups["group_skipped"].items():
+        from_groups["group_skipped"][why] = from_groups["group_skipped"].get(why, 0) + n
+    if from_groups["group_records"]:
+        training.log(f"group records: {from_groups['group_tasks']} of {from_groups['group_records']} made tasks"
+                     + "".join(f"; {n} skipped: {why}" for why, n in from_groups["group_skipped"].items()))
     max_prompt = cfg.max_length - cfg.max_completion_length
-    train_rows, train_counts = grpo.encode_tasks(tokenizer, data.train, max_prompt)
-    eval_rows, eval_counts = grpo.encode_tasks(tokenizer, data.eval, max_prompt)
+    train_rows, train_counts = grpo.encode_tasks(tokenizer, train_tasks, max_prompt)
+    eval_rows, eval_counts = grpo.encode_tasks(tokenizer, eval_tasks_in, max_prompt)
     if len(train_rows) < cfg.min_records:
+        skipped = sum(from_groups["group_skipped"].values())
         raise RunError(f"{len(train_rows)} training tasks left after rendering ({train_counts['dropped_prompt_too_long']} prompts "
-                       f"longer than max_length - max_completion_length = {max_prompt} tokens); at least {cfg.min_records} are needed",
-                       hint="raise max_length, or lower min_records")
+                       f"longer than max_length - max_completion_length = {max_prompt} tokens"
+                       + (f"; {skipped} group records could not be made tasks" if skipped else "")
+                       + f"); at least {cfg.min_records} are needed", hint="raise max_length, or lower min_records")
     import json
 
     eval_tasks = [json.loads(r["task"]) for r in eval_rows]
@@ -291,7 +321,8 @@ def setup(ctx: training.RunContext) -> training.Setup:
             "dropout_in_training": max((float(m.p) for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)), default=0.0),
             "params": training.count_parameters(trainer.model),
             "data": {**data.counts, "train_tasks": len(train_rows), "eval_tasks": len(eval_rows),
-                     "train_rendered": train_counts, "eval_rendered": eval_counts}}
+                     "train_rendered": train_counts, "eval_rendered": eval_counts,
+                     **({"from_groups": from_groups} if from_groups["group_records"] else {})}}
 
     judged: dict = {}  # the best checkpoint against the start, decided before final/ is written
 
@@ -343,8 +374,10 @@ def setup(ctx: training.RunContext) -> training.Setup:
 
 
 STAGE = training.stage(
-    NAME, Config, "task", setup,
-    help="Reinforcement learning (GRPO, trl's GRPOTrainer) on task records (prompt, tools, expected): num_generations "
+    NAME, Config, ("task", "group"), setup,
+    help="Reinforcement learning (GRPO, trl's GRPOTrainer) on task records (prompt, tools, expected), or group records "
+         "(a prompt with scored responses, e.g. from interaction logs: each becomes a task whose expected reply is its "
+         "best response's first turn, its calls or no call; groups that cannot are skipped and counted): num_generations "
          "completions sampled per prompt, each rewarded by the evaluate scorer's partial credit (plus optional weighted "
          "format and length terms). From the base model (new LoRA), an SFT/DPO adapter (--adapter RUN/final) or a merged "
          "model; prompts rendered exactly as evaluate renders them; each group's prompt prefilled once (the slot engine). "

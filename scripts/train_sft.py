@@ -117,7 +117,7 @@ def load_model(cfg: Config, model_path: str, precision: training.Precision) -> t
 def choose_micro_batch(batch_size: int, setting: Union[int, str], per_record_bytes: int, free_bytes: int) -> int:
     """Records per forward pass. ``auto``: the largest divisor of ``batch_size`` whose activations
     (``per_record_bytes`` for the longest record) fit in a quarter of the free memory; at least 1.
-    On a CPU a micro-batch of 1-2 records runs as many tokens/s as 4 (measured, README), so the
+    On a CPU a micro-batch of 1-2 records runs at least as many tokens/s as 4 (measured, README), so the
     split costs nothing and keeps peak memory well below a single big batch."""
     if setting != "auto":
         return int(setting)

@@ -42,6 +42,70 @@ def render_task(tokenizer: Any, task: dict) -> tuple[str, list[int]]:
     return text, tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def _first_turn(messages: Sequence[dict]) -> tuple[list[dict], str] | None:
+    """The calls (name, arguments) and text of a response's first assistant message; None when it has none."""
+    for m in messages:
+        if m.get("role") == "assistant":
+            calls = []
+            for c in m.get("tool_calls") or []:
+                fn = c.get("function") or {}
+                calls.append({"name": fn.get("name"), "arguments": fn.get("arguments") or {}})
+            return calls, (m.get("content") or "").strip()
+    return None
+
+
+def task_from_group(record: dict, min_reward: float | None = None) -> tuple[dict | None, str]:
+    """A group record (a prompt with scored responses, e.g. from interaction logs) as a task record
+    whose expected reply is what its best-rewarded response did in its first assistant turn: those
+    tool calls (each argument's logged value the one accepted), or no call when it answered in text
+    and the record offers tools. (task, "") or (None, why it cannot be one): rewards all equal, a
+    tie at the top between different replies, the best below ``min_reward``, or a text answer with
+    no tools offered, which the scorer cannot verify (it rewards calls and the choice not to call)."""
+    responses = sorted(record["responses"], key=lambda r: -float(r["reward"]))
+    best, low = float(responses[0]["reward"]), float(responses[-1]["reward"])
+    if best == low:
+        return None, "every response has the same reward"
+    if min_reward is not None and best < min_reward:
+        return None, "best reward below group_min_reward"
+    turns = [_first_turn(r["messages"]) for r in responses if float(r["reward"]) == best]
+    if any(t is None for t in turns):
+        return None, "the best response has no assistant message"
+    calls = turns[0][0]
+    if any([(c["name"], json.dumps(c["arguments"], sort_keys=True)) for c in t[0]]
+           != [(c["name"], json.dumps(c["arguments"], sort_keys=True)) for c in calls] for t in turns[1:]):
+        return None, "responses with different calls share the best reward"
+    if not calls and not record.get("tools"):
+        return None, "the best response answers in text and no tools are offered: no verifiable reward"
+    expected: dict = {"calls": [{"name": c["name"], "arguments": {k: [v] for k, v in c["arguments"].items()}} for c in calls]}
+    if len(calls) > 1:
+        expected["order"] = "any"  # the calls of one turn are parallel: any order
+    meta = {**(record.get("metadata") or {}), "from_group": {"best_reward": best, "responses": len(responses)}}
+    task = {"id": record["id"], "metadata": meta, "prompt": record["prompt"], "expected": expected}
+    if record.get("tools"):
+        task["tools"] = record["tools"]
+    return task, ""
+
+
+def tasks_from_records(records: Sequence[dict], min_reward: float | None = None) -> tuple[list[dict], dict]:
+    """Task records as they are and group records made tasks (:func:`task_from_group`), with counts."""
+    from trajtune.records import detect_kind
+
+    out: list[dict] = []
+    counts: dict = {"group_records": 0, "group_tasks": 0, "group_skipped": {}}
+    for r in records:
+        if detect_kind(r) != "group":
+            out.append(r)
+            continue
+        counts["group_records"] += 1
+        task, why = task_from_group(r, min_reward)
+        if task is None:
+            counts["group_skipped"][why] = counts["group_skipped"].get(why, 0) + 1
+        else:
+            counts["group_tasks"] += 1
+            out.append(task)
+    return out, counts
+
+
 def _tool_names(task: dict) -> list[str]:
     return [str((t.get("function") or t).get("name")) for t in task.get("tools") or [] if isinstance(t, dict)]
 
@@ -122,14 +186,10 @@ def reward_functions(replies: Replies, *, match: str = "auto", format_weight: fl
     return funcs, weights
 
 
-def total_rewards(funcs: Sequence[Callable], weights: Sequence[float], completion_ids: list[list[int]],
-                  tasks_json: list[str]) -> list[float]:
-    """The weighted sum trl computes, for the start-up probe."""
-    totals = [0.0] * len(completion_ids)
-    for f, w in zip(funcs, weights):
-        for k, r in enumerate(f(prompts=None, completions=None, completion_ids=completion_ids, task=tasks_json)):
-            totals[k] += w * r
-    return totals
+def term_rewards(funcs: Sequence[Callable], completion_ids: list[list[int]], tasks_json: list[str]) -> dict[str, list[float]]:
+    """Each reward term's values for the completions (unweighted), by term name, for the start-up probe."""
+    return {f.__name__: list(f(prompts=None, completions=None, completion_ids=completion_ids, task=tasks_json))
+            for f in funcs}
 
 
 # ------------------------------------------------------------------------ rollouts

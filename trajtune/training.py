@@ -202,14 +202,24 @@ class PreparedData:
     counts: dict = field(default_factory=dict)
 
 
-def load_file(path: str, kind: str, *, allow_unreviewed: bool) -> list[dict]:
-    """Validate one file (fails with file:line before any model is loaded), read it, review gate."""
+def load_file(path: str, kind: str | tuple, *, allow_unreviewed: bool) -> list[dict]:
+    """Validate one file (fails with file:line before any model is loaded), read it, review gate.
+    ``kind`` may be a tuple of the kinds a stage reads (train-grpo: task or group records); the
+    file is then validated as the kind its records have, which must be one of them."""
     from trajtune.generators.review import require_reviewed
+    from trajtune.records import detect_kind
     from trajtune.schemas.validate import require_valid
 
     if path != "-" and not Path(path).is_file():
         raise ConfigError(f"data file not found: {path}")
-    records = require_valid(path, kind)
+    if isinstance(kind, str):
+        records = require_valid(path, kind)
+    else:
+        records = require_valid(path, None)
+        found = sorted({detect_kind(r) or "unknown" for r in records} - set(kind))
+        if found:
+            raise DataError(f"{path}: {' and '.join(found)} records; this stage reads {' or '.join(kind)} records",
+                            hint=f"run `trajtune validate {path}` to see each record's kind")
     require_reviewed(records, path, allow_unreviewed)
     return records
 
@@ -257,7 +267,7 @@ def apply_weight(records: list[dict], weight: float, seed: int) -> list[dict]:
     return list(records) * whole + rng.sample(list(records), rest)
 
 
-def prepare_data(data: Sequence[str], kind: str, *, weights: Sequence[float] | None = None,
+def prepare_data(data: Sequence[str], kind: str | tuple, *, weights: Sequence[float] | None = None,
                  eval_data: Sequence[str] | None = None, min_records: int = 50, allow_unreviewed: bool = False,
                  eval_fraction: float = 0.1, auto_split_over: int = 100, seed: int = 42) -> PreparedData:
     """Everything between the data files and the tokenizer, shared by train-sft and train-dpo.
@@ -278,7 +288,7 @@ def prepare_data(data: Sequence[str], kind: str, *, weights: Sequence[float] | N
     for p in eval_data or []:
         eval_records.extend(load_file(p, kind, allow_unreviewed=allow_unreviewed))
     n_total = sum(len(r) for r in per_file)
-    unit = "preference pairs" if kind == "preference" else f"{kind} records"
+    unit = "preference pairs" if kind == "preference" else f"{kind if isinstance(kind, str) else ' or '.join(kind)} records"
     if n_total < min_records:
         raise DataError(f"only {n_total} {unit} in {', '.join(data)}; at least {min_records} are needed",
                         hint="add data, or lower min_records (--set min_records=N) if you know what you are doing")
@@ -821,7 +831,7 @@ class Setup:
     best_metric: str = "eval_loss"  # the metric of the best checkpoint and early stopping (summary: best_<it>)
 
 
-def run_training(stage: str, cfg: TrainConfig, kind: str, setup: Any) -> dict:
+def run_training(stage: str, cfg: TrainConfig, kind: str | tuple, setup: Any) -> dict:
     """The one skeleton of every training stage: run folder and skip-if-finished, resume point,
     data (validated, review-gated, split, weighted) before any model loads, the stage's ``setup``
     (tokenize, model, Trainer), training with SIGINT/SIGTERM -> checkpoint and stop, the final/
@@ -844,7 +854,7 @@ def run_training(stage: str, cfg: TrainConfig, kind: str, setup: Any) -> dict:
         check_eval_save_steps(bool(data.eval), cfg.eval_steps, cfg.save_steps)
         from trajtune.advice import shortfall
 
-        if (below := shortfall(kind, data.counts["approved"])) is not None:  # the same words as `trajtune advise`
+        if (below := shortfall(kind if isinstance(kind, str) else kind[0], data.counts["approved"])) is not None:  # the same words as `trajtune advise`
             warn(below)
         precision = choose_precision(cfg.precision, cfg.device)
         if cfg.method == "qlora" and precision.device != "cuda":
@@ -1008,7 +1018,7 @@ def load_tokenizer(path: str, trust_remote_code: bool) -> Any:
     return tokenizer
 
 
-def stage(name: str, config: type, kind: str, setup: Any, *, help: str, example: str) -> Any:
+def stage(name: str, config: type, kind: str | tuple, setup: Any, *, help: str, example: str) -> Any:
     """A training stage: ``run`` is :func:`run_training` with the stage's own ``setup``."""
     from trajtune.stage import Stage
 

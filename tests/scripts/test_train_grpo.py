@@ -240,6 +240,7 @@ def test_trains_through_the_cli_and_writes_reward_statistics(noisy, tasks, tmp_p
     assert json.loads(res.stdout)["run_dir"] == str(out)
     assert s["finished"] and s["global_step"] == 3 and s["stop_reason"] == "max_steps reached"
     assert s["rollout_engine"] == "shared" and s["method"] == "lora"
+    assert s["loss_forward"] == "shared prompts, completion positions only"
     assert s["probe"]["groups_with_variance"] >= 1 and s["probe"]["completions"] == 16
     # reward statistics per term, as trl logged them every step
     assert set(s["rewards"]) == {"task_reward", "format_reward"} and s["reward_terms"] == {"task_reward": 1.0, "format_reward": 0.2}
@@ -279,15 +280,14 @@ def test_trains_through_the_cli_and_writes_reward_statistics(noisy, tasks, tmp_p
 
 
 def test_early_stopping_on_held_out_pass_rate_names_the_best_checkpoint(noisy, tasks, tmp_path):
-    from trajtune.config import build
-    from trajtune.scripts.train_grpo import Config, run
-
     # learning rate 0: the held-out pass rate cannot improve, so early stopping fires after `patience` evaluations
-    cfg = build(Config, None, dict(model=str(noisy), data=[str(tasks["train"])], eval_data=[str(tasks["eval"])],
-                                   output=str(tmp_path / "run"), max_steps=30, batch_size=8, num_generations=4,
-                                   max_completion_length=8, eval_steps=1, save_steps=1, patience=2, learning_rate=0.0,
-                                   logging_steps=1, precision="fp32", max_length=512, allow_unreviewed=True))
-    s = run(cfg)
+    out = tmp_path / "run"
+    res = subprocess.run(_command(*_args(noisy, tasks["train"], out, **{
+        "eval-data": tasks["eval"], "max-steps": 30, "eval-steps": 1, "save-steps": 1, "patience": 2, "learning-rate": 0.0})),
+        capture_output=True, text=True, env=_env(), timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "early stopping" in res.stderr
+    s = json.loads((out / "training_summary.json").read_text())
     assert s["finished"] and s["stop_reason"] == "early stopping (eval pass rate did not improve for 2 evaluations)"
     assert s["global_step"] == 3 and s["best_checkpoint"].endswith("checkpoint-1")
     rates = [h["pass_rate"] for h in s["eval_pass_rate_history"]]
@@ -356,15 +356,112 @@ def test_continues_an_sft_adapter(noisy, tasks, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained the SFT adapter itself
 
 
+def test_full_fine_tuning_with_a_reference_model(noisy, tasks, tmp_path):
+    """method: full with beta > 0: trl keeps a separate frozen reference model; both go through
+    train-grpo's grouped-prompt head, and final/ holds the whole model."""
+    out = tmp_path / "run"
+    res = cli("train-grpo", *_args(noisy, tasks["train"], out, method="full", **{"max-steps": 2, "lr": 1e-3}), "--set", "beta=0.04")
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "training_summary.json").read_text())
+    assert s["finished"] and s["method"] == "full" and s["kl_mean"] is not None
+    assert s["loss_forward"] == "shared prompts, completion positions only"
+    assert (out / "final" / "model.safetensors").is_file() and not (out / "final" / "adapter_config.json").exists()
+
+
+def _group(i: int, responses: list, tools=True) -> dict:
+    from grpo_tasks import TOOLS
+
+    rec = {"id": f"g{i}", "metadata": {"source": "test"},
+           "prompt": [{"role": "user", "content": f"How many rows are in table t{i}?"}],
+           "responses": [{"messages": m, "reward": r} for m, r in responses]}
+    if tools:
+        rec["tools"] = TOOLS
+    return rec
+
+
+def _call(name: str, **args) -> list:
+    return [{"role": "assistant", "content": None,
+             "tool_calls": [{"id": "c1", "type": "function", "function": {"name": name, "arguments": args}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "42"}, {"role": "assistant", "content": "42 rows."}]
+
+
+def test_a_group_record_becomes_the_task_its_best_response_answers():
+    from trajtune.grpo import task_from_group
+
+    text = [{"role": "assistant", "content": "I cannot look that up."}]
+    call = _call("database_query", table="t1", limit=5)
+    task, why = task_from_group(_group(1, [(text, 0.2), (call, 0.9), (_call("read_file", path="x"), 0.1)]))
+    assert why == "" and task["id"] == "g1" and task["tools"] and task["prompt"][0]["role"] == "user"
+    assert task["expected"] == {"calls": [{"name": "database_query", "arguments": {"table": ["t1"], "limit": [5]}}]}
+    assert task["metadata"]["from_group"] == {"best_reward": 0.9, "responses": 3}
+    # a text answer ranked best, tools offered: the right reply is no call
+    assert task_from_group(_group(2, [(text, 1.0), (call, 0.0)]))[0]["expected"] == {"calls": []}
+    # what cannot be a task, and why
+    assert task_from_group(_group(3, [(text, 1.0), (call, 0.0)], tools=False)) == (
+        None, "the best response answers in text and no tools are offered: no verifiable reward")
+    assert task_from_group(_group(4, [(call, 0.5), (text, 0.5)]))[1] == "every response has the same reward"
+    assert task_from_group(_group(5, [(call, 0.9), (_call("read_file", path="x"), 0.9), (text, 0)]))[1] == \
+        "responses with different calls share the best reward"
+    assert task_from_group(_group(6, [(call, 0.4), (text, 0.1)]), min_reward=0.5)[1] == "best reward below group_min_reward"
+    # two calls in one turn: parallel, any order
+    two = [{"role": "assistant", "tool_calls": [
+        {"id": "a", "type": "function", "function": {"name": "read_file", "arguments": {"path": "a"}}},
+        {"id": "b", "type": "function", "function": {"name": "read_file", "arguments": {"path": "b"}}}]}]
+    assert task_from_group(_group(7, [(two, 1), (text, 0)]))[0]["expected"]["order"] == "any"
+
+
+def test_trains_on_group_records_through_the_cli(noisy, tmp_path):
+    """A file of group records (as `convert` writes from interaction logs) is training data: each
+    group whose best response can be scored becomes a task; the others are skipped and counted."""
+    text = [{"role": "assistant", "content": "No tool needed."}]
+    groups = []
+    for i in range(20):
+        best = _call("database_query", table=f"t{i}") if i % 2 else text
+        groups.append(_group(i, [(best, 1.0), (_call("read_file", path="x"), 0.0)]))
+    worse = [{"role": "assistant", "content": "No idea."}]
+    groups += [_group(20 + i, [(text, 1.0), (worse, 0.2)], tools=False) for i in range(3)]  # interaction logs: text only
+    data = tmp_path / "groups.jsonl"
+    data.write_text("".join(json.dumps(g) + "\n" for g in groups))
+    out = tmp_path / "run"
+    res = subprocess.run(_command(*_args(noisy, data, out, **{"max-steps": 1, "probe-tasks": 0, "min-records": 8})),
+                         capture_output=True, text=True, env=_env(), timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    s = json.loads((out / "training_summary.json").read_text())
+    assert s["finished"] and s["global_step"] == 1
+    assert s["data"]["from_groups"] == {"group_records": 23, "group_tasks": 20, "group_skipped": {
+        "the best response answers in text and no tools are offered: no verifiable reward": 3}}
+    assert s["data"]["train_tasks"] + s["data"]["eval_tasks"] == 20
+    assert "group records: 20 of 23 made tasks; 3 skipped" in res.stderr
+    # a file of another kind is refused before any model loads, naming what the stage reads
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text(json.dumps({"id": "s", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}) + "\n")
+    res = cli("train-grpo", *_args(noisy, sft, tmp_path / "run2"))
+    assert res.exit_code == 1 and "sft records; this stage reads task or group records" in res.output
+
+
 # --- guards ---------------------------------------------------------------------------------
 
 def test_refuses_when_the_probe_finds_no_reward_variance(noisy, tmp_path):
     data = write_tasks(tmp_path / "t.jsonl", 16, answer="a sentence no random model ever writes", match="exact")
     res = cli("train-grpo", *_args(noisy, data, tmp_path / "run"))
     assert res.exit_code == 1
-    assert "Error: no reward variance on a first probe: 4 tasks x 4 sampled completions, every group's rewards are all " \
-           "equal (mean reward 0.000)" in res.output
+    assert "Error: no reward variance on a first probe: 4 tasks x 4 sampled completions, every group's task rewards " \
+           "are all equal (mean task reward 0.000)" in " ".join(res.output.split())
     assert not (tmp_path / "run" / "checkpoint-1").exists()
+
+
+def test_the_probe_judges_the_task_reward_not_the_shaping_terms():
+    """A length penalty differs between any two replies of different lengths; when the task rewards of
+    every group are equal it would teach only shorter replies, so the run is still refused."""
+    from trajtune.errors import RunError
+    from trajtune.scripts.train_grpo import probe_verdict
+
+    flat = {"task_reward": [0.0] * 8, "length_penalty": [-0.1, -0.5, -0.2, -0.9, -0.3, -0.3, -0.6, -0.1]}
+    with pytest.raises(RunError, match="task rewards are all equal.*the weighted shaping terms vary"):
+        probe_verdict(flat, {"task_reward": 1.0, "length_penalty": 0.5}, 4)
+    ok = probe_verdict({"task_reward": [0, 1, 0, 0, 1, 1, 1, 1], "length_penalty": [0.0] * 8},
+                       {"task_reward": 1.0, "length_penalty": 0.5}, 4)
+    assert ok == {"tasks": 2, "completions": 8, "groups_with_variance": 1, "groups_with_total_variance": 1, "mean_reward": 0.625}
 
 
 def test_refuses_when_num_generations_does_not_divide_the_batch(noisy, tasks, tmp_path):
@@ -445,6 +542,26 @@ def test_sigterm_then_sigkill_then_rerun_finishes_the_run(noisy, tasks, tmp_path
     for key in ("reward", "completions/mean_length"):
         assert [h[key] for h in hist if "reward" in h] == pytest.approx([h[key] for h in want if "reward" in h], abs=1e-6), key
     assert ref["global_step"] == 6
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_same_command_finishes(noisy, tasks, tmp_path):
+    """Ctrl-C (SIGINT, as a terminal sends it): a checkpoint at the current step, exit 130, no traceback;
+    the same command then resumes from it."""
+    run = tmp_path / "run"
+    cmd = _command(*_args(noisy, tasks["train"], run, **{"max-steps": 4, "save-steps": 1}))
+    proc = subprocess.Popen(cmd, env=_env(sleep=0.5), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_checkpoint(proc, run, 1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "SIGINT received" in err and "Traceback" not in err
+    s = json.loads((run / "training_summary.json").read_text())
+    assert s["finished"] is False and s["stop_reason"] == "interrupted (SIGINT)" and 1 <= s["global_step"] < 4
+    assert training.find_checkpoint(run, "auto") == run / f"checkpoint-{s['global_step']}"
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    s = json.loads((run / "training_summary.json").read_text())
+    assert s["finished"] and s["global_step"] == 4 and int(s["resumed_from"].rsplit("-", 1)[1]) >= 1
 
 
 def test_a_run_folder_holding_its_tasks_is_refused(noisy, tmp_path):
