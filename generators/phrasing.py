@@ -287,15 +287,24 @@ def then_request(first: str, second: str, np: str, rng: random.Random, split: st
     return THEN_FRAMES[i].format(A=_cap(first), a=first, b=second, np=np), i
 
 
+_POSTMOD = re.compile(r" (that|which|who|of|to|for|in|on|with|by|from|whose|where) ")
+
+
 def plural(np: str) -> str:
-    head, _, last = np.rpartition(" ")
-    if last.endswith("y") and last[-2:-1] not in "aeiou":
+    """The plural of a noun phrase: its head noun, the last word before a post-modifier ("ID of pet to
+    update" -> "IDs of pet to update", "name that needs to be fetched" -> "names that needs to be fetched")."""
+    m = _POSTMOD.search(np)
+    core, tail = (np[: m.start()], np[m.start():]) if m else (np, "")
+    head, _, last = core.rpartition(" ")
+    if last.isupper() and len(last) > 1:
+        last = last + "s"  # ID -> IDs, URL -> URLs
+    elif last.endswith("y") and last[-2:-1] not in "aeiou":
         last = last[:-1] + "ies"
     elif last.endswith(("s", "x", "ch", "sh")):
         last = last + "es"
     else:
         last = last + "s"
-    return (head + " " if head else "") + last
+    return (head + " " if head else "") + last + tail
 
 
 def same_tool_request(it: Intent, shared: dict, vary: str, values: list[Any], rng: random.Random,

@@ -41,6 +41,15 @@ from trajtune.generators.values import sample, words
 _STOP = {"get", "set", "the", "for", "and", "with", "from", "list", "find", "search", "create", "update", "delete",
          "calculate", "compute", "check", "add", "all", "new", "given", "into", "that", "this", "your", "api", "tool"}
 
+def _singular(w: str) -> str:
+    w = w.lower()
+    if len(w) > 4 and w.endswith("ies"):
+        return w[:-3] + "y"
+    if len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        return w[:-1]
+    return w
+
+
 SHAPES = ("single", "choose", "parallel", "parallel_multi", "multi_step", "irrelevance", "missing_info", "typed")
 DEFAULT_SHARES = {"single": 0.18, "choose": 0.22, "parallel": 0.14, "parallel_multi": 0.12, "multi_step": 0.06,
                   "irrelevance": 0.14, "missing_info": 0.05, "typed": 0.09}
@@ -117,6 +126,7 @@ class Engine:
         exclude = exclude or set()
         self.targets = [t for t in targets if t.name not in exclude and phrasing.phrase_problem(t.name, t.description, t.parameters) is None]
         self.offer = offer
+        self._by_vp: dict | None = None  # verb phrase -> the catalog's tools, built on first use
         self.max_tools = max(2, max_tools)
         self.optional_share = optional_share
         self.no_system_share = no_system_share
@@ -199,9 +209,26 @@ class Engine:
                 omitted[p] = s.get("default", _ABSENT)
         return out, omitted
 
-    def _distractors(self, target: list[Tool], rng: random.Random, k: int, *, lookalike: bool) -> list[Tool]:
+    def _fits_as_well(self, t: Tool, target: Tool, call: dict | None) -> bool:
+        """True when ``t`` serves the target's request as well as the target does: the same verb phrase,
+        every stated argument one of its parameters and none of its required ones missing (so the
+        request names nothing that tells them apart)."""
+        if call is None or self.intent(t).vp != self.intent(target).vp:
+            return False
+        args = set(call["arguments"])
+        return args <= set((t.parameters.get("properties") or {})) and set(t.parameters.get("required") or []) <= args
+
+    def _distractors(self, target: list[Tool], rng: random.Random, k: int, *, lookalike: bool,
+                     call: dict | None = None) -> list[Tool]:
         taken = {t.name for t in target}
         senses = {self._sense(t) for t in target}
+        if call is not None:  # never offer a tool the request cannot tell from the one it asks for
+            if self._by_vp is None:
+                self._by_vp = {}
+                for t in self.catalog.tools.values():
+                    self._by_vp.setdefault(self.intent(t).vp, []).append(t)
+            taken |= {t.name for t in self._by_vp.get(self.intent(target[0]).vp, [])
+                      if t.name not in taken and self._fits_as_well(t, target[0], call)}
         out: list[Tool] = []
         if lookalike:
             t0 = target[0]
@@ -268,7 +295,7 @@ class Engine:
         t = target or rng.choice(self.targets)
         call, om = self._one_call(t, rng, optional_share)
         user, frame = phrasing.request(self.intent(t), call["arguments"], rng, self.frames)
-        extra = self._distractors([t], rng, rng.choice([0, 0, 1, 2]), lookalike=False)
+        extra = self._distractors([t], rng, rng.choice([0, 0, 1, 2]), lookalike=False, call=call)
         ep = Episode("single", self._offer([t], extra, rng), user, [[call]], frame=frame, target=t, omitted={0: om})
         return self._finish(ep, rng)
 
@@ -283,7 +310,7 @@ class Engine:
         t = rng.choice(self.targets)
         call, om = self._one_call(t, rng)
         user, frame = phrasing.request(self.intent(t), call["arguments"], rng, self.frames)
-        extra = self._distractors([t], rng, rng.randint(1, min(4, self.max_tools - 1)), lookalike=True)
+        extra = self._distractors([t], rng, rng.randint(1, min(4, self.max_tools - 1)), lookalike=True, call=call)
         ep = Episode("choose", self._offer([t], extra, rng), user, [[call]], frame=frame, target=t, omitted={0: om})
         return self._finish(ep, rng)
 
@@ -338,6 +365,8 @@ class Engine:
             c, om = self._one_call(x, rng, optional_share=0.2)
             calls.append(c)
             oms[i] = om
+        if any(b is not a and self._fits_as_well(b, a, c) for a, c in zip(picked, calls) for b in picked):
+            return None  # two of the calls could be swapped: the request cannot say which tool does which
         user, frame = phrasing.multi_request([phrasing.clause(self.intent(x), c["arguments"], rng)
                                               for x, c in zip(picked, calls)], rng, self.frames)
         extra = self._distractors(picked, rng, rng.choice([0, 1, 1]), lookalike=False)
@@ -373,9 +402,10 @@ class Engine:
         return self._finish(ep, rng)
 
     def _content_words(self, t: Tool) -> frozenset[str]:
+        """The tool's content words, singular ("users" and "user" are one word), stop words left out."""
         got = self._words.get(t.name)
         if got is None:
-            got = self._words[t.name] = frozenset(w for w in words(t.name) + self.intent(t).vp.split()
+            got = self._words[t.name] = frozenset(_singular(w) for w in words(t.name) + self.intent(t).vp.split()
                                                   if len(w) > 2 and w not in _STOP)
         return got
 

@@ -428,3 +428,65 @@ def test_semantic_gate_needs_a_value_as_whole_words_not_inside_another_word():
     assert phrasing.stated("/srv/amber/data.csv", "Open /srv/amber/data.csv now")
     assert phrasing.stated(True, "and include archived items", "include_archived")
     assert not phrasing.stated(True, "the archivedness of it", "archived")
+
+
+def test_plural_of_a_noun_phrase_is_its_head_noun():
+    assert phrasing.plural("ID of pet to update") == "IDs of pet to update"
+    assert phrasing.plural("name that needs to be fetched") == "names that needs to be fetched"
+    assert phrasing.plural("the city") == "the cities" and phrasing.plural("the box") == "the boxes"
+    assert phrasing.plural("the number of days") == "the numbers of days"
+
+
+def test_offered_tools_can_be_told_apart_and_irrelevance_shares_no_word_with_its_request(tmp_path):
+    """On the real Petstore document findPetsByStatus and findPetsByTags both read "find pets": a
+    request that states neither status nor tags must not offer both (either call would be right).
+    An irrelevance request must not offer a tool sharing a content word with it, singular or plural
+    ("create user" against createUsersWithListInput)."""
+    cat = load_catalog(str(PETSTORE))
+    out = tmp_path / "t.jsonl"
+    r = cli("generate", "trajectories", "--catalog", str(PETSTORE), "-n", "300", "--seed", "0",
+            "--shapes", "choose=3,single=0,parallel=0,parallel_multi=0,multi_step=0,missing_info=0,typed=0,irrelevance=1",
+            "-o", str(out))
+    assert r.exit_code == 0, r.output
+    recs = _read(out)
+
+    def vp(name):
+        t = cat[name]
+        return phrasing.intent(t.name, t.description, t.parameters).vp
+
+    def content(name):
+        t = cat[name]
+        return {shapes._singular(w) for w in phrasing.words(t.name) + vp(name).split() if len(w) > 2 and w not in shapes._STOP}
+
+    seen_choose = seen_irrelevance = 0
+    for rec in recs:
+        offered = [t["function"]["name"] for t in rec["tools"]]
+        calls = [c["function"] for m in rec["messages"] for c in m.get("tool_calls") or []]
+        shape = rec["metadata"].get("shape")
+        if shape in ("choose", "single") and calls:
+            seen_choose += shape == "choose"
+            want, args = calls[0]["name"], set(calls[0]["arguments"])
+            for other in offered:
+                if other != want and vp(other) == vp(want):
+                    props, req = set(cat[other].parameters.get("properties") or {}), set(cat[other].parameters.get("required") or [])
+                    assert not (args <= props and req <= args), (rec["messages"][-4:], offered)
+        if shape == "irrelevance":
+            seen_irrelevance += 1
+            target = rec["metadata"]["tool"]
+            for other in offered:
+                assert not content(other) & content(target), (target, other)
+    assert seen_choose > 100 and seen_irrelevance > 30
+    # parallel calls to different tools: no two of them could be swapped ("Find pets, and also find pets.")
+    out = tmp_path / "pm.jsonl"
+    r = cli("generate", "trajectories", "--catalog", str(PETSTORE), "-n", "150", "--seed", "0", "--shapes",
+            "parallel_multi=1,choose=0,single=0,parallel=0,multi_step=0,missing_info=0,typed=0,irrelevance=0", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    multi = [rec for rec in _read(out) if rec["metadata"]["shape"] == "parallel_multi"]
+    for rec in multi:
+        calls = [c["function"] for m in rec["messages"] for c in m.get("tool_calls") or []]
+        for a in calls:
+            for b in calls:
+                if a["name"] != b["name"] and vp(a["name"]) == vp(b["name"]):
+                    props = set(cat[b["name"]].parameters.get("properties") or {})
+                    assert not (set(a["arguments"]) <= props and set(cat[b["name"]].parameters.get("required") or []) <= set(a["arguments"])), calls
+    assert len(multi) > 50
