@@ -70,6 +70,26 @@ def scramble(model, *, std: float = 0.5, seed: int = 1):
     return model
 
 
+def lora_with_random_b(path: str | Path, *, seed: int = 1):
+    """The model at ``path`` (fp32, frozen) through PEFT, as training attaches LoRA (r 4 on every
+    linear layer), with its B matrices drawn at random so the adapter changes the outputs: the
+    starting point of the tests that compare two heads or forwards of one model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from trajtune.training import attach_lora
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model, _ = attach_lora(model, r=4, alpha=8, dropout=0.0, target_modules=["all-linear"], fallback="none")
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    return model
+
+
 def build_noisy_model(src: str | Path, out_dir: str | Path, *, std: float = 0.5, seed: int = 1) -> Path:
     """A copy of the tiny model at ``src`` with :func:`scramble`d weights, saved with its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

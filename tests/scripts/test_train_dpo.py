@@ -144,9 +144,9 @@ def test_shared_prompt_forward_matches_the_plain_forward(tiny_model):
     """Each pair's prompt runs once (KV cache repeated for chosen and rejected): same log-probs and
     same gradients as running both full rows, with right padding and pairs of unequal lengths."""
     import torch
-    from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
+    from trajtune.testing import lora_with_random_b
     from trajtune.trainers import add_completion_only_head, shared_prefix_hidden
 
     torch.manual_seed(0)
@@ -164,7 +164,6 @@ def test_shared_prompt_forward_matches_the_plain_forward(tiny_model):
         ids[i, :len(x)], att[i, :len(x)] = x, 1
         p_len = prompt_lens[i % 2]
         labels[i, p_len:len(x)] = x[p_len:]
-    from trajtune import training
     from trajtune import trainers as train_dpo  # the module whose shared_prefix_hidden the head calls
 
     calls = []
@@ -173,15 +172,8 @@ def test_shared_prompt_forward_matches_the_plain_forward(tiny_model):
     results = []
     try:
         for share in (False, True):
-            torch.manual_seed(1)
-            model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-            for p in model.parameters():
-                p.requires_grad_(False)
             # through PEFT, as in training (PEFT passes extra None inputs the shared path must accept)
-            model, _ = training.attach_lora(model, r=4, alpha=8, dropout=0.0, target_modules=["all-linear"], fallback="none")
-            for name, p in model.named_parameters():
-                if "lora_B" in name:
-                    torch.nn.init.normal_(p, std=0.1)
+            model = lora_with_random_b(tiny_model)
             add_fused_lm_head(model.get_base_model(), outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
             add_completion_only_head(model.get_base_model(), share_prompt=share)
             out = model(input_ids=ids, attention_mask=att, labels=labels, fused_lm_head=True, use_cache=False)

@@ -130,10 +130,10 @@ def test_grouped_prompt_head_gives_trls_log_probs_entropy_and_gradients(tiny_mod
     for the group's completions) and only completion positions reach the vocabulary: the same
     log-probs, entropies and gradients (entropy's included) as trl's own fused head over full rows."""
     import torch
-    from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
     from trajtune import trainers
+    from trajtune.testing import lora_with_random_b
     from trajtune.trainers import add_grouped_prompt_head, grouped_prompt_hidden
 
     ids, att, labels = _grpo_batch()
@@ -143,14 +143,7 @@ def test_grouped_prompt_head_gives_trls_log_probs_entropy_and_gradients(tiny_mod
     results = {}
     try:
         for variant in ("trl", "ours_plain", "ours_shared"):
-            torch.manual_seed(1)
-            model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-            for p in model.parameters():
-                p.requires_grad_(False)
-            model, _ = training.attach_lora(model, r=4, alpha=8, dropout=0.0, target_modules=["all-linear"], fallback="none")
-            for name, p in model.named_parameters():
-                if "lora_B" in name:
-                    torch.nn.init.normal_(p, std=0.1)
+            model = lora_with_random_b(tiny_model)  # through PEFT, which passes extra None inputs
             add_fused_lm_head(model.get_base_model(), temperature=0.7, outputs=("log_probs", "entropy"))
             if variant != "trl":
                 assert add_grouped_prompt_head(model.get_base_model(), temperature=0.7, share_prompt=variant == "ours_shared")
