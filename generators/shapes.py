@@ -41,6 +41,7 @@ from trajtune.generators.values import sample, words
 _STOP = {"get", "set", "the", "for", "and", "with", "from", "list", "find", "search", "create", "update", "delete",
          "calculate", "compute", "check", "add", "all", "new", "given", "into", "that", "this", "your", "api", "tool"}
 
+
 def _singular(w: str) -> str:
     w = w.lower()
     if len(w) > 4 and w.endswith("ies"):
