@@ -39,7 +39,8 @@ import sys
 import time
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out" / "train_grpo"
+# BENCH_OUT: another folder for the data and run folders (tests use a temporary one)
+OUT = Path(os.environ.get("BENCH_OUT") or Path(__file__).resolve().parent / "out") / "train_grpo"
 ROOT = Path(__file__).resolve().parents[1]
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
 

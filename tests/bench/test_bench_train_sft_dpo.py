@@ -1,6 +1,8 @@
-"""bench/bench_train_sft.py and bench/bench_train_dpo.py keep working: on a tiny local model each
+"""bench/bench_train_sft.py, bench/bench_train_dpo.py and bench/bench_train_grpo.py keep working: on a tiny local model each
 prints the plain trl peer, the tuned trl peer, train-sft/train-dpo, the measured GEMM ceiling,
-the ratios, the shares of the bound, held-out quality, peak memory and a final JSON line.
+the ratios, the shares of the bound, held-out quality, peak memory and a final JSON line; the
+GRPO bench prints trl's GRPOTrainer beside train-grpo, their rollout and step ratios and the
+share_prompt lever's line.
 
 No speed is asserted (speed is the benchmark's job, not a test's): only that the lines exist and
 the figures are positive numbers."""
@@ -82,3 +84,22 @@ def test_bench_train_dpo_prints_both_peers_the_ceiling_and_the_ratios(tiny_model
     assert set(data) >= {"trl", "tuned_trl", "train_dpo", "ceiling", "ratios", "share_of_bf16_bound"}
     assert all(v > 0 for v in data["ratios"].values()) and all(v > 0 for v in data["share_of_bf16_bound"].values())
     check_ceiling(out, data["ceiling"])
+
+
+@pytest.mark.slow
+def test_bench_train_grpo_prints_the_rollout_and_step_ratios_and_the_lever(tiny_model, tmp_path):
+    """bench/bench_train_grpo.py on the tiny model: trl's GRPOTrainer and train-grpo on the same prompts,
+    and train-grpo again with share_prompt off (--lever): the ratios and the lever's line."""
+    out = run_bench("bench_train_grpo.py", ["--model", str(tiny_model), "--steps", "1", "--prompts-per-step", "2",
+                                            "--group", "2", "--max-new", "8", "--lever"], tmp_path)
+    rows = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    assert [r["name"] for r in rows] == ["plain trl GRPOTrainer (model.generate)",
+                                         "trajtune train-grpo (shared-prefill slot engine)",
+                                         "trajtune train-grpo (shared-prefill slot engine, trl's loss head: share_prompt off)"]
+    assert [r["loss_forward"] for r in rows[1:]] == ["shared prompts, completion positions only", "trl's fused head over every position"]
+    assert all(r["steps"] == 1 and r["completions"] == 4 and r["step_s"] > 0 for r in rows)
+    assert "same prompt token ids in both: yes" in out
+    positive(r"rollout generated tokens/s: train-grpo [\d.]+ vs trl's generation [\d.]+ -> " + NUM + r"x \(target >= 3x\)", out)
+    positive(r"step time s: train-grpo [\d.]+ vs plain GRPOTrainer [\d.]+ -> " + NUM + "x faster", out)
+    positive(r"lever share_prompt \(same run\): step [\d.]+ -> [\d.]+ s \(" + NUM + r"x\)", out)
+    positive(r"peak RSS MB: train-grpo " + NUM + " vs " + NUM, out)
