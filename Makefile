@@ -109,7 +109,12 @@ bfcl: install $(BF)/eval/report.json
 $(BF)/tasks.jsonl: $(D)/model.txt
 	$(STAGE) bfcl-convert 'mkdir -p $(BF) && for c in $(BFCL_CATEGORIES); do $(TT) convert --from bfcl --to task $$c -o $(BF)/$$c.jsonl $(if $(BFCL_LIMIT),--max-records $(BFCL_LIMIT)) || exit 1; done && cat $(foreach c,$(BFCL_CATEGORIES),$(BF)/$(c).jsonl) > $@.part && mv $@.part $@'
 
-$(BF)/eval/report.json: $(D)/merged/config.json $(BF)/tasks.jsonl
+# BFCL stays out of training: the demo's training trajectories, pairs and eval tasks share no prompt
+# with the BFCL tasks about to be evaluated (validate --against exits 1 naming any that do)
+$(BF)/no-leak.ok: $(BF)/tasks.jsonl $(D)/data/train_all.jsonl $(D)/data/prefs.jsonl $(D)/data/tasks.jsonl
+	$(STAGE) bfcl-no-leak '$(TT) validate $(D)/data/train_all.jsonl $(D)/data/prefs.jsonl $(D)/data/tasks.jsonl --against $(BF)/tasks.jsonl --max-errors 20 && touch $@'
+
+$(BF)/eval/report.json: $(D)/merged/config.json $(BF)/tasks.jsonl | $(BF)/no-leak.ok
 	$(STAGE) bfcl-evaluate '$(TT) evaluate $(BF)/tasks.jsonl --model $(D)/merged --baseline $(MODEL) --match bfcl --max-new-tokens $(BFCL_MAX_NEW) -o $(BF)/eval'
 
 
