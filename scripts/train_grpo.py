@@ -221,12 +221,9 @@ def setup(ctx: training.RunContext) -> training.Setup:
     tokenizer = training.load_tokenizer(tok_path, cfg.trust_remote_code)
     # 1) group records become tasks (the best response's first turn is the expected reply); prompts
     #    rendered as evaluate renders them
-    train_tasks, from_groups = grpo.tasks_from_records(data.train, cfg.group_min_reward)
-    eval_tasks_in, eval_groups = grpo.tasks_from_records(data.eval, cfg.group_min_reward)
-    for k in ("group_records", "group_tasks"):
-        from_groups[k] += eval_groups[k]
-    for why, n in eval_groups["group_skipped"].items():
-        from_groups["group_skipped"][why] = from_groups["group_skipped"].get(why, 0) + n
+    from_groups: dict = {}
+    train_tasks = grpo.tasks_from_records(data.train, cfg.group_min_reward, from_groups)
+    eval_tasks_in = grpo.tasks_from_records(data.eval, cfg.group_min_reward, from_groups)
     if from_groups["group_records"]:
         training.log(f"group records: {from_groups['group_tasks']} of {from_groups['group_records']} made tasks"
                      + "".join(f"; {n} skipped: {why}" for why, n in from_groups["group_skipped"].items()))

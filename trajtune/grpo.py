@@ -86,12 +86,14 @@ def task_from_group(record: dict, min_reward: float | None = None) -> tuple[dict
     return task, ""
 
 
-def tasks_from_records(records: Sequence[dict], min_reward: float | None = None) -> tuple[list[dict], dict]:
-    """Task records as they are and group records made tasks (:func:`task_from_group`), with counts."""
+def tasks_from_records(records: Sequence[dict], min_reward: float | None, counts: dict) -> list[dict]:
+    """Task records as they are and group records made tasks (:func:`task_from_group`); ``counts``
+    (group_records, group_tasks, group_skipped by reason) is added to, so calls can share it."""
     from trajtune.records import detect_kind
 
     out: list[dict] = []
-    counts: dict = {"group_records": 0, "group_tasks": 0, "group_skipped": {}}
+    for key, empty in (("group_records", 0), ("group_tasks", 0), ("group_skipped", {})):
+        counts.setdefault(key, empty)
     for r in records:
         if detect_kind(r) != "group":
             out.append(r)
@@ -103,7 +105,7 @@ def tasks_from_records(records: Sequence[dict], min_reward: float | None = None)
         else:
             counts["group_tasks"] += 1
             out.append(task)
-    return out, counts
+    return out
 
 
 def _tool_names(task: dict) -> list[str]:

@@ -180,6 +180,17 @@ class PairCollator:
         return out
 
 
+def token_inputs(kwargs: dict) -> tuple:
+    """(input_ids, attention_mask) of a backbone call that passes only those (PEFT also passes its
+    optional inputs explicitly as None: inputs_embeds=None, output_attentions=None, ...); (None, None)
+    when there are other inputs or either is missing, so a shared-prompt forward falls back to the plain one."""
+    ids, att = kwargs.get("input_ids"), kwargs.get("attention_mask")
+    harmless = {"input_ids", "attention_mask", "use_cache", "return_dict"}
+    if ids is None or att is None or any(k not in harmless and v is not None and v is not False for k, v in kwargs.items()):
+        return None, None
+    return ids, att
+
+
 def shared_prefix_hidden(backbone, kwargs: dict):
     """Last hidden states of a [chosen..., rejected...] batch, computing each pair's shared prompt once.
 
@@ -190,11 +201,8 @@ def shared_prefix_hidden(backbone, kwargs: dict):
     (a test compares log-probs and gradients). Returns None when the batch is not in that shape
     (odd rows, left padding, extra model inputs), and the caller runs the plain forward.
     """
-    ids, att = kwargs.get("input_ids"), kwargs.get("attention_mask")
-    # PEFT passes its optional inputs explicitly (inputs_embeds=None, output_attentions=None, ...)
-    harmless = {"input_ids", "attention_mask", "use_cache", "return_dict"}
-    extra = [k for k, v in kwargs.items() if k not in harmless and v is not None and v is not False]
-    if ids is None or att is None or extra or ids.size(0) % 2:
+    ids, att = token_inputs(kwargs)
+    if ids is None or ids.size(0) % 2:
         return None
     lengths = att.sum(dim=1)
     width = ids.size(1)
@@ -334,10 +342,8 @@ def grouped_prompt_hidden(backbone, kwargs: dict, labels, min_shared: int = 8):
     zeros. Returns None when the batch is not in that shape (or extra model inputs are given), and
     the caller runs the plain forward.
     """
-    ids, att = kwargs.get("input_ids"), kwargs.get("attention_mask")
-    harmless = {"input_ids", "attention_mask", "use_cache", "return_dict"}  # PEFT passes its optional inputs as None
-    extra = [k for k, v in kwargs.items() if k not in harmless and v is not None and v is not False]
-    if ids is None or att is None or labels is None or extra or ids.dim() != 2:
+    ids, att = token_inputs(kwargs)
+    if ids is None or labels is None or ids.dim() != 2:
         return None
     scored = (labels != -100).any(dim=0).nonzero()
     if not scored.numel() or int(scored[0]) < 1:
