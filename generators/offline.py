@@ -103,7 +103,14 @@ class GenerateConfig(SourceOptions):
 
 @dataclass
 class TrajectoriesConfig(GenerateConfig):
-    pass
+    followup_share: float = field(0.0, help="share of grammar records that go on with one or two more user requests on "
+                                            "the same offered tools (a call of one of them, or a request none serves), "
+                                            "each trained: more requests per token of tool schemas")
+
+    def check(self) -> None:
+        super().check()
+        if not 0.0 <= self.followup_share <= 1.0:
+            raise ConfigError("followup_share must be between 0 and 1")
 
 
 def parse_mix(items: list[str]) -> dict[str, float]:
@@ -446,7 +453,7 @@ def nocall_record(src: Sources, cfg: GenerateConfig, n: NoCall, rng: random.Rand
 
 def _sft_key(rec: dict) -> str:
     msgs = rec.get("messages") or []
-    user = next((m.get("content") or "" for m in msgs if m.get("role") == "user"), "")
+    user = " ".join(m.get("content") or "" for m in msgs if m.get("role") == "user")  # every request of the conversation
     calls = [(c["function"]["name"], c["function"]["arguments"]) for m in msgs for c in (m.get("tool_calls") or [])]
     return near_dup_key(user, calls)
 
@@ -466,8 +473,19 @@ def generate_trajectories(cfg: TrajectoriesConfig, out: str, *, progress=None, s
             ep = _episode(engine, rng)
             if isinstance(ep, Rejected):
                 return ep
-            body = shapes.sft_body(ep)
-            rec = {"id": content_id(body, "traj-"), "metadata": _schema_meta(ep, "train", engine), **body}
+            followups = []
+            if cfg.followup_share > 0 and rng.random() < cfg.followup_share:  # no draw at 0: the same records as before
+                for _ in range(rng.choice([1, 1, 2])):
+                    f = engine.followup(ep, rng)
+                    if f is None:
+                        break
+                    problem = shapes.semantic_problem(engine, f)
+                    if problem:
+                        return Rejected("semantic", f"follow-up: {problem}")
+                    followups.append(f)
+            body = shapes.sft_body(ep, followups)
+            meta = _schema_meta(ep, "train", engine, requests=1 + len(followups) if followups else None)
+            rec = {"id": content_id(body, "traj-"), "metadata": meta, **body}
             return rec, _sft_key(rec)
         if nocalls and rng.random() < cfg.no_call_share:
             n = rng.choice(nocalls)

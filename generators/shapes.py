@@ -452,6 +452,34 @@ class Engine:
         reply = phrasing.decline(it, [self.intent(x) for x in offered], rng)
         return Episode("irrelevance", offered, user, [], reply=reply, frame=frame, target=t)
 
+    def followup(self, prev: Episode, rng: random.Random) -> Episode | None:
+        """The user's next request in the same conversation, on the tools already offered: most often
+        a call of one of them (another one than before or the same with new values: choosing among
+        the same offer again), else a request none of them serves (answer directly). None when the
+        offer allows neither."""
+        offered = list(prev.offered)
+        callable_ = [t for t in offered if t.name in self._target_names]
+        if callable_ and rng.random() < 0.75:
+            t = rng.choice(callable_)
+            call, om = self._one_call(t, rng)
+            if any(o is not t and self._fits_as_well(o, t, call) for o in offered):
+                return None  # the request could not tell the offered tools apart
+            user, frame = phrasing.request(self.intent(t), call["arguments"], rng, self.frames)
+            return self._finish(Episode("single", offered, user, [[call]], frame=frame, target=t, omitted={0: om}), rng)
+        seen = frozenset().union(*(self._content_words(x) for x in offered))
+        families = {x.meta.get("family") or x.name for x in offered}
+        senses = {self._sense(x) for x in offered}
+        for _ in range(20):
+            t = rng.choice(self.targets)
+            if (t.meta.get("family") or t.name) in families or self._sense(t) in senses or self._content_words(t) & seen:
+                continue
+            call, _ = self._one_call(t, rng, optional_share=0.2)
+            it = self.intent(t)
+            user, frame = phrasing.request(it, call["arguments"], rng, self.frames)
+            return Episode("irrelevance", offered, user, [], reply=phrasing.decline(it, [self.intent(x) for x in offered], rng),
+                           frame=frame, target=t)
+        return None
+
     def _missing_info(self, rng: random.Random) -> Episode | None:
         if not self.missing_ok:
             return None
@@ -501,8 +529,8 @@ def _call_msg(turn: list[dict], start: int) -> dict:
                             "function": {"name": c["name"], "arguments": c["arguments"]}} for i, c in enumerate(turn)]}
 
 
-def _steps(ep: Episode, upto: int) -> list[dict]:
-    msgs, n = [], 1
+def _steps(ep: Episode, upto: int, first_id: int = 1) -> list[dict]:
+    msgs, n = [], first_id
     for k in range(upto):
         turn = ep.turns[k]
         msgs.append(_call_msg(turn, n))
@@ -516,8 +544,14 @@ def tools_json(ep: Episode) -> list[dict]:
     return [t.openai() for t in ep.offered]
 
 
-def sft_body(ep: Episode) -> dict:
+def sft_body(ep: Episode, followups: list[Episode] | tuple = ()) -> dict:
+    """The trajectory: the episode's request, calls, observations and answer, then each follow-up
+    request of the same conversation with its own (call ids numbered on across the conversation)."""
     msgs = _messages_head(ep) + _steps(ep, len(ep.turns)) + [{"role": "assistant", "content": ep.reply}]
+    n = 1 + sum(len(t) for t in ep.turns)
+    for f in followups:
+        msgs += [{"role": "user", "content": f.user}] + _steps(f, len(f.turns), n) + [{"role": "assistant", "content": f.reply}]
+        n += sum(len(t) for t in f.turns)
     return {"tools": tools_json(ep), "messages": msgs}
 
 

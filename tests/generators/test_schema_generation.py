@@ -490,3 +490,35 @@ def test_offered_tools_can_be_told_apart_and_irrelevance_shares_no_word_with_its
                     props = set(cat[b["name"]].parameters.get("properties") or {})
                     assert not (set(a["arguments"]) <= props and set(cat[b["name"]].parameters.get("required") or []) <= set(a["arguments"])), calls
     assert len(multi) > 50
+
+
+def test_followups_continue_a_conversation_on_the_same_offered_tools(tmp_path, openai_catalog):
+    plain, more = tmp_path / "plain.jsonl", tmp_path / "more.jsonl"
+    args = ("generate", "trajectories", "--catalog", str(openai_catalog), "--count", "120", "--seed", "4")
+    assert cli(*args, "-o", str(plain)).exit_code == 0
+    assert cli(*args, "--followup-share", "0", "-o", str(tmp_path / "zero.jsonl")).exit_code == 0
+    assert (tmp_path / "zero.jsonl").read_text() == plain.read_text()  # share 0 draws nothing: the same records
+    r = cli(*args, "--followup-share", "1", "-o", str(more), "--json")
+    assert r.exit_code == 0, r.output
+    recs = _read(more)
+    assert len(recs) == 120
+    long = [rec for rec in recs if rec["metadata"].get("requests", 1) > 1]
+    assert len(long) > 80 and {rec["metadata"]["requests"] for rec in long} == {2, 3}
+    kinds = set()
+    for rec in long:
+        msgs, offered = rec["messages"], {t["function"]["name"] for t in rec["tools"]}
+        users = [i for i, m in enumerate(msgs) if m["role"] == "user"]
+        assert len(users) == rec["metadata"]["requests"]
+        ids = [c["id"] for m in msgs for c in m.get("tool_calls") or []]
+        assert len(ids) == len(set(ids))  # call ids numbered on across the conversation
+        for start, end in zip(users[1:], users[2:] + [len(msgs)]):
+            turn = msgs[start:end]
+            assert turn[-1]["role"] == "assistant" and turn[-1]["content"]  # each request ends with an answer
+            calls = [c["function"] for m in turn for c in m.get("tool_calls") or []]
+            kinds.add("call" if calls else "answer")
+            for c in calls:  # a follow-up calls only what the conversation offers, with values its request states
+                assert c["name"] in offered
+                for k, v in c["arguments"].items():
+                    assert phrasing.stated(v, turn[0]["content"], k, ""), (turn[0]["content"], k, v)
+    assert kinds == {"call", "answer"}
+    assert cli("validate", str(more), "--strict").exit_code == 0
