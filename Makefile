@@ -60,7 +60,7 @@ $(D)/data/synth_tools.json: $(D)/model.txt
 	$(STAGE) generate-tools '$(TT) generate tools --synthesize $(SYNTH_TOOLS) --seed $(SEED) -o $@'
 
 $(D)/data/train_all.jsonl: $(D)/data/synth_tools.json
-	$(STAGE) generate-trajectories '$(TT) generate trajectories $(GEN) --count $(TRAIN_COUNT) --no-call-share $(NOCALL_SHARE) --seed $(SEED) -o $@.part && $(TT) review $@.part --approve-all && mv $@.part $@'
+	$(STAGE) generate-trajectories '$(TT) generate trajectories $(GEN) --count $(TRAIN_COUNT) --no-call-share $(NOCALL_SHARE) --followup-share $(FOLLOWUP_SHARE) --seed $(SEED) -o $@.part && $(TT) review $@.part --approve-all && mv $@.part $@'
 
 $(D)/data/prefs.jsonl: $(D)/data/synth_tools.json
 	$(STAGE) generate-preferences '$(TT) generate preferences $(GEN) --count $(PREF_COUNT) --seed $(SEED) -o $@.part && $(TT) review $@.part --approve-all && mv $@.part $@'

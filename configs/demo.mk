@@ -20,6 +20,9 @@ SHAPES ?= single=0.1,choose=0.18,parallel=0.2,parallel_multi=0.18,multi_step=0.0
 TRAIN_COUNT ?= 700
 # share of those whose right answer is a plain reply (no tool call); the eval tasks hold ~15%
 NOCALL_SHARE ?= 0.2
+# share of the grammar trajectories that go on with one or two more requests on the same offered
+# tools (each trained; 0: one request per record)
+FOLLOWUP_SHARE ?= 0
 # generate: preference pairs (correct next step over a realistic failure)
 PREF_COUNT ?= 40
 # generate: held-out eval tasks: tools never trained on (the held-out synthetic families), and
