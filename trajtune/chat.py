@@ -6,9 +6,8 @@ it was trained.
 * A tokenizer whose chat template handles tools (it mentions ``tools``) renders natively:
   tools and ``tool_calls`` are passed to ``apply_chat_template``.
 * Otherwise (SmolLM2, most small models) the **fallback format** is used, documented here and in
-  the README. The function schemas (name, description, parameters; no OpenAI
-  ``{"type": "function"}`` wrapper) go into the system message inside ``<tools></tools>``, one
-  JSON per line; an assistant call is written as::
+  the README. The tool schemas go into the system message inside ``<tools></tools>``, one JSON per
+  line; an assistant call is written as::
 
       <tool_call>
       {"name": "database_query", "arguments": {"table": "orders", "limit": 5}}
@@ -32,10 +31,11 @@ TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
 TOOLS_HEADER = (
     "# Tools\n\n"
-    "Functions you may call, one JSON schema per line:\n<tools>\n{tools}\n</tools>\n\n"
-    "For each call, write:\n"
+    "You may call one or more functions to assist with the user query. "
+    "The available functions, one JSON schema per line:\n<tools>\n{tools}\n</tools>\n\n"
+    "To call a function, write one block per call:\n"
     "<tool_call>\n{{\"name\": <function-name>, \"arguments\": <arguments-json-object>}}\n</tool_call>\n"
-    "Results come back in <tool_response></tool_response>. "
+    "Results come back inside <tool_response></tool_response>. "
     "If no function fits, answer directly without a call."
 )
 
@@ -48,16 +48,8 @@ def format_tool_call(name: str, arguments: Any) -> str:
     return f"{TOOL_CALL_OPEN}\n{_dumps({'name': name, 'arguments': arguments})}\n{TOOL_CALL_CLOSE}"
 
 
-def schema_line(tool: dict) -> str:
-    """One tool as the fallback format shows it: the function itself (name, description,
-    parameters), without OpenAI's ``{"type": "function", "function": ...}`` wrapper, which says
-    nothing and costs ~8 tokens a tool."""
-    fn = tool.get("function") if tool.get("type") == "function" and isinstance(tool.get("function"), dict) else tool
-    return _dumps(fn)
-
-
 def tools_block(tools: Sequence[dict] | None) -> str:
-    lines = "\n".join(schema_line(t) for t in tools or [])
+    lines = "\n".join(_dumps(t) for t in tools or [])
     return TOOLS_HEADER.format(tools=lines)
 
 

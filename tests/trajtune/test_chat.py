@@ -1,6 +1,4 @@
 """The shared renderer/parser: what training learns is exactly what evaluation parses."""
-import json
-
 import pytest
 from transformers import AutoTokenizer
 
@@ -62,14 +60,6 @@ def test_tools_and_results_reach_the_prompt(tok):
     assert '"name": "database_query"' in prompt and "<tools>" in prompt
     assert "<tool_response>\n[5 rows]\n</tool_response>" in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
-
-
-def test_fallback_lists_each_function_once_without_the_openai_wrapper():
-    block = chat.tools_block(TOOLS)
-    lines = block.split("<tools>\n", 1)[1].split("\n</tools>", 1)[0].splitlines()
-    assert [json.loads(line) for line in lines] == [t["function"] for t in TOOLS]
-    # a bare function schema (our YAML catalogs, BFCL) renders the same as its wrapped form
-    assert chat.tools_block([t["function"] for t in TOOLS]) == block
 
 
 def test_parallel_results_share_one_turn():
