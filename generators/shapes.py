@@ -13,6 +13,9 @@ missing_info   a required value is not stated: ask for it, no call
 typed          numbers, floats, lists and objects copied exactly (tools with such parameters)
 ============== =================================================================================
 
+A trajectory can go on with **follow-ups** (``generate trajectories --followup-share``): one or two
+more requests on the same offered tools (:meth:`Engine.followup`), each trained.
+
 Requests come from the phrasing grammar (:mod:`trajtune.generators.phrasing`), values from the
 schema sampler (:mod:`trajtune.generators.values`), observations from the catalog's simulators
 (a declared result schema, or a plausible default). An episode is rendered as an sft
