@@ -54,7 +54,7 @@ $(D)/model.txt: | install
 # the shipped catalog (with its templates) + synthetic APIs (phrased by the grammar); whole tool
 # families of the synthetic set are held out: training never sees them, the eval tasks use them
 CATALOGS = --catalog data/tools --catalog $(D)/data/synth_tools.json
-GEN      = $(CATALOGS) --template-share $(TEMPLATE_SHARE) --shapes $(SHAPES)
+GEN      = $(CATALOGS) --template-share $(TEMPLATE_SHARE) --shapes $(SHAPES) --topic-share $(TOPIC_SHARE)
 
 $(D)/data/synth_tools.json: $(D)/model.txt
 	$(STAGE) generate-tools '$(TT) generate tools --synthesize $(SYNTH_TOOLS) --seed $(SEED) -o $@'
@@ -66,7 +66,7 @@ $(D)/data/prefs.jsonl: $(D)/data/synth_tools.json
 	$(STAGE) generate-preferences '$(TT) generate preferences $(GEN) --count $(PREF_COUNT) --seed $(SEED) -o $@.part && $(TT) review $@.part --approve-all && mv $@.part $@'
 
 $(D)/data/tasks.jsonl: $(D)/data/synth_tools.json
-	$(STAGE) generate-tasks '$(TT) generate tasks --split eval $(CATALOGS) --template-share $(TASK_TEMPLATE_SHARE) --count $(TASK_COUNT) --seed $(SEED) -o $@.part && mv $@.part $@'
+	$(STAGE) generate-tasks '$(TT) generate tasks --split eval $(CATALOGS) --template-share $(TASK_TEMPLATE_SHARE) --topic-share $(TOPIC_SHARE) --count $(TASK_COUNT) --seed $(SEED) -o $@.part && mv $@.part $@'
 
 # the demo stops on invalid data, as CI would; --against checks eval prompts never leak into training
 $(D)/validated.ok: $(D)/data/train_all.jsonl $(D)/data/prefs.jsonl $(D)/data/tasks.jsonl

@@ -16,6 +16,10 @@ SYNTH_TOOLS ?= 1000
 # grammar over the synthetic tools, in the task shapes below)
 TEMPLATE_SHARE ?= 0.2
 SHAPES ?= single=0.1,choose=0.18,parallel=0.2,parallel_multi=0.18,multi_step=0.05,irrelevance=0.18,missing_info=0.05,typed=0.06
+# share of the irrelevance records that ask a general question about an offered tool's own subject
+# ("Why would someone want to get the step count?" with that tool offered: no call); the rest ask
+# for another tool's action. Applies to trajectories, pairs and eval tasks
+TOPIC_SHARE ?= 0.4
 # generate: training trajectories (sft) from the training phrasings
 TRAIN_COUNT ?= 700
 # share of those whose right answer is a plain reply (no tool call); the eval tasks hold ~15%

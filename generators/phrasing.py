@@ -72,7 +72,8 @@ def _base_verb(w: str) -> str | None:
 
 def _first_sentence(text: str) -> str:
     text = " ".join(str(text or "").split())
-    m = re.search(r"(?<=[a-z0-9\)])[.!?](\s|$)", text)
+    # a sentence ends at . ! ? after a letter, digit or ")", but not inside "e.g." or "i.e."
+    m = re.search(r"(?<=[a-z0-9\)])(?<!\be\.g)(?<!\bi\.e)[.!?](\s|$)", text)
     return (text[: m.start()] if m else text).strip().rstrip(".:;")
 
 
@@ -95,6 +96,7 @@ def intent(name: str, description: str, parameters: dict) -> Intent:
 
 def _vp_from_description(description: str, pwords: set[str]) -> str | None:
     s = _first_sentence(description)
+    s = re.split(r",?\s*\(?\b(?:e\.g\.|i\.e\.|for example)", s, maxsplit=1)[0].strip()  # examples are not the intent
     s = re.sub(r"^(this|the)\s+(tool|function|endpoint|api|method|operation)\s+(will\s+)?", "", s, flags=re.I)
     s = re.sub(r"^(use this to|used to|allows you to|lets you|helps you)\s+", "", s, flags=re.I)
     ws = s.split()
@@ -338,6 +340,39 @@ def decline(it: Intent, offered: list[Intent], rng: random.Random) -> str:
                        f"I can't {it.vp} with the tools I have here; they only {can_txt}.",
                        f"Sorry, I have no tool to {it.vp}. The tools available can {can_txt}.",
                        f"That is outside what these tools do (they {can_txt}), so I can't {it.vp}."])
+
+
+# a general question about what a tool works on, which the tool itself does not answer (what its
+# action means, why or how people do it): a no-call request on the offered tool's own subject
+TOPIC_FRAMES = [
+    "What does it mean to {vp}?", "Why would someone want to {vp}?", "Is it hard to {vp} by hand?",
+    "Who usually needs to {vp}, and why?", "Can you explain in general terms what {obj} is?",
+    "What are common mistakes people make when they {vp}?", "How did people {vp} before computers existed?",
+    "Give me some general advice on how to {vp} well.", "What is the story behind the idea of {obj}?",
+    "In one sentence, what is {obj} good for?",
+]
+
+
+def topic_object(it: Intent) -> str:
+    """What the tool's verb phrase acts on, without its article ("get the restaurant menu" ->
+    "restaurant menu"); "" when the verb phrase is a bare verb."""
+    obj = it.vp.partition(" ")[2]
+    return re.sub(r"^(the|a|an)\s+", "", obj)
+
+
+def topic_question(it: Intent, rng: random.Random, split: str = "train") -> tuple[str, int]:
+    """A general question on the tool's subject that calling the tool would not answer; (text, frame index)."""
+    i = rng.choice(split_frames(TOPIC_FRAMES, split))
+    return TOPIC_FRAMES[i].format(vp=it.vp, obj=topic_object(it)), i
+
+
+def topic_reply(it: Intent, rng: random.Random) -> str:
+    return rng.choice([f"That is a general question, and the tool here can only {it.vp}, which would not answer it. "
+                       f"If you want me to {it.vp}, tell me the details.",
+                       f"No tool call helps with that: the available tool can only {it.vp}. I can do that for you if "
+                       f"you give me what it needs.",
+                       f"Calling the tool would not answer this: it can only {it.vp}, not explain or advise.",
+                       f"I can't answer that with the tool I have; it can only {it.vp}. Tell me if you want that done."])
 
 
 def final_answer(it: Intent, observation: str, rng: random.Random) -> str:

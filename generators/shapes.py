@@ -114,8 +114,9 @@ class Engine:
 
     def __init__(self, catalog: Catalog, *, split: str, shares: dict[str, float], optional_share: float = 0.35,
                  no_system_share: float = 0.4, system_prompt: str | None = None, exclude: set[str] | None = None,
-                 max_tools: int = 5):
+                 max_tools: int = 5, topic_share: float = 0.0):
         self.catalog = catalog
+        self.topic_share = topic_share
         self.split = split
         self.frames = "eval" if split == "eval" else "train"
         every = list(catalog.tools.values())
@@ -430,6 +431,10 @@ class Engine:
     def _irrelevance(self, rng: random.Random) -> Episode | None:
         """A request no offered tool serves: another domain of the catalog (or, for a catalog of one
         domain, a synthetic API outside it), sharing no content word with the offered tools."""
+        if self.topic_share > 0 and rng.random() < self.topic_share:  # no draw at 0: the same records as before
+            ep = self._topic(rng)
+            if ep is not None:
+                return ep
         own = len(self.by_domain) >= 3
         t = rng.choice(self.targets) if own or rng.random() < 0.3 else rng.choice(self._outside())
         call, _ = self._one_call(t, rng, optional_share=0.2)
@@ -454,6 +459,19 @@ class Engine:
             return None
         reply = phrasing.decline(it, [self.intent(x) for x in offered], rng)
         return Episode("irrelevance", offered, user, [], reply=reply, frame=frame, target=t)
+
+    def _topic(self, rng: random.Random) -> Episode | None:
+        """A general question on an offered tool's own subject that the tool does not answer ("Why would
+        someone want to get the restaurant menu?" with that tool offered): the harder irrelevance, where
+        the request shares the tool's words but asks for no call."""
+        t = rng.choice(self.targets)
+        it = self.intent(t)
+        if not phrasing.topic_object(it):
+            return None
+        user, frame = phrasing.topic_question(it, rng, self.frames)
+        extra = self._distractors([t], rng, rng.choice([0, 0, 1]), lookalike=False)
+        return Episode("irrelevance", self._offer([t], extra, rng), user, [], reply=phrasing.topic_reply(it, rng),
+                       frame=frame, target=t)
 
     def followup(self, prev: Episode, rng: random.Random) -> Episode | None:
         """The user's next request in the same conversation, on the tools already offered: most often

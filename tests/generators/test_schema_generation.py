@@ -522,3 +522,41 @@ def test_followups_continue_a_conversation_on_the_same_offered_tools(tmp_path, o
                     assert phrasing.stated(v, turn[0]["content"], k, ""), (turn[0]["content"], k, v)
     assert kinds == {"call", "answer"}
     assert cli("validate", str(more), "--strict").exit_code == 0
+
+
+def test_topic_questions_offer_the_tool_they_talk_about_and_call_nothing(tmp_path, openai_catalog):
+    plain, topic, tasks = tmp_path / "plain.jsonl", tmp_path / "topic.jsonl", tmp_path / "tasks.jsonl"
+    shares = "single=0.5,irrelevance=0.5,choose=0,parallel=0,parallel_multi=0,multi_step=0,missing_info=0,typed=0"
+    args = ("generate", "trajectories", "--catalog", str(openai_catalog), "--count", "80", "--seed", "2", "--shapes", shares)
+    assert cli(*args, "-o", str(plain)).exit_code == 0
+    assert cli(*args, "--topic-share", "0", "-o", str(tmp_path / "zero.jsonl")).exit_code == 0
+    assert (tmp_path / "zero.jsonl").read_text() == plain.read_text()  # share 0 draws nothing: the same records
+    assert cli(*args, "--topic-share", "1", "-o", str(topic)).exit_code == 0
+    recs = [r for r in _read(topic) if r["metadata"]["shape"] == "irrelevance"]
+    assert len(recs) > 20
+    frames = set()
+    for rec in recs:
+        offered = {t["function"]["name"]: t["function"] for t in rec["tools"]}
+        target = rec["metadata"]["tool"]
+        assert target in offered  # the tool the question is about is offered ...
+        assert not any(m.get("tool_calls") for m in rec["messages"])  # ... and the answer calls nothing
+        user = next(m["content"] for m in rec["messages"] if m["role"] == "user")
+        it = phrasing.intent(target, offered[target]["description"], offered[target]["parameters"])
+        assert it.vp in user or phrasing.topic_object(it) in user  # the request names the tool's own subject
+        assert it.vp in rec["messages"][-1]["content"]  # the reply says what the tool can do instead
+        frames.add(rec["metadata"]["phrasing"])
+    assert frames <= set(phrasing.split_frames(phrasing.TOPIC_FRAMES, "train"))
+    assert cli("validate", str(topic), "--strict").exit_code == 0
+    # eval tasks ask in the held-out frames only, and expect no call
+    assert cli("generate", "tasks", "--split", "eval", "--catalog", str(openai_catalog), "--count", "40", "--seed", "2",
+               "--shapes", shares, "--topic-share", "1", "-o", str(tasks)).exit_code == 0
+    held = set(phrasing.split_frames(phrasing.TOPIC_FRAMES, "eval"))
+    topical = [t for t in _read(tasks) if t["metadata"].get("shape") == "irrelevance"]
+    assert topical and all(t["metadata"]["phrasing"] in held and t["expected"]["calls"] == [] for t in topical)
+
+
+def test_a_description_with_e_g_is_not_cut_inside_the_abbreviation():
+    it = phrasing.intent("calc_loan", "Calculate the loan payment, e.g. for a car. Uses the annual rate.",
+                         {"properties": {"rate": {"type": "number", "description": "Yearly interest rate as a decimal, e.g. 0.05."}}})
+    assert it.np["rate"] == "yearly interest rate as a decimal"
+    assert it.vp == "calculate the loan payment"
