@@ -19,7 +19,7 @@ SHAPES ?= single=0.1,choose=0.18,parallel=0.2,parallel_multi=0.18,multi_step=0.0
 # share of the irrelevance records that ask a general question about an offered tool's own subject
 # ("Why would someone want to get the step count?" with that tool offered: no call); the rest ask
 # for another tool's action. Applies to trajectories, pairs and eval tasks
-TOPIC_SHARE ?= 0.4
+TOPIC_SHARE ?= 0
 # generate: training trajectories (sft) from the training phrasings
 TRAIN_COUNT ?= 700
 # share of those whose right answer is a plain reply (no tool call); the eval tasks hold ~15%
