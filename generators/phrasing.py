@@ -16,7 +16,8 @@ and without politeness, values inline or in a second sentence, each value in one
 argument forms ("a radius of 4.5 meters", "the city is Lisbon", "use 3 for the number of days",
 booleans as "with X turned on"). Every 5th frame is held out: training never uses it, eval tasks
 do (``split="eval"``). Frames for several calls in one turn, for asking for missing information,
-for declining when no tool fits and for the final answer are here too.
+for declining when no tool fits, for general questions on a tool's own subject (no call) and for
+the final answer are here too.
 
 :func:`stated` is the semantic gate's test: every argument value must be stated in the request
 (strings verbatim, numbers as written, booleans by their parameter's words).

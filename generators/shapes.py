@@ -8,7 +8,8 @@ choose         2-5 tools offered, several look alike (same family or domain); ca
 parallel       one tool called for several values in one turn
 parallel_multi different tools in one turn ("... Also, ...")
 multi_step     call, observation, a second call using a value from the observation, answer
-irrelevance    no offered tool fits: answer directly, no call
+irrelevance    no offered tool fits: answer directly, no call (``--topic-share`` of them: a general
+               question on an offered tool's own subject, which calling it would not answer)
 missing_info   a required value is not stated: ask for it, no call
 typed          numbers, floats, lists and objects copied exactly (tools with such parameters)
 ============== =================================================================================
