@@ -347,10 +347,10 @@ def decline(it: Intent, offered: list[Intent], rng: random.Random) -> str:
 # action means, why or how people do it): a no-call request on the offered tool's own subject
 TOPIC_FRAMES = [
     "What does it mean to {vp}?", "Why would someone want to {vp}?", "Is it hard to {vp} by hand?",
-    "Who usually needs to {vp}, and why?", "Can you explain in general terms what {obj} is?",
+    "Who usually needs to {vp}, and why?", "Can you explain the general idea of {obj}?",
     "What are common mistakes people make when they {vp}?", "How did people {vp} before computers existed?",
     "Give me some general advice on how to {vp} well.", "What is the story behind the idea of {obj}?",
-    "In one sentence, what is {obj} good for?",
+    "In one sentence, what is the point of {obj}?",
 ]
 
 
