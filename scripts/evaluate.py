@@ -35,6 +35,7 @@ class Config:
     adapter: list[str] = field(default_factory=list, split=False, help="LoRA adapter folder(s) applied to --model (a chain in training order)")
     baseline: Optional[str] = field(None, help="'base' (the --model without adapters) or another model folder/adapter to compare against")
     max_new_tokens: int = field(256, help="generation limit per task; a reply cut here is scored as truncated if incomplete")
+    fit_expected: bool = field(True, help="raise a task's limit where its right answer would not fit: to 1.5 x the tokens of its expected calls (written in trajtune's tool-call format, the longest acceptable value of each argument) + 16; --no-fit-expected: --max-new-tokens for every task")
     batch_size: int = field(64, help="sequences decoded together (fewer when their KV cache would not fit in a quarter of free memory)")
     engine: Literal["auto", "slots", "generate"] = field("auto", help="transformers backend: 'slots' (shared prompt prefixes, no padding, continuous batching; see trajtune/generation.py), 'generate' (model.generate on length-sorted left-padded batches); auto: slots where the model supports it")
     stop: list[str] = field(default_factory=list, split=False, help="extra stop strings (the end-of-turn token always stops)")
@@ -130,8 +131,39 @@ def _resolve_spec(role: str, model: str, adapters: list[str], cfg: Config) -> Mo
     key = content_id({"model": str(Path(path).resolve()) if Path(path).exists() else path,
                       "adapters": [str(Path(a).resolve()) for a in adapters],
                       "weights": [_weights_stamp(p) for p in [path, *adapters]],
-                      "max_new_tokens": cfg.max_new_tokens, "stop": cfg.stop}, prefix=f"{role}-")[: len(role) + 9]
+                      "max_new_tokens": cfg.max_new_tokens, "stop": cfg.stop,
+                      **({"fit_expected": True} if cfg.fit_expected else {})}, prefix=f"{role}-")[: len(role) + 9]
     return ModelSpec(role, path, list(adapters), key)
+
+
+def expected_reply(task: dict) -> str:
+    """The task's expected calls as a reply writes them (trajtune's tool-call format), each argument
+    at its longest acceptable value (optional ones included); '' for no-call and answer tasks."""
+    import json
+
+    from trajtune.chat import format_tool_call
+
+    blocks = []
+    for call in (task.get("expected") or {}).get("calls") or []:
+        args = {}
+        for name, acceptable in (call.get("arguments") or {}).items():
+            options = [a for a in (acceptable if isinstance(acceptable, list) else [acceptable]) if a not in (None, "")]
+            if options:
+                args[name] = max(options, key=lambda a: len(json.dumps(a, ensure_ascii=False)))
+        blocks.append(format_tool_call(call.get("name", ""), args))
+    return "\n".join(blocks)
+
+
+def token_limits(tok, tasks: list[dict], cfg: Config) -> list[int]:
+    """Each task's generation limit: --max-new-tokens, raised (with fit_expected) to 1.5 x the
+    tokens of its expected reply + 16 where that is more, so that no task is lost to a limit its
+    right answer cannot fit in (BFCL's parallel tasks need up to ~450 tokens)."""
+    limits = []
+    for t in tasks:
+        text = expected_reply(t) if cfg.fit_expected else ""
+        need = (3 * len(tok(text, add_special_tokens=False)["input_ids"]) + 1) // 2 + 16 if text else 0
+        limits.append(max(cfg.max_new_tokens, need))
+    return limits
 
 
 class TransformersBackend:
@@ -161,10 +193,12 @@ class TransformersBackend:
         self.engine_note = "" if ok or cfg.engine == "generate" else why
         self.stats: dict = {}
 
-    def run(self, prompts: list[str], ids: list[list[int]], done: Callable[[int, str, int, bool, float], None]) -> None:
-        """Generate for every prompt; ``done(index, text, generated tokens, truncated, seconds)`` as each finishes."""
+    def run(self, prompts: list[str], ids: list[list[int]], limits: list[int],
+            done: Callable[[int, str, int, bool, float], None]) -> None:
+        """Generate for every prompt, at most ``limits[i]`` tokens each; ``done(index, text,
+        generated tokens, truncated, seconds)`` as each finishes."""
         if self.engine == "generate":
-            return _run_in_batches(self, prompts, ids, done)
+            return _run_in_batches(self, prompts, ids, limits, done)
         from trajtune.training import free_memory_bytes
 
         cfg = self.cfg
@@ -172,41 +206,42 @@ class TransformersBackend:
         if cfg.stop:
             stop_check = lambda gen: any(s in self.tok.decode(gen, skip_special_tokens=False) for s in cfg.stop)  # noqa: E731
         # the KV buffer of all rows must fit in a quarter of the free memory
-        per_row = (max(len(i) for i in ids) + cfg.max_new_tokens + 1) * kv_bytes_per_token(self.model)
+        per_row = (max(len(i) for i in ids) + max(limits) + 1) * kv_bytes_per_token(self.model)
         rows = max(1, min(cfg.batch_size, free_memory_bytes(self.device) // 4 // max(per_row, 1)))
         engine = Engine(self.model, self.stop_ids, cfg.max_new_tokens, batch_size=rows, stop_check=stop_check)
 
         def on_result(r) -> None:
-            text, n_tokens, truncated = cut_reply(self.tok, r.ids, self.stop_ids, cfg.stop, cfg.max_new_tokens)
+            text, n_tokens, truncated = cut_reply(self.tok, r.ids, self.stop_ids, cfg.stop, limits[r.index])
             done(r.index, text, n_tokens, truncated, r.seconds)
 
-        engine.run(ids, on_result)
+        engine.run(ids, on_result, limits=limits)
         self.stats = {"rows": rows, **engine.stats.as_dict()}
 
-    def generate(self, prompts: list[str]) -> list[tuple[str, int, bool]]:
-        """model.generate on one left-padded batch (the 'generate' engine)."""
+    def generate(self, prompts: list[str], limits: list[int]) -> list[tuple[str, int, bool]]:
+        """model.generate on one left-padded batch (the 'generate' engine), to the batch's largest
+        limit; each reply then cut at its own (greedy: the same tokens as a run to that limit)."""
         import torch
 
         enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         with torch.inference_mode():
-            out = self.model.generate(**enc, max_new_tokens=self.cfg.max_new_tokens, do_sample=False,
+            out = self.model.generate(**enc, max_new_tokens=max(limits), do_sample=False,
                                       eos_token_id=self.stop_ids, pad_token_id=self.tok.pad_token_id,
                                       **({"stop_strings": self.cfg.stop, "tokenizer": self.tok} if self.cfg.stop else {}))
         gen = out[:, enc["input_ids"].shape[1]:].tolist()
-        return [cut_reply(self.tok, g, self.stop_ids, self.cfg.stop, self.cfg.max_new_tokens) for g in gen]
+        return [cut_reply(self.tok, g[:n], self.stop_ids, self.cfg.stop, n) for g, n in zip(gen, limits)]
 
     def close(self) -> None:
         del self.model
 
 
-def _run_in_batches(backend, prompts: list[str], ids: list[list[int]], done) -> None:
+def _run_in_batches(backend, prompts: list[str], ids: list[list[int]], limits: list[int], done) -> None:
     """Length-sorted batches (longest first, so memory problems show at once) through backend.generate."""
     order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
     bs = backend.cfg.batch_size
     for b in range(0, len(order), bs):
         batch = order[b: b + bs]
         t0 = time.perf_counter()
-        outs = backend.generate([prompts[i] for i in batch])
+        outs = backend.generate([prompts[i] for i in batch], [limits[i] for i in batch])
         per_task = (time.perf_counter() - t0) / len(batch)
         for i, (text, n_tokens, truncated) in zip(batch, outs):
             done(i, text, n_tokens, truncated, per_task)
@@ -235,19 +270,20 @@ class VLLMBackend:
         self.stop_ids = stop_token_ids(self.tok)
         self.llm = LLM(model=model_dir, dtype="bfloat16" if cfg.dtype in ("auto", "bf16") else cfg.dtype.replace("fp", "float"),
                        trust_remote_code=cfg.trust_remote_code)
-        self.params = SamplingParams(temperature=0.0, max_tokens=cfg.max_new_tokens, stop_token_ids=self.stop_ids,
-                                     stop=cfg.stop or None, skip_special_tokens=False)
+        self.params = lambda limit: SamplingParams(temperature=0.0, max_tokens=limit, stop_token_ids=self.stop_ids,
+                                                   stop=cfg.stop or None, skip_special_tokens=False)
         self.cfg = cfg
         self.engine, self.engine_note, self.stats = "vllm", "", {}
 
-    def run(self, prompts: list[str], ids: list[list[int]], done) -> None:
-        _run_in_batches(self, prompts, ids, done)
+    def run(self, prompts: list[str], ids: list[list[int]], limits: list[int], done) -> None:
+        _run_in_batches(self, prompts, ids, limits, done)
 
-    def generate(self, prompts: list[str]) -> list[tuple[str, int, bool]]:
+    def generate(self, prompts: list[str], limits: list[int]) -> list[tuple[str, int, bool]]:
         from vllm.inputs import TokensPrompt
 
         ids = [self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=i) for i in ids], self.params, use_tqdm=False)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=i) for i in ids], [self.params(n) for n in limits],
+                                 use_tqdm=False)
         res = []
         for o in outs:
             c = o.outputs[0]
@@ -295,6 +331,10 @@ def run_model(spec: ModelSpec, tasks: list[dict], cfg: Config, appender, say: Ca
         say(f"{spec.role}: model.generate instead of the slot engine ({backend.engine_note})")
     prompts = [render_prompt(backend.tok, t["prompt"], t.get("tools")) for t in todo]
     ids = [backend.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    limits = token_limits(backend.tok, todo, cfg)
+    if any(n > cfg.max_new_tokens for n in limits):
+        say(f"{spec.role}: {sum(n > cfg.max_new_tokens for n in limits)} tasks whose expected calls need more than "
+            f"{cfg.max_new_tokens} tokens get up to {max(limits)} (--no-fit-expected: one limit for all)")
     t_start = time.perf_counter()
     count = [0]
 
@@ -306,14 +346,14 @@ def run_model(spec: ModelSpec, tasks: list[dict], cfg: Config, appender, say: Ca
             "model_path": spec.label, "output": text, "calls": s.calls, "pass": s.passed, "reason": s.reason,
             "detail": s.detail, "kind": s.kind, "valid_json": s.valid_json, "tool_name_correct": s.tool_name_correct,
             "argument_accuracy": s.argument_accuracy, "hallucinated": s.hallucinated, "reward": s.reward,
-            "truncated": truncated, "generated_tokens": n_tokens, "prompt_tokens": len(ids[i]),
+            "truncated": truncated, "generated_tokens": n_tokens, "max_new_tokens": limits[i], "prompt_tokens": len(ids[i]),
             "latency_s": round(seconds, 4),
         })
         count[0] += 1
         if count[0] == len(todo) or count[0] % max(1, len(todo) // 10) == 0:  # tasks finish one by one: ~10 lines
             say(f"{spec.role}: {count[0]}/{len(todo)} tasks")
 
-    backend.run(prompts, ids, done)
+    backend.run(prompts, ids, limits, done)
     info["seconds"] = round(time.perf_counter() - t_start, 3)
     if backend.stats:
         info["engine_stats"] = backend.stats

@@ -201,7 +201,9 @@ class Engine:
         out = self.model(input_ids=x, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
         return [(layer.keys, layer.values) for layer in cache.layers], out.logits[0, -1]
 
-    def run(self, prompts: list[list[int]], on_result: Callable[[Result], None] | None = None) -> list[Result]:
+    def run(self, prompts: list[list[int]], on_result: Callable[[Result], None] | None = None,
+            limits: Sequence[int] | None = None) -> list[Result]:
+        """Generate for every prompt; ``limits[i]``: prompt i's own token limit (default max_new_tokens)."""
         import torch
 
         n_prompts = len(prompts)
@@ -214,7 +216,8 @@ class Engine:
         model, dev = self.model, self.model.device
         text_cfg = model.config.get_text_config(decoder=True)
         num_layers = text_cfg.num_hidden_layers
-        cap_t = max(len(p) for p in prompts) + self.max_new_tokens + 1
+        limit = list(limits) if limits is not None else [self.max_new_tokens] * n_prompts
+        cap_t = max(len(p) for p in prompts) + max(limit) + 1
         cap_b = max(group, min(self.batch_size, n_prompts * group))
         state = _SlotState()
         cache = _make_slot_cache(num_layers, state, (cap_b, cap_t))
@@ -258,7 +261,7 @@ class Engine:
             if lp is not None:
                 row_lp[r].append(lp)
             st.generated += 1
-            if t in stop or len(row_gen[r]) >= self.max_new_tokens:
+            if t in stop or len(row_gen[r]) >= limit[row_index[r] // group]:
                 return True
             return self.stop_check is not None and self.stop_check(row_gen[r])
 

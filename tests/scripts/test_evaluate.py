@@ -107,6 +107,63 @@ def test_slot_engine_equals_generate_one_at_a_time(tuned, tmp_path):
     assert all(x > 0 for x in lat) and sum(lat) <= many["models"]["model"]["seconds"] + 0.01
 
 
+def test_a_right_answer_longer_than_the_limit_gets_room_and_passes(base64, tmp_path):
+    """A model trained to make ev-06's two calls, evaluated with --max-new-tokens shorter than that
+    reply: the task's limit is raised to fit its expected calls (1.5 x their tokens + 16), so the
+    right answer passes; a no-call task keeps the limit; --no-fit-expected cuts the reply (truncated)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trajtune.chat import format_tool_call, tokenize_for_training
+    from trajtune.scripts.evaluate import expected_reply
+
+    tasks = {t["id"]: t for t in map(json.loads, TOOL_TASKS.read_text().splitlines())}
+    picked = tmp_path / "tasks.jsonl"
+    picked.write_text("".join(json.dumps(tasks[i]) + "\n" for i in ("ev-06", "ev-04")))
+    task = tasks["ev-06"]
+    reply = format_tool_call("get_weather", {"city": "Lisbon"}) + "\n" + format_tool_call("get_weather", {"city": "Oslo"})
+    assert reply == expected_reply(task)
+    tok = AutoTokenizer.from_pretrained(base64)
+    model = AutoModelForCausalLM.from_pretrained(base64)
+    ids, labels = tokenize_for_training(tok, task["prompt"] + [{"role": "assistant", "content": reply}], task["tools"])
+    ids, labels = torch.tensor([ids]), torch.tensor([labels])
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        loss = model(input_ids=ids, labels=labels).loss
+        if loss.item() < 0.01:
+            break
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    trained = tmp_path / "trained"
+    model.save_pretrained(trained)
+    tok.save_pretrained(trained)
+
+    n = len(tok(reply, add_special_tokens=False)["input_ids"])
+    short = n // 2  # the right reply cannot fit
+    run(cfg(tasks=picked, output=tmp_path / "fit", model=trained, max_new_tokens=short))
+    fit = {p["task_id"]: p for p in preds(tmp_path / "fit")}
+    assert fit["ev-06"]["max_new_tokens"] == (3 * n + 1) // 2 + 16 and fit["ev-04"]["max_new_tokens"] == short
+    assert fit["ev-06"]["pass"] and not fit["ev-06"]["truncated"], fit["ev-06"]["output"]
+    assert fit["ev-06"]["generated_tokens"] > short
+
+    run(cfg(tasks=picked, output=tmp_path / "one", model=trained, max_new_tokens=short, fit_expected=False))
+    one = {p["task_id"]: p for p in preds(tmp_path / "one")}
+    assert {p["max_new_tokens"] for p in one.values()} == {short}
+    assert not one["ev-06"]["pass"] and one["ev-06"]["reason"] == "truncated"
+    assert one["ev-06"]["output"] == fit["ev-06"]["output"][: len(one["ev-06"]["output"])]  # greedy: the same prefix
+
+
+def test_expected_reply_takes_the_longest_acceptable_value_and_keeps_optional_ones():
+    from trajtune.scripts.evaluate import expected_reply
+
+    task = {"expected": {"calls": [{"name": "f", "arguments": {"city": ["SF", "San Francisco"], "unit": [None, "", "celsius"],
+                                                                 "days": [[1, 2]], "note": [None]}}]}}
+    assert expected_reply(task) == '<tool_call>\n{"name": "f", "arguments": {"city": "San Francisco", "unit": "celsius", "days": [1, 2]}}\n</tool_call>'
+    assert expected_reply({"expected": {"calls": []}}) == "" and expected_reply({"expected": {"answer": "hi"}}) == ""
+
+
 @pytest.fixture(scope="module")
 def noisy(tiny_model, tmp_path_factory):
     """The tiny model with large random weights: replies vary from token to token."""
@@ -207,7 +264,8 @@ def test_slots_shrink_to_fit_free_memory(tiny_model, tmp_path, monkeypatch):
     per_token = c.num_hidden_layers * 2 * c.num_key_value_heads * (c.hidden_size // c.num_attention_heads) * 4
     full = run(cfg(tasks=TOOL_TASKS, output=tmp_path / "full", model=tiny_model, batch_size=8))
     longest = max(x["prompt_tokens"] for x in preds(tmp_path / "full"))
-    per_row = (longest + 12 + 1) * per_token  # max_new_tokens 12 (cfg's default here)
+    limit = max(x["max_new_tokens"] for x in preds(tmp_path / "full"))  # the largest task limit (room for ev-06's calls)
+    per_row = (longest + limit + 1) * per_token
     monkeypatch.setattr(trajtune.training, "free_memory_bytes", lambda device="cpu": 4 * 2 * per_row + 3)
     small = run(cfg(tasks=TOOL_TASKS, output=tmp_path / "small", model=tiny_model, batch_size=8))
     assert full["models"]["model"]["engine_stats"]["rows"] == 8 and small["models"]["model"]["engine_stats"]["rows"] == 2

@@ -93,6 +93,18 @@ def test_stop_check_ends_a_row(model_tok):
     assert [r.ids[:4] for r in free] == [r.ids for r in cut]
 
 
+def test_each_prompt_stops_at_its_own_limit(model_tok):
+    """Per-prompt limits (evaluate's room for long expected answers): each row stops at its own
+    limit, with the tokens a run at that one limit gives, while the other rows go on."""
+    model, tok = model_tok
+    ids = prompts(tok)[:5]
+    limits = [3, 12, 5, 20, 1]
+    got = Engine(model, [], 4, batch_size=2).run(ids, limits=limits)
+    assert [len(r.ids) for r in got] == limits
+    for r, n in zip(got, limits):
+        assert r.ids == Engine(model, [], n, batch_size=1).run([ids[r.index]])[0].ids
+
+
 def test_supported_and_kv_size(model_tok, tiny_model):
     from transformers import AutoModelForCausalLM, MistralConfig, MistralForCausalLM
 
