@@ -73,7 +73,7 @@ $(D)/validated.ok: $(D)/data/train_all.jsonl $(D)/data/prefs.jsonl $(D)/data/tas
 	$(STAGE) validate '$(TT) validate $^ --strict --max-errors 20 && $(TT) validate $(D)/data/train_all.jsonl $(D)/data/prefs.jsonl --against $(D)/data/tasks.jsonl --max-errors 20 && touch $@'
 
 $(D)/splits/train.jsonl: $(D)/validated.ok
-	$(STAGE) split '$(TT) split $(D)/data/train_all.jsonl -o $(D)/splits --ratios 0.9,0.1,0 --seed $(SEED) --stratify-by metadata.category'
+	$(STAGE) split '$(TT) split $(D)/data/train_all.jsonl -o $(D)/splits --ratios $(SPLIT_RATIOS) --seed $(SEED) --stratify-by metadata.category'
 
 $(D)/sft/final/adapter_config.json: $(D)/splits/train.jsonl
 	$(STAGE) train-sft '$(TT) train-sft $(D)/splits/train.jsonl --eval-data $(D)/splits/val.jsonl --config $(SFT_CONFIG) --model $(MODEL) --max-steps $(SFT_STEPS) $(foreach kv,$(SFT_SET),--set $(kv)) -o $(D)/sft'
