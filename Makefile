@@ -98,6 +98,7 @@ demo-clean:
 # `make bfcl` (all tasks of each category) or `make bfcl BFCL_LIMIT=40` (the first 40 of each).
 BFCL_CATEGORIES ?= simple_python multiple parallel parallel_multiple irrelevance
 BFCL_LIMIT      ?=
+# new tokens per task; evaluate raises it where a task's expected calls need more (fit_expected)
 BFCL_MAX_NEW    ?= 128
 BF              := $(D)/bfcl$(if $(BFCL_LIMIT),-$(BFCL_LIMIT))
 

@@ -47,5 +47,5 @@ SFT_SET ?=
 DPO_CONFIG ?= configs/train_dpo/smollm2-135m.yaml
 DPO_STEPS ?= 5
 
-# evaluate: max new tokens per task
+# evaluate: max new tokens per task (raised for a task whose expected calls need more: 15 of the 80)
 EVAL_MAX_NEW ?= 128
