@@ -76,7 +76,7 @@ $(D)/splits/train.jsonl: $(D)/validated.ok
 	$(STAGE) split '$(TT) split $(D)/data/train_all.jsonl -o $(D)/splits --ratios $(SPLIT_RATIOS) --seed $(SEED) --stratify-by metadata.category'
 
 $(D)/sft/final/adapter_config.json: $(D)/splits/train.jsonl
-	$(STAGE) train-sft '$(TT) train-sft $(D)/splits/train.jsonl --eval-data $(D)/splits/val.jsonl --config $(SFT_CONFIG) --model $(MODEL) --max-steps $(SFT_STEPS) $(foreach kv,$(SFT_SET),--set $(kv)) -o $(D)/sft'
+	$(STAGE) train-sft '$(TT) train-sft $(D)/splits/train.jsonl --eval-data $(D)/splits/val.jsonl --config $(SFT_CONFIG) --model $(MODEL) --max-steps $(SFT_STEPS) --set eval_delay=$(SFT_EVAL_DELAY) $(foreach kv,$(SFT_SET),--set $(kv)) -o $(D)/sft'
 
 $(D)/dpo/final/adapter_config.json: $(D)/sft/final/adapter_config.json $(D)/data/prefs.jsonl
 	$(STAGE) train-dpo '$(TT) train-dpo $(D)/data/prefs.jsonl --config $(DPO_CONFIG) --model $(MODEL) --adapter $(D)/sft/final --max-steps $(DPO_STEPS) -o $(D)/dpo'

@@ -186,7 +186,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
             gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate, epochs=cfg.epochs,
             max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
             lr_scheduler=cfg.lr_scheduler, logging_steps=cfg.logging_steps, eval_steps=cfg.eval_steps, save_steps=cfg.save_steps,
-            save_total_limit=cfg.save_total_limit, gradient_checkpointing=bool(cfg.gradient_checkpointing)),
+            save_total_limit=cfg.save_total_limit, eval_delay=cfg.eval_delay, gradient_checkpointing=bool(cfg.gradient_checkpointing)),
         beta=cfg.beta, loss_type=list(cfg.loss_type), label_smoothing=cfg.label_smoothing,
         loss_weights=list(cfg.loss_weights) if cfg.loss_weights is not None else None,
         precompute_ref_log_probs=cfg.reference == "precompute", max_length=None,  # lengths handled in encode_pairs

@@ -271,7 +271,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate, epochs=cfg.epochs,
         max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
         lr_scheduler=cfg.lr_scheduler, logging_steps=cfg.logging_steps, eval_steps=cfg.eval_steps, save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit, gradient_checkpointing=bool(cfg.gradient_checkpointing))
+        save_total_limit=cfg.save_total_limit, eval_delay=cfg.eval_delay, gradient_checkpointing=bool(cfg.gradient_checkpointing))
     if has_eval:  # the best checkpoint and early stopping follow the held-out pass rate
         kw.update(metric_for_best_model="eval_pass_rate", greater_is_better=True)
     args = GRPOConfig(

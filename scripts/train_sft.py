@@ -198,7 +198,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
             gradient_accumulation_steps=accumulation, learning_rate=cfg.learning_rate, epochs=cfg.epochs,
             max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
             lr_scheduler=cfg.lr_scheduler, logging_steps=cfg.logging_steps, eval_steps=cfg.eval_steps, save_steps=cfg.save_steps,
-            save_total_limit=cfg.save_total_limit, gradient_checkpointing=bool(checkpointing)),
+            save_total_limit=cfg.save_total_limit, eval_delay=cfg.eval_delay, gradient_checkpointing=bool(checkpointing)),
         include_num_input_tokens_seen="non_padding",
         # validation needs the loss only: without this the Trainer gathers every batch's logits
         # (label positions x 49k vocabulary) and concatenates them, padded, across the whole eval set

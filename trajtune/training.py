@@ -486,10 +486,11 @@ def trainer_arguments(*, run_dir: Path, precision: Precision, has_eval: bool, se
                       gradient_accumulation_steps: int, learning_rate: float, epochs: float, max_steps: int,
                       warmup_steps: int, weight_decay: float, max_grad_norm: float, lr_scheduler: str,
                       logging_steps: int, eval_steps: int, save_steps: int, save_total_limit: int | None,
-                      gradient_checkpointing: bool, num_workers: int = 0) -> dict:
+                      gradient_checkpointing: bool, num_workers: int = 0, eval_delay: int = 0) -> dict:
     """Keyword arguments for ``TrainingArguments`` (or trl's configs, which subclass it) shared by
     both trainers: checkpoints every ``save_steps``, eval + best-checkpoint restore when there is a
-    validation set, no hub, no wandb (TensorBoard is added as a callback)."""
+    validation set (none before step ``eval_delay``; the last step is always evaluated), no hub, no
+    wandb (TensorBoard is added as a callback)."""
     kw: dict[str, Any] = dict(
         output_dir=str(run_dir), seed=seed, data_seed=seed,
         per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
@@ -506,7 +507,7 @@ def trainer_arguments(*, run_dir: Path, precision: Precision, has_eval: bool, se
         ddp_find_unused_parameters=False,
     )
     if has_eval:
-        kw.update(eval_strategy="steps", eval_steps=eval_steps, load_best_model_at_end=True,
+        kw.update(eval_strategy="steps", eval_steps=eval_steps, eval_delay=eval_delay, load_best_model_at_end=True,
                   metric_for_best_model="eval_loss", greater_is_better=False)
     else:
         kw.update(eval_strategy="no")
@@ -755,6 +756,7 @@ class TrainConfig:
     max_grad_norm: float = F(1.0, help="gradient clipping")
     # evaluation, checkpoints, logging
     eval_steps: int = F(50, help="evaluate every N steps (when there is a validation set)")
+    eval_delay: int = F(0, help="no evaluation before this step; the last step is always evaluated (eval_delay = max_steps: one evaluation, at the end)")
     patience: int = F(3, help="early stopping: evaluations without eval-loss improvement before stopping (0 = off)")
     save_steps: int = F(50, help="checkpoint every N steps (a multiple of eval_steps when evaluating)")
     save_total_limit: Optional[int] = F(3, help="keep at most N checkpoints (the best one is always kept)")
@@ -779,6 +781,8 @@ class TrainConfig:
             raise ConfigError("eval_fraction must be between 0 and 1")
         if min(self.eval_steps, self.save_steps, self.logging_steps) < 1:
             raise ConfigError("eval_steps, save_steps and logging_steps must be >= 1")
+        if self.eval_delay < 0:
+            raise ConfigError("eval_delay must be >= 0")
         if self.output == "-":
             raise ConfigError("a run writes a folder: -o RUN_DIR, not '-'")
 

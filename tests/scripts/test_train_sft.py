@@ -166,6 +166,21 @@ def test_train_with_validation_stops_early_restores_best_and_writes_the_run_fold
     assert again["skipped"] is True
 
 
+def test_eval_delay_evaluates_once_at_the_end_and_still_checkpoints_on_schedule(tiny_model, tmp_path):
+    """The demo's setting: validation only at the last step (a mid-run evaluation costs ~55 s there
+    and never chose the checkpoint), while checkpoints for resuming keep their schedule."""
+    data = sft_records.write(tmp_path / "d.jsonl", 110)
+    out = tmp_path / "run"
+    s = train_sft(_cfg(tiny_model, data, out, max_steps=5, eval_steps=2, save_steps=2, eval_delay=5))
+    assert s["finished"] and s["global_step"] == 5
+    state = json.loads((out / "checkpoint-5" / "trainer_state.json").read_text())
+    assert [h["step"] for h in state["log_history"] if "eval_loss" in h] == [5]
+    assert s["eval_loss"] == pytest.approx(state["best_metric"]) and s["best_checkpoint"].endswith("checkpoint-5")
+    assert (out / "checkpoint-4").is_dir()  # the resume point a kill at step 5 would have used
+    with pytest.raises(ConfigError, match="eval_delay"):
+        _cfg(tiny_model, data, out, eval_delay=-1).check()
+
+
 def test_micro_batches_give_the_same_step_as_one_batch(tiny_model, tmp_path):
     """batch_size 4 run as 4 micro-batches of 1 (gradient accumulation) must be the same optimizer
     step as one batch of 4: the same token-weighted loss and gradient, less memory. The records'
