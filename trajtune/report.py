@@ -111,7 +111,8 @@ def render_markdown(report: dict) -> str:
     head, rows = table_rows(report)
     lines = ["# Evaluation report", "", f"Tasks: `{report['tasks_file']}` ({report['tasks']} tasks)", ""]
     for role, m in report["models"].items():
-        lines.append(f"- **{role}**: `{m['model']}` ({m['backend'] or 'from predictions.jsonl'})")
+        how = f"{m['backend']}, {m['dtype']}" if m.get("backend") and m.get("dtype") else (m.get("backend") or "from predictions.jsonl")
+        lines.append(f"- **{role}**: `{m['model']}` ({how})")
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += ["", "Pass rate: all tasks. Tool-name and argument accuracy: tasks expecting calls. Valid-JSON rate: replies "
