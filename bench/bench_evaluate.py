@@ -98,7 +98,6 @@ def main() -> int:
         cfg = build(Config, None, {"tasks": str(task_file), "output": str(work), "model": model,
                                            "max_new_tokens": a.max_new_tokens, "batch_size": a.batch_size,
                                            "fit_expected": False,  # the peer's one limit, for equal outputs
-                                           "dtype": "fp32",  # the peer's precision: the same numbers, so equal outputs
                                            "limit": a.tasks, "backend": "transformers"})
         rep = run(cfg)
         ev_secs = rep["models"]["model"]["seconds"]

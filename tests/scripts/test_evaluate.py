@@ -17,9 +17,6 @@ TOOL_TASKS = FIX / "tasks.jsonl"  # tool-call tasks (3 tools, strict/any order, 
 
 def cfg(**kw):
     kw.setdefault("max_new_tokens", 12)
-    # these tests compare engines and runs token for token: fp32, where a padded batch and a slot row
-    # compute the same greedy tokens (bf16, auto's choice on a CPU with native bf16, rounds them differently)
-    kw.setdefault("dtype", "fp32")
     return build(Config, None, {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()})
 
 
@@ -231,15 +228,12 @@ def test_rerun_skips_done_tasks(tiny_model, tmp_path):
     assert again["models"]["model"]["metrics"] == rep["models"]["model"]["metrics"]
 
 
-def test_auto_precision_is_bf16_where_the_cpu_has_it_and_a_rerun_at_another_never_reuses_predictions(tiny_model, tmp_path):
-    from trajtune.training import cpu_supports_bf16
-
-    auto = run(cfg(tasks=TOOL_TASKS, output=tmp_path, model=tiny_model, dtype="auto"))["models"]["model"]
-    assert auto["dtype"] == ("bf16" if cpu_supports_bf16() else "fp32") and auto["generated_now"] == 8
-    assert f"({auto['backend']}, {auto['dtype']})" in (tmp_path / "report.md").read_text()
-    other = "fp32" if auto["dtype"] == "bf16" else "bf16"
-    again = run(cfg(tasks=TOOL_TASKS, output=tmp_path, model=tiny_model, dtype=other))["models"]["model"]
-    assert again["dtype"] == other and again["generated_now"] == 8 and again["key"] != auto["key"]
+def test_a_rerun_at_another_precision_never_reuses_predictions_and_the_report_names_it(tiny_model, tmp_path):
+    auto = run(cfg(tasks=TOOL_TASKS, output=tmp_path, model=tiny_model))["models"]["model"]
+    assert auto["dtype"] == "fp32" and auto["generated_now"] == 8  # auto on a CPU
+    assert f"({auto['backend']}, fp32)" in (tmp_path / "report.md").read_text()
+    again = run(cfg(tasks=TOOL_TASKS, output=tmp_path, model=tiny_model, dtype="bf16"))["models"]["model"]
+    assert again["dtype"] == "bf16" and again["generated_now"] == 8 and again["key"] != auto["key"]
     assert len(preds(tmp_path)) == 16  # both runs' predictions kept, each under its own key
 
 
