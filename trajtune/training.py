@@ -269,12 +269,15 @@ def apply_weight(records: list[dict], weight: float, seed: int) -> list[dict]:
 
 def prepare_data(data: Sequence[str], kind: str | tuple, *, weights: Sequence[float] | None = None,
                  eval_data: Sequence[str] | None = None, min_records: int = 50, allow_unreviewed: bool = False,
-                 eval_fraction: float = 0.1, auto_split_over: int = 100, seed: int = 42) -> PreparedData:
+                 eval_fraction: float = 0.1, auto_split_over: int = 100, seed: int = 42,
+                 max_eval_records: int = 0) -> PreparedData:
     """Everything between the data files and the tokenizer, shared by train-sft and train-dpo.
 
     1) validate + read + review gate each file; 2) minimum data; 3) automatic split by prompt
     when there are more than ``auto_split_over`` records and no eval file; 4) mixing weights on
-    the train side only (so upsampled copies never leak into validation).
+    the train side only (so upsampled copies never leak into validation); 5) at most
+    ``max_eval_records`` of the validation records (0: all), evenly spaced through them: the
+    split decides what is trained, this only how many held-out records each evaluation reads.
     """
     if not data:
         raise ConfigError("no training data given", hint="pass one or more JSONL files: trajtune train-sft train.jsonl")
@@ -306,8 +309,12 @@ def prepare_data(data: Sequence[str], kind: str | tuple, *, weights: Sequence[fl
     from trajtune.generators.review import PENDING, review_state
 
     approved = sum(1 for records in per_file for r in records if review_state(r) != PENDING)
+    held_out = len(eval_records)
+    if 0 < max_eval_records < held_out:
+        eval_records = [eval_records[i * held_out // max_eval_records] for i in range(max_eval_records)]
     counts = {"files": {p: len(r) for p, r in zip(data, per_file)}, "weights": dict(zip(data, weights)),
-              "records_read": n_total, "approved": approved, "train_records": len(train), "eval_records": len(eval_records), "eval_split": split}
+              "records_read": n_total, "approved": approved, "train_records": len(train), "eval_records": len(eval_records),
+              "eval_split": split, **({"held_out_records": held_out} if held_out != len(eval_records) else {})}
     return PreparedData(train, eval_records, counts)
 
 
@@ -732,6 +739,7 @@ class TrainConfig:
     min_records: int = F(50, help="refuse to train on fewer records")
     eval_fraction: float = F(0.1, help="share of records held out by the automatic split")
     auto_split: bool = F(True, help="without eval_data, hold out eval_fraction of the records (by prompt) when there are more than 100")
+    max_eval_records: int = F(0, help="validate on at most this many of the held-out records, evenly spaced (0 = all): a cheaper evaluation; the others stay out of training")
     seed: int = F(42, help="seed for splits, data order, initialisation")
     max_length: int = F(2048, help="max tokens per record (each side of a preference pair)")
     truncation: Literal["drop", "truncate"] = F("drop", help="records longer than max_length: drop them, or cut the end")
@@ -781,8 +789,8 @@ class TrainConfig:
             raise ConfigError("eval_fraction must be between 0 and 1")
         if min(self.eval_steps, self.save_steps, self.logging_steps) < 1:
             raise ConfigError("eval_steps, save_steps and logging_steps must be >= 1")
-        if self.eval_delay < 0:
-            raise ConfigError("eval_delay must be >= 0")
+        if self.eval_delay < 0 or self.max_eval_records < 0:
+            raise ConfigError("eval_delay and max_eval_records must be >= 0")
         if self.output == "-":
             raise ConfigError("a run writes a folder: -o RUN_DIR, not '-'")
 
@@ -854,7 +862,7 @@ def run_training(stage: str, cfg: TrainConfig, kind: str | tuple, setup: Any) ->
         # 2) data, before any model is loaded
         data = prepare_data(cfg.data, kind, weights=cfg.weights, eval_data=cfg.eval_data, min_records=cfg.min_records,
                             allow_unreviewed=cfg.allow_unreviewed, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
-                            auto_split_over=100 if cfg.auto_split else float("inf"))
+                            auto_split_over=100 if cfg.auto_split else float("inf"), max_eval_records=cfg.max_eval_records)
         check_eval_save_steps(bool(data.eval), cfg.eval_steps, cfg.save_steps)
         from trajtune.advice import shortfall
 

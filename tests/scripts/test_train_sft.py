@@ -181,6 +181,15 @@ def test_eval_delay_evaluates_once_at_the_end_and_still_checkpoints_on_schedule(
         _cfg(tiny_model, data, out, eval_delay=-1).check()
 
 
+def test_max_eval_records_validates_on_an_evenly_spaced_sample_and_trains_on_the_same_records(tiny_model, tmp_path):
+    train, val = sft_records.write(tmp_path / "t.jsonl", 60), sft_records.write(tmp_path / "v.jsonl", 9)
+    full = training.prepare_data([str(train)], "sft", eval_data=[str(val)])
+    some = training.prepare_data([str(train)], "sft", eval_data=[str(val)], max_eval_records=3)
+    assert some.train == full.train and some.eval == [full.eval[0], full.eval[3], full.eval[6]]
+    assert some.counts["eval_records"] == 3 and some.counts["held_out_records"] == 9
+    assert "held_out_records" not in full.counts
+
+
 def test_micro_batches_give_the_same_step_as_one_batch(tiny_model, tmp_path):
     """batch_size 4 run as 4 micro-batches of 1 (gradient accumulation) must be the same optimizer
     step as one batch of 4: the same token-weighted loss and gradient, less memory. The records'
