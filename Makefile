@@ -54,7 +54,7 @@ $(D)/model.txt: | install
 # the shipped catalog (with its templates) + synthetic APIs (phrased by the grammar); whole tool
 # families of the synthetic set are held out: training never sees them, the eval tasks use them
 CATALOGS = --catalog data/tools --catalog $(D)/data/synth_tools.json
-GEN      = $(CATALOGS) --template-share $(TEMPLATE_SHARE) --shapes $(SHAPES) --topic-share $(TOPIC_SHARE)
+GEN      = $(CATALOGS) --template-share $(TEMPLATE_SHARE) --shapes $(SHAPES) --topic-share $(TOPIC_SHARE) --near-miss-share $(NEAR_MISS_SHARE)
 
 $(D)/data/synth_tools.json: $(D)/model.txt
 	$(STAGE) generate-tools '$(TT) generate tools --synthesize $(SYNTH_TOOLS) --seed $(SEED) -o $@'
@@ -76,7 +76,7 @@ $(D)/splits/train.jsonl: $(D)/validated.ok
 	$(STAGE) split '$(TT) split $(D)/data/train_all.jsonl -o $(D)/splits --ratios $(SPLIT_RATIOS) --seed $(SEED) --stratify-by metadata.category'
 
 $(D)/sft/final/adapter_config.json: $(D)/splits/train.jsonl
-	$(STAGE) train-sft '$(TT) train-sft $(D)/splits/train.jsonl --eval-data $(D)/splits/val.jsonl --config $(SFT_CONFIG) --model $(MODEL) --max-steps $(SFT_STEPS) --set eval_delay=$(SFT_EVAL_DELAY) $(foreach kv,$(SFT_SET),--set $(kv)) -o $(D)/sft'
+	$(STAGE) train-sft '$(TT) train-sft $(D)/splits/train.jsonl --eval-data $(D)/splits/val.jsonl --config $(SFT_CONFIG) --model $(MODEL) --max-steps $(SFT_STEPS) --set eval_delay=$(SFT_EVAL_DELAY) --set max_eval_records=$(SFT_EVAL_RECORDS) $(foreach kv,$(SFT_SET),--set $(kv)) -o $(D)/sft'
 
 $(D)/dpo/final/adapter_config.json: $(D)/sft/final/adapter_config.json $(D)/data/prefs.jsonl
 	$(STAGE) train-dpo '$(TT) train-dpo $(D)/data/prefs.jsonl --config $(DPO_CONFIG) --model $(MODEL) --adapter $(D)/sft/final --max-steps $(DPO_STEPS) -o $(D)/dpo'

@@ -20,6 +20,10 @@ SHAPES ?= single=0.1,choose=0.18,parallel=0.2,parallel_multi=0.18,multi_step=0.0
 # ("Why would someone want to get the step count?" with that tool offered: no call); the rest ask
 # for another tool's action. Applies to trajectories, pairs and eval tasks
 TOPIC_SHARE ?= 0
+# share of the irrelevance records (trajectories and pairs) that offer only a look-alike of the
+# requested tool: the same domain and a shared word, another action or object ("reset the expired
+# password" with a tool that rotates the expired api key: no call). The eval tasks keep the plain kind
+NEAR_MISS_SHARE ?= 0.5
 # generate: training trajectories (sft) from the training phrasings
 TRAIN_COUNT ?= 700
 # share of those whose right answer is a plain reply (no tool call); the eval tasks hold ~15%
@@ -35,7 +39,7 @@ TASK_COUNT ?= 80
 TASK_TEMPLATE_SHARE ?= 0.3
 
 # split: train, validation, test shares of the training trajectories. The validation share is
-# train-sft's held-out loss (once per run, at the end: ~0.85 s a record on this CPU, ~55 s at 0.1).
+# train-sft's held-out loss (once per run, at the end, on SFT_EVAL_RECORDS of them: ~0.85 s a record).
 # 0.95,0.05,0 saved ~50 s but its model's held-out loss was worse (README "The demo, measured")
 SPLIT_RATIOS ?= 0.9,0.1,0
 
@@ -46,6 +50,9 @@ SFT_STEPS ?= 45
 # The step-25 one cost ~55 s and was never the best checkpoint in a 45-step run (checkpoints for
 # resuming are still saved every 25 steps)
 SFT_EVAL_DELAY ?= $(SFT_STEPS)
+# validate on this many of the validation split's records (evenly spaced; 0: all 65): the same
+# training, a held-out loss read in half the time (~28 s saved)
+SFT_EVAL_RECORDS ?= 32
 # extra train-sft settings, e.g. SFT_SET="learning_rate=5e-4 lora_r=32" (each becomes --set KEY=VALUE)
 SFT_SET ?=
 DPO_CONFIG ?= configs/train_dpo/smollm2-135m.yaml

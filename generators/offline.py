@@ -82,6 +82,9 @@ class GenerateConfig(SourceOptions):
     no_system_share: float = field(0.4, help="share of schema-engine records without a system message (as benchmarks prompt)")
     topic_share: float = field(0.0, help="share of the irrelevance records (grammar) that ask a general question about an "
                                          "offered tool's own subject, which calling it would not answer (harder negatives)")
+    near_miss_share: float = field(0.0, help="share of the irrelevance records (grammar) that offer only a sibling of the "
+                                             "requested tool: same domain and shared words, another action or object "
+                                             "(the hardest negatives: the tool looks right and is not)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -97,7 +100,7 @@ class GenerateConfig(SourceOptions):
             raise ConfigError("need 0 <= distractors_min <= distractors_max")
         if not 0.0 <= self.no_call_share <= 1.0:
             raise ConfigError("no_call_share must be between 0 and 1")
-        for name in ("template_share", "optional_share", "no_system_share", "topic_share"):
+        for name in ("template_share", "optional_share", "no_system_share", "topic_share", "near_miss_share"):
             v = getattr(self, name)
             if v is not None and not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1")
@@ -228,7 +231,8 @@ def _schema_setup(cfg: GenerateConfig, src: Sources, split: str):
 
     engine = Engine(src.catalog, split=split, shares=cfg.shapes, optional_share=cfg.optional_share,
                     no_system_share=cfg.no_system_share, system_prompt=cfg.system_prompt,
-                    exclude=src.templated(), max_tools=max(cfg.max_tools, 2), topic_share=cfg.topic_share)
+                    exclude=src.templated(), max_tools=max(cfg.max_tools, 2), topic_share=cfg.topic_share,
+                    near_miss_share=cfg.near_miss_share)
     has_templates = bool(src.templates.select(split=split))
     if not engine.targets:
         if not has_templates:

@@ -9,7 +9,10 @@ parallel       one tool called for several values in one turn
 parallel_multi different tools in one turn ("... Also, ...")
 multi_step     call, observation, a second call using a value from the observation, answer
 irrelevance    no offered tool fits: answer directly, no call (``--topic-share`` of them: a general
-               question on an offered tool's own subject, which calling it would not answer)
+               question on an offered tool's own subject, which calling it would not answer;
+               ``--near-miss-share``: only a sibling of the asked-for tool is offered, same domain and
+               shared words, another action or object: "find the prime factors" with a tool that
+               checks a prime number)
 missing_info   a required value is not stated: ask for it, no call
 typed          numbers, floats, lists and objects copied exactly (tools with such parameters)
 ============== =================================================================================
@@ -54,6 +57,12 @@ def _singular(w: str) -> str:
         return w[:-1]
     return w
 
+
+# a verb phrase's object ends before these ("list the books by author": books)
+_PREPOSITIONS = {"by", "for", "from", "of", "with", "in", "on", "to", "at", "into", "using", "via", "given", "looked", "between"}
+# actions that only read: two of them on different things never serve each other's request
+_READ_VERBS = {"get", "list", "search", "find", "check", "calculate", "compute", "estimate", "count", "show", "fetch",
+               "look", "query", "detect", "compare", "track", "recommend"}
 
 SHAPES = ("single", "choose", "parallel", "parallel_multi", "multi_step", "irrelevance", "missing_info", "typed")
 DEFAULT_SHARES = {"single": 0.18, "choose": 0.22, "parallel": 0.14, "parallel_multi": 0.12, "multi_step": 0.06,
@@ -115,9 +124,11 @@ class Engine:
 
     def __init__(self, catalog: Catalog, *, split: str, shares: dict[str, float], optional_share: float = 0.35,
                  no_system_share: float = 0.4, system_prompt: str | None = None, exclude: set[str] | None = None,
-                 max_tools: int = 5, topic_share: float = 0.0):
+                 max_tools: int = 5, topic_share: float = 0.0, near_miss_share: float = 0.0):
         self.catalog = catalog
         self.topic_share = topic_share
+        self.near_miss_share = near_miss_share
+        self._siblings: list[tuple[Tool, list[Tool]]] | None = None  # built on first use
         self.split = split
         self.frames = "eval" if split == "eval" else "train"
         every = list(catalog.tools.values())
@@ -436,6 +447,10 @@ class Engine:
             ep = self._topic(rng)
             if ep is not None:
                 return ep
+        if self.near_miss_share > 0 and rng.random() < self.near_miss_share:  # likewise
+            ep = self._near_miss(rng)
+            if ep is not None:
+                return ep
         own = len(self.by_domain) >= 3
         t = rng.choice(self.targets) if own or rng.random() < 0.3 else rng.choice(self._outside())
         call, _ = self._one_call(t, rng, optional_share=0.2)
@@ -458,6 +473,59 @@ class Engine:
                     break
         if not offered:
             return None
+        reply = phrasing.decline(it, [self.intent(x) for x in offered], rng)
+        return Episode("irrelevance", offered, user, [], reply=reply, frame=frame, target=t)
+
+    @staticmethod
+    def _action(vp: str) -> tuple[str, str] | None:
+        """(verb, head noun of its object) of a verb phrase: "list the books by author" -> ("list",
+        "book"); None when there is no object."""
+        ws = vp.lower().split()
+        obj: list[str] = []
+        for w in ws[1:]:
+            if w in _PREPOSITIONS:
+                break
+            if w not in ("the", "a", "an"):
+                obj.append(w)
+        return (ws[0], _singular(obj[-1])) if ws and obj else None
+
+    def _sibling(self, t: Tool, x: Tool) -> bool:
+        """True when offering ``x`` alone makes a near miss for a request of ``t``: the same domain,
+        another family and sense, a content word in common, but another thing acted on, and another
+        action unless both only read ("get the weather forecast" vs "get the current weather" is a
+        miss; "send the email" vs "send the message", or "list the books by author" vs "search the
+        books", could serve the same request and are not)."""
+        if x.name == t.name or self._domain(x) != self._domain(t) or self._sense(x) == self._sense(t) \
+                or (x.meta.get("family") or x.name) == (t.meta.get("family") or t.name):
+            return False
+        if not self._content_words(x) & self._content_words(t):
+            return False
+        a, b = self._action(self.intent(t).vp), self._action(self.intent(x).vp)
+        if a is None or b is None or a[1] == b[1]:
+            return False
+        return a[0] != b[0] or a[0] in _READ_VERBS
+
+    def _near_miss(self, rng: random.Random) -> Episode | None:
+        """A request for one tool with only its siblings offered (:meth:`_sibling`): the hard
+        irrelevance, where the offered tool shares the request's domain and words but does something
+        else, so the right answer is still no call."""
+        if self._siblings is None:
+            self._siblings = []
+            for t in self.targets:
+                sib = [x for x in self.by_domain.get(self._domain(t), []) if self._sibling(t, x)]
+                if sib:
+                    self._siblings.append((t, sib))
+        if not self._siblings:
+            return None
+        t, sib = rng.choice(self._siblings)
+        call, _ = self._one_call(t, rng, optional_share=0.2)
+        it = self.intent(t)
+        user, frame = phrasing.request(it, call["arguments"], rng, self.frames)
+        offered = [rng.choice(sib)]
+        more = [x for x in sib if self._sense(x) != self._sense(offered[0])]
+        if more and rng.random() < 0.3:
+            offered.append(rng.choice(more))
+        rng.shuffle(offered)
         reply = phrasing.decline(it, [self.intent(x) for x in offered], rng)
         return Episode("irrelevance", offered, user, [], reply=reply, frame=frame, target=t)
 

@@ -555,6 +555,57 @@ def test_topic_questions_offer_the_tool_they_talk_about_and_call_nothing(tmp_pat
     assert topical and all(t["metadata"]["phrasing"] in held and t["expected"]["calls"] == [] for t in topical)
 
 
+def test_near_misses_offer_only_a_same_domain_look_alike_of_the_requested_tool_and_call_nothing(tmp_path):
+    from trajtune.generators.shapes import Engine
+    from trajtune.generators.values import words
+
+    synth = tmp_path / "synth.json"
+    assert cli("generate", "tools", "--synthesize", "300", "--seed", "0", "-o", str(synth)).exit_code == 0
+    meta = {t["function"]["name"]: t["x-trajtune"] for t in json.loads(synth.read_text())}
+    shares = "single=0.5,irrelevance=0.5,choose=0,parallel=0,parallel_multi=0,multi_step=0,missing_info=0,typed=0"
+    args = ("generate", "trajectories", "--catalog", str(synth), "--count", "120", "--seed", "3", "--shapes", shares)
+    plain, near = tmp_path / "plain.jsonl", tmp_path / "near.jsonl"
+    assert cli(*args, "-o", str(plain)).exit_code == 0
+    assert cli(*args, "--near-miss-share", "0", "-o", str(tmp_path / "zero.jsonl")).exit_code == 0
+    assert (tmp_path / "zero.jsonl").read_text() == plain.read_text()  # share 0 draws nothing: the same records
+    assert cli(*args, "--near-miss-share", "1", "-o", str(near)).exit_code == 0
+    recs = [r for r in _read(near) if r["metadata"]["shape"] == "irrelevance"]
+    assert len(recs) > 40
+    for rec in recs:
+        target = rec["metadata"]["tool"]
+        offered = [t["function"] for t in rec["tools"]]
+        assert target not in {f["name"] for f in offered} and not any(m.get("tool_calls") for m in rec["messages"])
+        for f in offered:  # each offered tool: the requested one's domain, another family, a word in common
+            assert meta[f["name"]]["domain"] == meta[target]["domain"] and meta[f["name"]]["family"] != meta[target]["family"]
+            it = phrasing.intent(f["name"], f["description"], f["parameters"])
+            assert it.vp in rec["messages"][-1]["content"]  # the reply says what the offered tool does instead
+    shared = [rec for rec in recs if all(set(words(f["function"]["name"])) & set(words(rec["metadata"]["tool"])) - {"get", "by", "v2"}
+                                         for f in rec["tools"])]
+    assert len(shared) > len(recs) // 2  # most share a name word beyond the verb: they look like the right tool
+    assert cli("validate", str(near), "--strict").exit_code == 0
+
+
+def test_a_near_miss_never_offers_a_tool_that_could_serve_the_request():
+    from trajtune.generators.shapes import Engine
+
+    assert Engine._action("list the books by author") == ("list", "book")
+    assert Engine._action("get the weather forecast") == ("get", "forecast") and Engine._action("deploy") is None
+    from trajtune.generators.catalog import Catalog, Tool
+
+    params = {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]}
+    tools = {name: Tool(name=name, description=desc, category=domain, parameters=params, meta={"domain": domain})
+             for name, desc, domain in [("send_email", "Send the email.", "messaging"),
+                                        ("send_message", "Send the message.", "messaging"),
+                                        ("list_books_by_author", "List the books by author.", "books"),
+                                        ("search_books", "Search the books.", "books"),
+                                        ("check_prime_number", "Check the prime number.", "math"),
+                                        ("find_prime_factors", "Find the prime factors.", "math")]}
+    eng = Engine(Catalog(tools=tools), split="train", shares={"irrelevance": 1.0}, near_miss_share=1.0)
+    assert not eng._sibling(tools["send_email"], tools["send_message"])  # the same action on alike things
+    assert not eng._sibling(tools["list_books_by_author"], tools["search_books"])  # two reads of the same thing
+    assert eng._sibling(tools["find_prime_factors"], tools["check_prime_number"])  # another thing, a shared word
+
+
 def test_a_description_with_e_g_is_not_cut_inside_the_abbreviation():
     it = phrasing.intent("calc_loan", "Calculate the loan payment, e.g. for a car. Uses the annual rate.",
                          {"properties": {"rate": {"type": "number", "description": "Yearly interest rate as a decimal, e.g. 0.05."}}})
