@@ -33,7 +33,8 @@ NOCALL_SHARE ?= 0.2
 # tools (each trained; 0: one request per record)
 FOLLOWUP_SHARE ?= 0
 # generate: preference pairs (correct next step over a realistic failure)
-PREF_COUNT ?= 40
+# (24: one pass of DPO_STEPS x 8 pairs; 40 pairs and 5 steps took ~60 s more, README "The demo, measured")
+PREF_COUNT ?= 24
 # generate: held-out eval tasks: tools never trained on (the held-out synthetic families), and
 # phrasings and templates never trained on, plus no-call requests
 TASK_COUNT ?= 80
@@ -57,7 +58,7 @@ SFT_EVAL_RECORDS ?= 32
 # extra train-sft settings, e.g. SFT_SET="learning_rate=5e-4 lora_r=32" (each becomes --set KEY=VALUE)
 SFT_SET ?=
 DPO_CONFIG ?= configs/train_dpo/smollm2-135m.yaml
-DPO_STEPS ?= 5
+DPO_STEPS ?= 3
 
 # evaluate: max new tokens per task (raised for a task whose expected calls need more: 15 of the 80)
 EVAL_MAX_NEW ?= 128
