@@ -436,8 +436,19 @@ def _run_workers(path: str, workers: int, kind: str | None, cfg: Any, against) -
 
     ranges = _split(path, workers, _line_limit(cfg))
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ctx.Pool(len(ranges), initializer=_plain_worker_signals) as pool:
-        return pool.map(_scan_range, [(path, a, b, kind, cfg, against) for a, b in ranges])
+    pool = ctx.Pool(len(ranges), initializer=_plain_worker_signals)
+    try:
+        parts = pool.map(_scan_range, [(path, a, b, kind, cfg, against) for a, b in ranges])
+    except BaseException:
+        pool.terminate()
+        pool.join()
+        raise
+    # the work is done: let the workers leave on their own. `with Pool` terminates them on exit,
+    # and a full test run hung there (2026-12-07): the parent joined a worker that stayed blocked
+    # on the task queue's lock (py-spy) instead of dying from the SIGTERM
+    pool.close()
+    pool.join()
+    return parts
 
 
 def _plain_worker_signals() -> None:
