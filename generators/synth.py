@@ -24,6 +24,7 @@ simulator. Deterministic per seed.
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 from trajtune.generators.values import words
@@ -342,8 +343,19 @@ DOMAINS: dict[str, tuple[str, list[str], list[str], list[str]]] = {
 }
 
 STYLES = ("snake", "camel", "dotted", "namespaced")
-_VERB3 = {"get": "Gets", "list": "Lists", "search": "Searches", "find": "Finds", "calculate": "Calculates",
-          "create": "Creates", "book": "Books", "cancel": "Cancels", "send": "Sends", "set": "Sets"}
+
+
+def third_person(verb: str) -> str:
+    """'get' -> 'Gets', 'search' -> 'Searches', 'apply' -> 'Applies', 'compress' -> 'Compresses'."""
+    v = verb.lower()
+    if re.search(r"[^aeiou]y$", v):
+        v = v[:-1] + "ies"
+    elif re.search(r"(s|sh|ch|x|z|o)$", v):
+        v += "es"
+    else:
+        v += "s"
+    return v.capitalize()
+
 _TYPES = {"str": {"type": "string"}, "int": {"type": "integer"}, "num": {"type": "number"},
           "bool": {"type": "boolean"}, "date": {"type": "string", "format": "date"},
           "time": {"type": "string", "format": "time"}, "email": {"type": "string", "format": "email"},
@@ -446,7 +458,7 @@ def _describe(verb: str, obj: str, req: list[str], rng: random.Random, qualifier
     elif style == 1:
         text = f"{verb.capitalize()} the {phrase} for the given {given_txt}"
     elif style == 2:
-        text = f"{_VERB3.get(verb, verb.capitalize() + 's')} the {phrase} from {given_txt}"
+        text = f"{third_person(verb)} the {phrase} from {given_txt}"
     else:
         text = f"{verb.capitalize()} the {phrase}, given {given_txt}"
     if key_alt:

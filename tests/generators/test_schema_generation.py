@@ -213,6 +213,14 @@ def test_synthesize_many_distinct_tools_deterministically(tmp_path):
     assert cli("generate", "tools", "--check", "--catalog", str(a)).exit_code == 0
 
 
+def test_synthetic_descriptions_conjugate_their_verbs():
+    from trajtune.generators.synth import third_person
+
+    assert [third_person(v) for v in ("get", "apply", "compress", "publish", "search", "fix", "query", "play", "go")] == [
+        "Gets", "Applies", "Compresses", "Publishes", "Searches", "Fixes", "Queries", "Plays", "Goes"]
+
+
+
 def test_held_out_tool_families_never_reach_training_and_make_the_eval_tasks(tmp_path):
     cat = tmp_path / "synth.json"
     assert cli("generate", "tools", "--synthesize", "400", "--seed", "1", "-o", str(cat)).exit_code == 0
