@@ -37,9 +37,12 @@ class Config(training.TrainConfig):
     truncation: Literal["drop", "truncate", "turns"] = field("drop", help="records longer than max_length: drop them, cut the end, or keep their first turns (turns: drop whole turns from the end so the record ends with a complete assistant turn; dropped when even its first assistant turn does not fit)")
     micro_batch_size: Union[int, Literal["auto"]] = field("auto", help="records per forward pass; batch_size is split into micro-batches (same effective batch, less memory). auto: the largest divisor of batch_size whose longest micro-batch needs at most a quarter of the free memory for activations")
     group_by_length: bool = field(True, help="batch records of similar length (less padding)")
+    decision_weight: float = field(1.0, help="loss weight of each assistant turn's first token, where the model decides between a tool call and a plain reply (1 = a plain token mean; validation always reads the plain mean)")
 
     def check(self) -> None:
         super().check()
+        if self.decision_weight <= 0:
+            raise ConfigError(f"decision_weight must be > 0, got {self.decision_weight}", hint="1 is the plain token mean")
         if self.micro_batch_size != "auto" and (self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size):
             raise ConfigError(f"micro_batch_size must divide batch_size ({self.batch_size}), got {self.micro_batch_size}",
                               hint="use a divisor of batch_size, or micro_batch_size: auto")
@@ -209,7 +212,7 @@ def setup(ctx: training.RunContext) -> training.Setup:
     trainer = SFTLabelTrainer(model=model, args=args, train_dataset=train_ex, eval_dataset=eval_ex or None,
                               data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
                               callbacks=ctx.callbacks(early), logits_at_labels_only=cfg.logits_at_labels_only,
-                              group_by_length=cfg.group_by_length)
+                              group_by_length=cfg.group_by_length, decision_weight=cfg.decision_weight)
     info = {"method": method,
             "batch": {"records_per_step": micro * accumulation * args.world_size, "micro_batch_size": micro,
                       "gradient_accumulation_steps": accumulation, "gradient_checkpointing": bool(checkpointing)},

@@ -132,6 +132,27 @@ def test_logits_only_at_label_positions_give_the_same_loss_and_gradients(tok, ti
     assert torch.allclose(g_fast, model.model.layers[0].mlp.up_proj.weight.grad, atol=1e-6)
 
 
+def test_decision_weight_scales_only_the_first_token_of_each_assistant_turn(tok, tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    ex, _ = encode_records(tok, [sft_records.trajectory(i) for i in range(3)], 2048, "drop")
+    batch = PadCollator(tok.pad_token_id)(ex)
+    plain, _ = label_loss(model, batch, True)
+    assert torch.equal(label_loss(model, batch, True, 1.0)[0], plain)  # 1.0: the plain mean, bit for bit
+    # by hand: per-token cross-entropy, the first label of each turn counted 4 times, over the label count
+    labels = batch["labels"]
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels[:, 1:].clamp(min=0), reduction="none")
+    is_label = labels[:, 1:] != -100
+    first = is_label & (labels[:, :-1] == -100)
+    assert int(first.sum()) >= 2 * len(ex)  # a call turn and the closing reply of each trajectory
+    want = (ce * torch.where(first, 4.0, 1.0))[is_label].sum() / is_label.sum()
+    weighted, _ = label_loss(model, batch, True, 4.0)
+    assert weighted.item() == pytest.approx(want.item(), rel=1e-5)
+    assert weighted.item() > plain.item()
+
+
 def _cfg(tiny_model, data, out, **kw):
     base = dict(model=str(tiny_model), data=[str(data)], output=str(out), batch_size=4, logging_steps=1)
     base.update(kw)
