@@ -54,10 +54,11 @@ def label_loss(model: Any, inputs: dict, logits_at_labels_only: bool = True, dec
     a label follows (``logits_to_keep`` as a boolean mask, passed through DDP/PEFT forwards).
 
     ``decision_weight`` scales the loss of the first token of each trained assistant turn: the
-    token where the model decides between a tool call (``<tool_call>``) and a plain reply. It is
-    one of the ~40 label tokens of a typical call, so in a plain mean the decision weighs ~2% of
-    the loss and the JSON around it the rest. The sum stays divided by the number of label tokens
-    (1.0 gives the plain mean, bit for bit).
+    token where the model decides between a tool call (``<tool_call>``) and a plain reply. Demo
+    records have ~100 label tokens (64-161 in a sample of six) and one or two such turns, so in a
+    plain mean the decisions weigh 1-3% of the loss and the JSON around them the rest. The sum
+    stays divided by the number of label tokens (1.0 gives the plain mean, bit for bit). 8 was
+    measured worse on the demo (README "The demo, measured").
     """
     labels = inputs["labels"]
     keep = labels.new_zeros(labels.shape, dtype=bool)

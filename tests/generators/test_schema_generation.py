@@ -220,7 +220,6 @@ def test_synthetic_descriptions_conjugate_their_verbs():
         "Gets", "Applies", "Compresses", "Publishes", "Searches", "Fixes", "Queries", "Plays", "Goes"]
 
 
-
 def test_held_out_tool_families_never_reach_training_and_make_the_eval_tasks(tmp_path):
     cat = tmp_path / "synth.json"
     assert cli("generate", "tools", "--synthesize", "400", "--seed", "1", "-o", str(cat)).exit_code == 0
