@@ -121,11 +121,12 @@ def test_sigkill_leaves_whole_lines_and_a_rerun_completes_exactly(tmp_path):
 
 # ------------------------------------------------------------------- the same data, the same surface
 
-# sha256 of the demo's data as the Makefile makes it (configs/demo.mk: TRAIN_COUNT 400, NOCALL_SHARE
-# 0.2, PREF_COUNT 40, TASK_COUNT 80, SEED 0; train and prefs after `review --approve-all`), from
-# data/tools + data/templates. Recorded before generate moved onto the stage shape (the old
-# positional-OUT command line gave these exact bytes): a change here changes the demo's training
-# losses. If the catalog or the templates are edited on purpose, record the new digests.
+# sha256 of the template generator's data for the shipped catalog alone (data/tools +
+# data/templates; 400 trajectories with no-call share 0.2, 40 pairs, 80 tasks, seed 0; train and
+# prefs after `review --approve-all`): the sizes the demo used before it added synthetic tools
+# (configs/demo.mk now mixes both). Recorded before generate moved onto the stage shape (the old
+# positional-OUT command line gave these exact bytes): a change here changes every template record
+# the demo trains on. If the catalog or the templates are edited on purpose, record the new digests.
 DEMO_DIGESTS = {
     "train_all.jsonl": "2bd42e41d23fab5a7119449b320dec56faf2aa77502cb4e6e189178cfe3967f3",
     "prefs.jsonl": "24460f8012e0a2351f9ff799aa5d74293deea6e71650e60d323e515b5b0830df",  # 2026-12-06: extra_argument / extra_call failures
