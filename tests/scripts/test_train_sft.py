@@ -151,6 +151,14 @@ def test_decision_weight_scales_only_the_first_token_of_each_assistant_turn(tok,
     weighted, _ = label_loss(model, batch, True, 4.0)
     assert weighted.item() == pytest.approx(want.item(), rel=1e-5)
     assert weighted.item() > plain.item()
+    # the trainer weights only while training: validation reads the plain mean
+    import types
+
+    from trajtune.trainers import SFTLabelTrainer
+
+    trainer = types.SimpleNamespace(decision_weight=4.0, logits_at_labels_only=True)
+    assert SFTLabelTrainer.compute_loss(trainer, model.train(), batch).item() == pytest.approx(weighted.item(), rel=1e-5)
+    assert SFTLabelTrainer.compute_loss(trainer, model.eval(), batch).item() == pytest.approx(plain.item(), rel=1e-5)
 
 
 def _cfg(tiny_model, data, out, **kw):
